@@ -1,0 +1,192 @@
+"""Models autofr can search on: the embedded digit models and any diffusers pipeline.
+
+``EMBEDDED_MODELS`` ship inside the package (``autofr/models/assets``) and load offline:
+
+- ``digits_unet``: class-conditional ``UNet2DModel`` (with attention blocks) on 16x16 digits;
+- ``digits_dit``: class-conditional ``DiTTransformer2DModel`` on 16x16 digits.
+
+Both are ``ClassConditionalPipeline``s with a DDIM scheduler. ``load_digit_classifier`` gives the
+digit CNN whose features FID/KID on these models use. How they were trained: ``assets/TRAINING.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from autofr.errors import ConfigError, ModelLoadError
+from autofr.models.classifier import DigitClassifier
+from autofr.models.digits_data import load_digits_images
+from autofr.models.pipeline import ClassConditionalPipeline
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ASSETS_DIR",
+    "EMBEDDED_MODELS",
+    "SCHEDULERS",
+    "ClassConditionalPipeline",
+    "DigitClassifier",
+    "load_digit_classifier",
+    "load_digits_images",
+    "load_pipeline",
+    "swap_scheduler",
+]
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+EMBEDDED_MODELS = ("digits_unet", "digits_dit")
+CLASSIFIER_DIR_NAME = "digits_classifier"
+CLASSIFIER_WEIGHTS = "model.safetensors"
+CLASSIFIER_CONFIG = "config.json"
+SCHEDULERS = ("ddim", "dpmsolver++", "euler")
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def swap_scheduler(pipeline, scheduler: str):
+    """Replace ``pipeline.scheduler`` by the named sampler built from the same noise-schedule config."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    config = pipeline.scheduler.config
+    if scheduler == "ddim":
+        pipeline.scheduler = DDIMScheduler.from_config(config)
+    elif scheduler == "dpmsolver++":
+        pipeline.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    elif scheduler == "euler":
+        pipeline.scheduler = EulerDiscreteScheduler.from_config(config)
+    else:
+        raise ConfigError(f"unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    return pipeline
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Hide diffusers' "Loading pipeline components" progress bar; library code logs instead."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            diffusers_logging.enable_progress_bar()
+
+
+def _pipeline_class(directory: Path):
+    """``ClassConditionalPipeline`` for directories saved from it, ``DiffusionPipeline`` otherwise."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        class_name = json.loads((directory / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read {directory / 'model_index.json'}: {error}") from error
+    return ClassConditionalPipeline if class_name == ClassConditionalPipeline.__name__ else DiffusionPipeline
+
+
+def _load_local(directory: Path, dtype: torch.dtype):
+    if not (directory / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"{directory} is not a diffusers pipeline directory (no model_index.json): "
+            "pass a directory written by save_pretrained"
+        )
+    try:
+        with _quiet_loading():
+            return _pipeline_class(directory).from_pretrained(directory, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load the pipeline in {directory}: {first_line}") from error
+
+
+def _load_from_hub(model_id: str, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+    try:
+        with _quiet_loading():
+            return DiffusionPipeline.from_pretrained(model_id, dtype=dtype, local_files_only=offline)
+    except (OSError, ValueError) as error:
+        where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub or cache"
+        raise ModelLoadError(
+            f"no local directory {model_id!r} and no weights of hub model {model_id!r} in {where}: download it first "
+            f"(`huggingface-cli download {model_id}`) or pass a local diffusers directory"
+        ) from error
+
+
+def load_pipeline(
+    name_or_path: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    scheduler: str | None = None,
+):
+    """Load a diffusion pipeline by embedded name, local directory or hub id.
+
+    Args:
+        name_or_path: one of ``EMBEDDED_MODELS`` (loaded offline from the package), a local
+            directory written by ``save_pretrained``, or a hub id ``org/name`` (from the local
+            Hugging Face cache only when ``HF_HUB_OFFLINE`` is set).
+        device: where the pipeline runs.
+        dtype: weight dtype.
+        scheduler: optional sampler to swap in: ``"ddim"``, ``"dpmsolver++"`` or ``"euler"``
+            (built from the pipeline's own scheduler config); ``None`` keeps the saved one.
+
+    Raises:
+        ModelLoadError: the name is unknown, the path does not exist, or the weights are missing.
+        ConfigError: the scheduler name is unknown.
+    """
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    name_or_path = str(name_or_path)
+    if name_or_path in EMBEDDED_MODELS:
+        directory = ASSETS_DIR / name_or_path
+        if not (directory / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"embedded model {name_or_path!r} is missing from {directory}: reinstall autofr or retrain it "
+                "with `python -m autofr.models.train_digits`"
+            )
+        with _quiet_loading():
+            pipeline = ClassConditionalPipeline.from_pretrained(directory, dtype=dtype)
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.exists():
+            pipeline = _load_local(path, dtype)
+        elif _HUB_ID.match(name_or_path) and not name_or_path.startswith((".", "~")):
+            pipeline = _load_from_hub(name_or_path, dtype)
+        elif os.sep in name_or_path or name_or_path.startswith((".", "~")):
+            raise ModelLoadError(f"no diffusers pipeline at {path}: check the path, or download the model there first")
+        else:
+            raise ModelLoadError(
+                f"unknown model {name_or_path!r}: use one of {', '.join(EMBEDDED_MODELS)}, "
+                "a local diffusers directory, or a hub id (org/name)"
+            )
+    if scheduler is not None:
+        swap_scheduler(pipeline, scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    logger.info("loaded %s (%s) on %s", name_or_path, type(pipeline).__name__, device)
+    return pipeline.to(device)
+
+
+def load_digit_classifier(device: str | torch.device = "cpu") -> DigitClassifier:
+    """The embedded digit classifier, in eval mode: logits via ``forward``, FID features via ``features``."""
+    from safetensors.torch import load_file
+
+    directory = ASSETS_DIR / CLASSIFIER_DIR_NAME
+    weights, config_file = directory / CLASSIFIER_WEIGHTS, directory / CLASSIFIER_CONFIG
+    if not (weights.is_file() and config_file.is_file()):
+        raise ModelLoadError(
+            f"the digit classifier is missing from {directory}: reinstall autofr or retrain it with "
+            "`python -m autofr.models.train_digits --which classifier`"
+        )
+    config = json.loads(config_file.read_text())
+    classifier = DigitClassifier(num_classes=config["num_classes"], widths=tuple(config["widths"]))
+    state = {key: value.float() for key, value in load_file(weights).items()}
+    classifier.load_state_dict(state)
+    return classifier.to(device).eval()
