@@ -1,0 +1,408 @@
+"""The fixed evaluation protocol: which samples every candidate schedule is judged on.
+
+Every candidate of a study is sampled with the same :class:`EvalProtocol`: the same number of
+samples, the same initial noise, the same class labels or prompts, the same sampler and step
+count. Only the reuse schedule differs, so quality differences are the schedule's doing, and paired
+proxies (latent MSE, PSNR, SSIM) can compare each sample with the full-compute sample made from the
+same noise.
+
+Initial noise
+    For pipelines whose ``__call__`` accepts ``latents=`` (Stable Diffusion, PixArt, the embedded
+    digit models, ...), the noise of all N samples is drawn once, as
+    ``torch.randn((N, C, h, w), generator=torch.Generator("cpu").manual_seed(seed))``, and handed to
+    the pipeline slice by slice. Pipelines without ``latents=`` (diffusers' ``DDIMPipeline``,
+    ``DiTPipeline``) draw their own noise from the per-sample generators described next. Either way
+    sample ``i`` does not depend on the batch size.
+Per-sample generators
+    ``generator=`` receives one CPU generator per sample, seeded ``seed + 1 + i``, so stochastic
+    samplers (DDPM, ancestral Euler) are batch-size independent too (diffusers' list-of-generators
+    convention).
+Conditioning
+    Class-conditional models: sample ``i`` gets label ``i % num_classes``. Text models: sample ``i``
+    gets ``prompts[i % len(prompts)]``. Neither: an unconditional pipeline (``batch_size=``).
+Latents
+    Pipelines with a VAE are run with ``output_type="latent"`` and decoded here with ``pipe.vae``
+    (``scaling_factor``/``shift_factor``); legacy VAE pipelines without latent output (``DiTPipeline``)
+    are run with ``output_type="pt"`` while the input of ``pipe.vae.decode`` is recorded. For
+    pixel-space pipelines the latents are the final sample in model space before post-processing,
+    taken from ``callback_on_step_end`` after the last step; pipelines without that callback give
+    the images mapped back to model space (``2 * x - 1``, so values clamped to [0, 1] stay clamped).
+
+A schedule given to :func:`generate` is installed with :func:`autofr.reuse.apply_schedule` for the
+call and removed afterwards, also when sampling fails. ``schedule=None`` runs the pipeline as it is:
+full compute, as long as nobody installed a schedule on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+
+from autofr.errors import ConfigError, QualityError
+
+logger = logging.getLogger(__name__)
+
+#: Sampler names an :class:`EvalProtocol` accepts: diffusers scheduler class and its extra options.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """The fixed sampling protocol of a study.
+
+    Attributes:
+        num_samples: how many samples (N) each candidate is judged on. FID is biased by N: compare
+            FID values only at equal N and seed.
+        seed: seeds the initial noise (and the per-sample generators of stochastic samplers).
+        batch_size: samples per pipeline call. Affects memory and speed, never the samples, so it is
+            left out of :meth:`cache_key`.
+        num_inference_steps: denoising steps of the sampler.
+        guidance_scale: classifier-free guidance scale; ``None`` keeps the pipeline's default.
+        scheduler: sampler name from :data:`SCHEDULERS` (swapped in for the call, built from the
+            pipeline's own scheduler config, so the noise schedule stays); ``None`` keeps the
+            pipeline's scheduler as it is.
+        resolution: output height = width in pixels for pipelines that take ``height``/``width``;
+            ``None`` means the model's native size.
+        num_classes: class-conditional models: sample ``i`` gets label ``i % num_classes``.
+        prompts: text models: sample ``i`` gets ``prompts[i % len(prompts)]``.
+    """
+
+    num_samples: int = 256
+    seed: int = 0
+    batch_size: int = 64
+    num_inference_steps: int = 50
+    guidance_scale: float | None = None
+    scheduler: str | None = "ddim"
+    resolution: int | None = None
+    num_classes: int | None = None
+    prompts: tuple[str, ...] = ()
+
+    #: Bumped whenever the meaning of a protocol (noise drawing, label rule) changes.
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        for name in ("num_samples", "batch_size", "num_inference_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"evaluation protocol {name}={value!r} is invalid: use a positive integer")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"evaluation protocol num_classes={self.num_classes!r} is invalid: use a positive integer")
+        if self.num_classes is not None and self.prompts:
+            raise ConfigError("evaluation protocol sets both num_classes and prompts: keep the one your model takes")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"unknown sampler {self.scheduler!r} in the evaluation protocol: use one of {sorted(SCHEDULERS)} or null"
+            )
+        if self.resolution is not None and self.resolution < 1:
+            raise ConfigError(f"evaluation protocol resolution={self.resolution!r} is invalid: use a positive integer")
+
+    def class_labels(self) -> list[int]:
+        """Class label of every sample (``i % num_classes``); empty for non-class models."""
+        if self.num_classes is None:
+            return []
+        return [i % self.num_classes for i in range(self.num_samples)]
+
+    def sample_prompts(self) -> list[str]:
+        """Prompt of every sample (``prompts[i % len(prompts)]``); empty for non-text models."""
+        return [self.prompts[i % len(self.prompts)] for i in range(self.num_samples)] if self.prompts else []
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-JSON description of the protocol, recorded with every result."""
+        description = dataclasses.asdict(self)
+        description["prompts"] = list(self.prompts)
+        description["format_version"] = self.FORMAT_VERSION
+        description["noise"] = "torch.randn((N, C, h, w), generator=torch.Generator('cpu').manual_seed(seed))"
+        description["labels"] = "i % num_classes" if self.num_classes is not None else None
+        return description
+
+    def cache_key(self) -> str:
+        """Hex digest of everything that decides the samples (all fields but ``batch_size``)."""
+        description = self.describe()
+        del description["batch_size"]
+        canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+    def replace(self, **changes: Any) -> "EvalProtocol":
+        """A copy with some fields changed (e.g. fewer samples for a proxy stage)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class SampleBatch:
+    """The samples of one protocol run.
+
+    Attributes:
+        images: float32 CPU tensor (N, C, H, W) in [0, 1].
+        latents: float32 CPU tensor, the final latents (VAE pipelines) or the final sample in model
+            space ``2 * images - 1`` (pixel-space pipelines).
+        seconds: wall time of the pipeline calls (and VAE decoding), noise drawing excluded.
+        protocol: the protocol that made the samples, ``None`` for hand-made batches.
+    """
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    seconds: float = 0.0
+    protocol: EvalProtocol | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: bool = False) -> SampleBatch:
+    """Sample ``protocol.num_samples`` images with ``pipe``, optionally under a reuse schedule.
+
+    Args:
+        pipe: a diffusers pipeline (class-conditional, text-to-image or unconditional).
+        protocol: the study's evaluation protocol.
+        schedule: a ``ReuseSchedule`` or a path to a schedule JSON file, installed for this call only;
+            ``None`` runs the pipeline as it is (full compute).
+        progress: show a progress bar over batches.
+
+    Raises:
+        QualityError: the samples contain NaN or inf (the schedule is unstable).
+        ConfigError: the protocol does not fit the pipeline (labels for a text model, ...).
+    """
+    parameters = inspect.signature(pipe.__call__).parameters
+    conditioning = _conditioning(pipe, protocol, parameters)
+    noise = _initial_noise(pipe, protocol, parameters)
+    vae = getattr(pipe, "vae", None)
+    images, latents, seconds = [], [], 0.0
+    with _sampler(pipe, protocol.scheduler), _pipeline_progress_bar(pipe, disable=True), _reuse_schedule(pipe, schedule):
+        for start in _progress(range(0, protocol.num_samples, protocol.batch_size), progress):
+            stop = min(start + protocol.batch_size, protocol.num_samples)
+            kwargs = _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop)
+            began = time.perf_counter()
+            batch_images, batch_latents = _run_batch(pipe, vae, parameters, kwargs)
+            seconds += time.perf_counter() - began
+            _check_finite(batch_images, batch_latents, start)
+            images.append(batch_images)
+            latents.append(batch_latents)
+    logger.debug("generated %d samples in %.2f s (%s)", protocol.num_samples, seconds, protocol.cache_key())
+    return SampleBatch(images=torch.cat(images), latents=torch.cat(latents), seconds=seconds, protocol=protocol)
+
+
+def denoiser_of(pipe: Any) -> torch.nn.Module:
+    """The pipeline's denoising network (``unet`` or ``transformer``)."""
+    for name in ("unet", "transformer", "denoiser", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ConfigError(f"{type(pipe).__name__} has no unet or transformer: autofr evaluates diffusers denoising pipelines")
+
+
+def _conditioning(pipe: Any, protocol: EvalProtocol, parameters: Any) -> tuple[str, list] | None:
+    if protocol.num_classes is not None:
+        if "class_labels" not in parameters:
+            raise ConfigError(
+                f"{type(pipe).__name__} takes no class labels: unset num_classes in the evaluation protocol"
+            )
+        return "class_labels", protocol.class_labels()
+    if protocol.prompts:
+        if "prompt" not in parameters:
+            raise ConfigError(f"{type(pipe).__name__} takes no prompts: unset prompts in the evaluation protocol")
+        return "prompt", protocol.sample_prompts()
+    if "class_labels" in parameters or ("prompt" in parameters and "batch_size" not in parameters):
+        raise ConfigError(
+            f"{type(pipe).__name__} is conditional: set num_classes (class labels) or prompts in the evaluation protocol"
+        )
+    return None
+
+
+def _spatial_size(sample_size: Any) -> tuple[int, int]:
+    if isinstance(sample_size, int):
+        return sample_size, sample_size
+    return tuple(sample_size)  # type: ignore[return-value]
+
+
+def _initial_noise(pipe: Any, protocol: EvalProtocol, parameters: Any) -> torch.Tensor | None:
+    if "latents" not in parameters:
+        return None
+    denoiser = denoiser_of(pipe)
+    channels = denoiser.config.in_channels
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(vae.config.block_out_channels) - 1)
+        if protocol.resolution is not None:
+            height = width = protocol.resolution // factor
+        else:
+            height, width = _spatial_size(denoiser.config.sample_size)
+    else:
+        height, width = _spatial_size(denoiser.config.sample_size)
+        if protocol.resolution is not None and (height, width) != (protocol.resolution, protocol.resolution):
+            if "height" not in parameters:
+                raise ConfigError(
+                    f"{type(pipe).__name__} samples {height}x{width} pixels only: set resolution to {height} or null"
+                )
+            height = width = protocol.resolution
+    generator = torch.Generator("cpu").manual_seed(protocol.seed)
+    return torch.randn((protocol.num_samples, channels, height, width), generator=generator, dtype=torch.float32)
+
+
+def _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"num_inference_steps": protocol.num_inference_steps}
+    if conditioning is None:
+        kwargs["batch_size"] = stop - start
+    else:
+        name, values = conditioning
+        kwargs[name] = values[start:stop]
+    if "generator" in parameters:
+        kwargs["generator"] = [torch.Generator("cpu").manual_seed(protocol.seed + 1 + i) for i in range(start, stop)]
+    if noise is not None:
+        denoiser = denoiser_of(pipe)
+        kwargs["latents"] = noise[start:stop].to(device=denoiser.device, dtype=denoiser.dtype)
+    if protocol.guidance_scale is not None:
+        if "guidance_scale" not in parameters:
+            raise ConfigError(f"{type(pipe).__name__} has no guidance: set guidance_scale to null in the evaluation protocol")
+        kwargs["guidance_scale"] = protocol.guidance_scale
+    if protocol.resolution is not None and "height" in parameters and "width" in parameters:
+        kwargs["height"] = kwargs["width"] = protocol.resolution
+    return kwargs
+
+
+def _run_batch(pipe, vae, parameters, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pipeline call -> (images in [0, 1], latents), both float32 on the CPU."""
+    if vae is None:
+        final: list[torch.Tensor] = []
+        if "callback_on_step_end" in parameters:
+            kwargs["callback_on_step_end"] = _record_latents(final)
+        images = _as_tensor(pipe(**kwargs, output_type="pt").images, type(pipe).__name__)
+        latents = final[-1] if final else images * 2 - 1
+        return images.float().cpu(), latents.float().cpu()
+    if "latents" in parameters:
+        latents = _as_tensor(pipe(**kwargs, output_type="latent").images, type(pipe).__name__)
+        return _decode(vae, latents).float().cpu(), latents.float().cpu()
+    # Legacy VAE pipelines (DiTPipeline) have no latent output: record what they decode.
+    recorded: list[torch.Tensor] = []
+    original_decode = vae.decode
+
+    def recording_decode(z, *args, **decode_kwargs):
+        recorded.append(z.detach())
+        return original_decode(z, *args, **decode_kwargs)
+
+    vae.decode = recording_decode
+    try:
+        images = _as_tensor(pipe(**kwargs, output_type="pt").images, type(pipe).__name__)
+    finally:
+        del vae.decode
+    scaling = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = (recorded[-1].float() - shift) * scaling
+    return images.float().cpu(), latents.cpu()
+
+
+def _record_latents(final: list[torch.Tensor]):
+    """A diffusers ``callback_on_step_end`` that keeps the latents after the last step."""
+
+    def record(pipe, step_index, timestep, callback_kwargs):
+        final[:] = [callback_kwargs["latents"].detach()]
+        return {}
+
+    return record
+
+
+def _as_tensor(images: Any, pipeline_name: str) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise ConfigError(f"{pipeline_name} did not return a tensor for output_type='pt'/'latent': it cannot be evaluated")
+    return images
+
+
+@torch.no_grad()
+def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    scaling = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    original_dtype = vae.dtype
+    if upcast:  # SDXL's fp16 VAE overflows; its pipeline decodes in float32 too.
+        vae.to(torch.float32)
+    try:
+        decoded = vae.decode((latents / scaling + shift).to(vae.dtype), return_dict=False)[0]
+    finally:
+        if upcast:
+            vae.to(original_dtype)
+    return (decoded / 2 + 0.5).clamp(0, 1)
+
+
+def _check_finite(images: torch.Tensor, latents: torch.Tensor, start: int) -> None:
+    bad = ~(torch.isfinite(images).flatten(1).all(1) & torch.isfinite(latents).flatten(1).all(1))
+    if bad.any():
+        raise QualityError(
+            f"sampling produced NaN or inf in {int(bad.sum())} of {len(bad)} samples (batch at sample {start}): "
+            "the schedule is unstable; reuse fewer steps or layers"
+        )
+
+
+@contextlib.contextmanager
+def _sampler(pipe: Any, name: str | None) -> Iterator[None]:
+    """Swap in the protocol's sampler for the call; give the pipeline its own back afterwards."""
+    if name is None:
+        yield
+        return
+    import diffusers
+
+    class_name, options = SCHEDULERS[name]
+    sampler_class = getattr(diffusers, class_name)
+    original = pipe.scheduler
+    if type(original) is sampler_class and all(original.config.get(k) == v for k, v in options.items()):
+        yield
+        return
+    pipe.scheduler = sampler_class.from_config(original.config, **options)
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
+
+
+@contextlib.contextmanager
+def _pipeline_progress_bar(pipe: Any, disable: bool) -> Iterator[None]:
+    if not hasattr(pipe, "set_progress_bar_config"):
+        yield
+        return
+    saved = copy.copy(getattr(pipe, "_progress_bar_config", {}))
+    pipe.set_progress_bar_config(disable=disable)
+    try:
+        yield
+    finally:
+        pipe._progress_bar_config = saved
+
+
+@contextlib.contextmanager
+def _reuse_schedule(pipe: Any, schedule: Any) -> Iterator[None]:
+    if schedule is None:
+        yield
+        return
+    from autofr.reuse import apply_schedule, remove_schedule
+
+    apply_schedule(pipe, schedule)
+    try:
+        yield
+    finally:
+        remove_schedule(pipe)
+
+
+def _progress(batches: Sequence[int], show: bool):
+    if not show:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc="sampling", unit="batch")
