@@ -155,7 +155,7 @@ class SampleBatch:
     Attributes:
         images: float32 CPU tensor (N, C, H, W) in [0, 1].
         latents: float32 CPU tensor, the final latents (VAE pipelines) or the final sample in model
-            space ``2 * images - 1`` (pixel-space pipelines).
+            space before post-processing (pixel-space pipelines; see the module docs).
         seconds: wall time of the pipeline calls (and VAE decoding), noise drawing excluded.
         protocol: the protocol that made the samples, ``None`` for hand-made batches.
     """
@@ -203,12 +203,12 @@ def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: 
 
 
 def denoiser_of(pipe: Any) -> torch.nn.Module:
-    """The pipeline's denoising network (``unet`` or ``transformer``)."""
+    """The pipeline's denoising network (``unet``, ``transformer`` or ``denoiser``)."""
     for name in ("unet", "transformer", "denoiser", "prior"):
         module = getattr(pipe, name, None)
         if isinstance(module, torch.nn.Module):
             return module
-    raise ConfigError(f"{type(pipe).__name__} has no unet or transformer: autofr evaluates diffusers denoising pipelines")
+    raise ConfigError(f"{type(pipe).__name__} has no unet, transformer or denoiser: autofr evaluates diffusers denoising pipelines")
 
 
 def _conditioning(pipe: Any, protocol: EvalProtocol, parameters: Any) -> tuple[str, list] | None:

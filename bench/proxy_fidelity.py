@@ -30,25 +30,29 @@ import torch
 from tqdm.auto import tqdm
 
 PROXIES = ("latent_mse", "psnr", "ssim", "kid_small")
+FULL_DEFAULTS = {"steps": 50, "fid_samples": 2000, "proxy_samples": 128, "random_schedules": 24}
+QUICK_DEFAULTS = {"steps": 20, "fid_samples": 256, "proxy_samples": 32, "random_schedules": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits_unet", help="embedded model name (default digits_unet)")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; --quick: 20)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the pipeline's)")
-    parser.add_argument("--fid-samples", type=int, default=2000, help="N of FID-N (default 2000)")
-    parser.add_argument("--proxy-samples", type=int, default=128, help="samples per proxy evaluation (default 128)")
-    parser.add_argument("--random-schedules", type=int, default=24, help="random per-layer schedules (default 24)")
+    parser.add_argument("--fid-samples", type=int, default=None, help="N of FID-N (default 2000; --quick: 256)")
+    parser.add_argument("--proxy-samples", type=int, default=None, help="samples per proxy evaluation (default 128; --quick: 32)")
+    parser.add_argument("--random-schedules", type=int, default=None, help="random per-layer schedules (default 24; --quick: 2)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0, help="seeds the FID protocol (proxies use seed + 1) and the random schedules")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write per-schedule values and the tables here")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 8 schedules, FID-256, 32-sample proxies")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 8 schedules, FID-256, 32-sample proxies (explicit options still win)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.fid_samples, args.proxy_samples, args.random_schedules = 20, 256, 32, 2
+    defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
 
 
@@ -76,7 +80,8 @@ def build_schedules(pipe, steps: int, num_random: int, seed: int, quick: bool) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("autofr.quality").setLevel(logging.INFO)  # reference cache hits and misses
     from autofr.evaluation import EvalProtocol, generate
     from autofr.models import load_digit_classifier, load_pipeline
     from autofr.models.digits_data import load_digits_images
@@ -124,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * (len(PROXIES) + 2))
     for row in rows:
         print(f"| {row['schedule']} | " + " | ".join(f"{row[p]:.4g}" for p in PROXIES)
-              + f" | {row['fid_real']:.3f} | {row['fid_full']:.3f} |")
+              + f" | {row['fid_real']:.4g} | {row['fid_full']:.4g} |")
     tables = {}
-    for key, label in (("fid_real", f"FID-{n} vs real"), ("fid_full", f"FID-{n} vs full compute")):
+    for key, label in (("fid_real", f"FID-{n} vs real digits"), ("fid_full", f"FID-{n} vs full-compute samples")):
         fidelity = proxy_fidelity(
             {p: [row[p] for row in rows] for p in PROXIES},
             [row[key] for row in rows],
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         tables[key] = fidelity
         print(f"\n### {label}\n")
-        print(format_fidelity_table(fidelity, fid_name=label))
+        print(format_fidelity_table(fidelity, fid_name=f"FID-{n}"))
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "protocols": {"fid": fid_protocol.describe(), "proxy": proxy_protocol.describe()},

@@ -1,6 +1,15 @@
 import pytest
 import torch
-from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMPipeline,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    UNet2DModel,
+)
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from autofr.errors import ConfigError, QualityError
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
@@ -129,3 +138,70 @@ def test_unconditional_pipelines_without_latents_use_per_sample_generators():
     assert torch.allclose(whole.latents, whole.images * 2 - 1)
     with pytest.raises(ConfigError, match="takes no class labels"):
         generate(ddim, unconditional.replace(num_classes=10))
+
+
+def tiny_vae():
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 8), layers_per_block=1,
+        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+    ).eval()
+
+
+class TinyLatentPipeline(DiffusionPipeline):
+    """A latent-diffusion pipeline with the Stable Diffusion conventions (latents=, output_type='latent')."""
+
+    def __init__(self, denoiser, vae, scheduler):
+        super().__init__()
+        self.register_modules(denoiser=denoiser, vae=vae, scheduler=scheduler)
+        self.vae_scale_factor = 2
+
+    @torch.no_grad()
+    def __call__(self, class_labels, num_inference_steps=50, generator=None, latents=None, output_type="pt"):
+        labels = torch.as_tensor(class_labels).reshape(-1)
+        if latents is None:
+            latents = torch.randn(len(labels), 4, 8, 8, generator=generator[0])
+        self.scheduler.set_timesteps(num_inference_steps)
+        sample = latents * self.scheduler.init_noise_sigma
+        for t in self.scheduler.timesteps:
+            prediction = self.denoiser(sample, t, class_labels=labels).sample
+            sample = self.scheduler.step(prediction, t, sample).prev_sample
+        if output_type == "latent":
+            return ImagePipelineOutput(images=sample)
+        decoded = self.vae.decode(sample / self.vae.config.scaling_factor).sample
+        return ImagePipelineOutput(images=(decoded / 2 + 0.5).clamp(0, 1))
+
+
+def test_latent_pipelines_return_final_latents_and_decoded_images():
+    torch.manual_seed(0)
+    denoiser = UNet2DModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, num_class_embeds=10,
+    ).eval()
+    pipe = TinyLatentPipeline(denoiser, tiny_vae(), DDIMScheduler(num_train_timesteps=1000))
+    latent_protocol = EvalProtocol(num_samples=3, batch_size=3, num_inference_steps=2, num_classes=10)
+    batch = generate(pipe, latent_protocol)
+    assert batch.latents.shape == (3, 4, 8, 8) and batch.images.shape == (3, 1, 16, 16)
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = pipe([0, 1, 2], num_inference_steps=2, latents=noise)
+    assert torch.allclose(batch.images, reference.images, atol=1e-5)
+    assert torch.allclose(generate(pipe, latent_protocol.replace(batch_size=2)).latents, batch.latents, atol=1e-5)
+
+
+def test_dit_pipelines_without_latent_output_still_give_latents():
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+        sample_size=8, patch_size=2, num_embeds_ada_norm=1000, norm_num_groups=4,
+    ).eval()
+    pipe = DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler(num_train_timesteps=1000))
+    dit_protocol = EvalProtocol(num_samples=3, batch_size=2, num_inference_steps=2, num_classes=1000, guidance_scale=2.0)
+    batch = generate(pipe, dit_protocol)
+    assert batch.latents.shape == (3, 4, 8, 8) and batch.images.shape == (3, 1, 16, 16)
+    vae = pipe.vae
+    decoded = (vae.decode(batch.latents / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    assert torch.allclose(decoded, batch.images, atol=1e-5)
+    assert "decode" not in vae.__dict__  # the recording wrapper is gone
+    assert torch.allclose(generate(pipe, dit_protocol.replace(batch_size=3)).images, batch.images, atol=1e-5)

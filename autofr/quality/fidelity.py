@@ -75,9 +75,9 @@ def proxy_fidelity(
 
 
 def format_fidelity_table(rows: Sequence[Mapping[str, float | int | str]], fid_name: str = "FID") -> str:
-    """A markdown table of :func:`proxy_fidelity` rows."""
+    """A markdown table of :func:`proxy_fidelity` rows (correlations against ``fid_name``)."""
     lines = [
-        f"| proxy | n | Spearman rho vs {fid_name} | Kendall tau vs {fid_name} | proxy s | {fid_name} s | {fid_name} cost / proxy cost |",
+        f"| proxy | n | Spearman rho | Kendall tau | proxy s | {fid_name} s | {fid_name} cost / proxy cost |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
