@@ -17,7 +17,7 @@ from diffusers import (
     UNet2DModel,
 )
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 FAMILIES = ("unet", "unet_cond", "dit", "pixart")
 
