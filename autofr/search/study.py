@@ -1,0 +1,199 @@
+"""One Auto-FR study from a config: set-up, search, confirmation with FID, summary.
+
+The path data takes (each step hands a plain object to the next)::
+
+    config -> pipeline -> units + cost -> SearchSpace -> Optuna study (storage = source of truth)
+      -> Objective per trial (proxy + predicted speed) -> MLflow child run per trial
+      -> confirm: FID-N and measured speed for the proxy front (+ top-k, + baselines)
+      -> front / plots / proxy fidelity -> MLflow parent run
+
+Trial results live in the Optuna storage. Finished trials cannot be changed in Optuna, so the
+confirmation of trial ``n`` is stored in the study's user attribute ``confirmed:<n>``;
+:func:`trials_with_confirmation` merges it back into each trial's ``user_attrs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import optuna
+import torch
+
+from autofr.errors import ConfigError
+from autofr.evaluation import EvalProtocol, generate
+
+logger = logging.getLogger(__name__)
+
+CONFIRMED_PREFIX = "confirmed:"
+
+
+# ---------------------------------------------------------------------- study views
+def trials_with_confirmation(study: optuna.Study, states=(optuna.trial.TrialState.COMPLETE,)) -> list:
+    """The study's trials (copies) with their confirmation merged into ``user_attrs``."""
+    attrs = study.user_attrs
+    trials = []
+    for trial in study.get_trials(deepcopy=False, states=states):
+        confirmed = attrs.get(f"{CONFIRMED_PREFIX}{trial.number}")
+        if confirmed:
+            trial = copy.copy(trial)
+            trial.user_attrs = {**trial.user_attrs, **confirmed}
+        trials.append(trial)
+    return trials
+
+
+def build_sampler(cfg) -> optuna.samplers.BaseSampler:
+    from autofr.search.objective import constraints_of
+
+    name = cfg.get("name", "tpe")
+    seed = cfg.get("seed")
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)),
+                                          multivariate=True, constraints_func=constraints_of)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(cfg.get("population_size", 16)),
+                                             constraints_func=constraints_of)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)),
+                                         constraints_func=constraints_of)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"sampler.name={name!r} is unknown: use tpe, nsga2, gp or random")
+
+
+def protocol_from_config(cfg) -> EvalProtocol:
+    model, quality = cfg.model, cfg.quality
+    return EvalProtocol(
+        num_samples=int(quality.proxy_samples),
+        seed=int(cfg.seed),
+        batch_size=int(quality.batch_size),
+        num_inference_steps=int(model.num_inference_steps),
+        guidance_scale=model.get("guidance_scale"),
+        scheduler=model.get("scheduler"),
+        resolution=None,
+        num_classes=model.get("num_classes") if not model.get("prompts") else None,
+        prompts=tuple(model.get("prompts") or ()),
+    )
+
+
+def load_model(cfg):
+    from autofr.models import load_pipeline
+
+    dtype = getattr(torch, str(cfg.model.get("dtype", "float32")))
+    pipe = load_pipeline(cfg.model.path, device=cfg.model.get("device", "cpu"), dtype=dtype,
+                         scheduler=cfg.model.get("scheduler"))
+    return pipe
+
+
+def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int = 2) -> dict[str, float]:
+    """Median wall seconds of ``generate`` per schedule, interleaved so machine noise hits all alike."""
+    times: dict[str, list[float]] = {key: [] for key in schedules}
+    for _ in range(repeats):
+        for key, schedule in schedules.items():
+            steps = schedule.num_inference_steps if schedule is not None else protocol.num_inference_steps
+            began = time.perf_counter()
+            generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
+            times[key].append(time.perf_counter() - began)
+    return {key: sorted(v)[len(v) // 2] for key, v in times.items()}
+
+
+def confirm_candidates(study: optuna.Study, top_k: int) -> list:
+    """Trials to confirm with FID: the proxy Pareto front, the ``top_k`` best proxies, and the baselines."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if not trials:
+        return []
+    front = {t.number for t in study.best_trials}
+    by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
+    chosen = front | {t.number for t in by_proxy} | {
+        t.number for t in trials if t.user_attrs.get("origin") in ("baseline", "frdiff")
+    }
+    done = {key[len(CONFIRMED_PREFIX):] for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
+    return [t for t in trials if t.number in chosen and str(t.number) not in done]
+
+
+def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, tracker=None) -> list[dict]:
+    """FID-N (vs real data and vs full compute) and measured speedup for the confirm candidates."""
+    from autofr.quality import build_measure
+    from autofr.quality.fidelity import proxy_fidelity
+    from autofr.schedule import ReuseSchedule
+
+    quality = cfg.quality
+    fid_protocol = protocol.replace(num_samples=int(quality.fid_samples))
+    feature_options = {"feature": quality.feature}
+    if quality.get("inception_weights"):
+        feature_options["inception_weights"] = quality.inception_weights
+    full_fid_samples = cache.samples(pipe, fid_protocol, model_id=cfg.model.name)
+    fid_vs_full = build_measure("fid", reference=full_fid_samples, **feature_options)
+    real = real_reference(cfg)
+    fid_vs_real = build_measure("fid", reference=real, **feature_options) if real is not None else None
+
+    def fid_of(samples) -> tuple[float, float]:
+        fid_vs_full.reset()
+        against_full = fid_vs_full.score(samples)
+        against_real = against_full
+        if fid_vs_real is not None:
+            fid_vs_real.reset()
+            against_real = fid_vs_real.score(samples)
+        return against_real, against_full
+
+    baseline_real, _ = fid_of(full_fid_samples)
+    study.set_user_attr("fid_full_compute", baseline_real)
+    study.set_user_attr("fid_name", f"fid_{fid_protocol.num_samples}")
+    study.set_user_attr("fid_reference", "real" if fid_vs_real is not None else "full_compute")
+
+    timing_protocol = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
+    candidates = confirm_candidates(study, int(cfg.search.confirm_top_k))
+    rows = []
+    iterator = progress(candidates, desc="confirming front with FID") if progress else candidates
+    for trial in iterator:
+        schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
+        try:
+            samples = generate(pipe, fid_protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
+            fid_real, fid_full = fid_of(samples)
+        except Exception as error:  # one bad confirmation must not lose the others
+            logger.warning("confirming trial %d failed: %s", trial.number, error)
+            continue
+        record = {"fid": fid_real, "fid_vs_full": fid_full}
+        if cfg.search.get("measure_speed", True):
+            seconds = timed_generation(pipe, timing_protocol, {"full": None, "trial": schedule})
+            record["latency_s"] = seconds["trial"]
+            record["measured_speedup"] = seconds["full"] / seconds["trial"]
+            record["speed_gap"] = record["measured_speedup"] / trial.user_attrs["predicted_speedup"]
+        study.set_user_attr(f"{CONFIRMED_PREFIX}{trial.number}", record)
+        rows.append({"trial": trial.number, **record})
+        if tracker is not None:
+            tracker(trial, record)
+
+    confirmed = [t for t in trials_with_confirmation(study) if "fid" in t.user_attrs]
+    if len(confirmed) >= 3:
+        proxies = {}
+        for name in confirmed[0].user_attrs.get("proxy_metrics", {}):
+            proxies[name] = [t.user_attrs["proxy_metrics"].get(name, float("nan")) for t in confirmed]
+        fidelity = proxy_fidelity(proxies, [t.user_attrs["fid"] for t in confirmed])
+        study.set_user_attr("proxy_fidelity", fidelity)
+        for row in fidelity:
+            if row.get("proxy") == study.user_attrs.get("proxy_name"):
+                study.set_user_attr("proxy_fid_spearman", row.get("spearman"))
+                study.set_user_attr("proxy_fid_kendall", row.get("kendall"))
+    return rows
+
+
+def real_reference(cfg):
+    """Real images (or an .npz of statistics) to compute FID against; None -> full-compute samples."""
+    quality = cfg.quality
+    if quality.get("fid_reference", "real") != "real":
+        return None
+    if quality.get("real_data"):
+        return quality.real_data
+    if cfg.model.path in ("digits_unet", "digits_dit") or quality.feature == "digits":
+        from autofr.models import load_digits_images
+
+        images, _ = load_digits_images("all", size=int(cfg.model.resolution))
+        return images
+    raise ConfigError("quality.fid_reference=real needs quality.real_data (a folder of images or an .npz of mu/sigma)")
+
+
+def study_summary_path(cfg) -> Path:
+    return Path(cfg.out_dir)
