@@ -144,3 +144,74 @@ def predicted_speedup(schedule: ReuseSchedule, cost: ModelCost, baseline_steps: 
     plan = schedule.plan(list(cost.unit_macs))
     steps = baseline_steps if baseline_steps is not None else schedule.num_inference_steps
     return steps * cost.total_macs / max(1, executed_macs(plan, cost))
+
+
+def calibrate_latency(
+    pipe_or_model,
+    inputs: dict,
+    units: list[ReusableUnit] | None = None,
+    repeats: int = 3,
+) -> tuple[float, dict[str, float]]:
+    """Time one forward and each unit inside it once per repeat (median): the latency model.
+
+    Returns ``(forward_seconds, unit_seconds)`` at the given inputs (use the search's real batch,
+    classifier-free guidance doubling included). A reused resnet unit saves its ``conv1`` and
+    everything before it; other units save their whole module.
+    """
+    import statistics
+    import time
+
+    model = resolve_denoiser(pipe_or_model)
+    units = units if units is not None else discover_units(model)
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    starts: dict[str, float] = {}
+    samples: dict[str, list[float]] = {u.name: [] for u in units}
+    handles = []
+    for unit in units:
+        target = unit.module.conv1 if unit.kind == "resnet" else unit.module
+        name = unit.name
+
+        def pre(module, args, name=name):
+            sync()
+            starts[name] = time.perf_counter()
+
+        def post(module, args, output, name=name):
+            sync()
+            samples[name].append(time.perf_counter() - starts[name])
+
+        handles += [target.register_forward_pre_hook(pre), target.register_forward_hook(post)]
+    forwards = []
+    try:
+        with torch.no_grad():
+            model(**inputs)  # warm-up
+            for values in samples.values():
+                values.clear()
+            for _ in range(repeats):
+                sync()
+                began = time.perf_counter()
+                model(**inputs)
+                sync()
+                forwards.append(time.perf_counter() - began)
+    finally:
+        for handle in handles:
+            handle.remove()
+    unit_seconds = {name: statistics.median(values) for name, values in samples.items() if values}
+    forward = statistics.median(forwards)
+    total = sum(unit_seconds.values())
+    if total > forward:  # timer overhead must not make reuse look free
+        unit_seconds = {name: s * forward / total for name, s in unit_seconds.items()}
+    return forward, unit_seconds
+
+
+def batched_inputs(inputs: dict, batch: int) -> dict:
+    """``inputs`` (batch 1, from :func:`example_inputs`) repeated to ``batch`` along dim 0."""
+
+    def grow(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.expand(batch, *value.shape[1:]).contiguous()
+        if isinstance(value, dict):
+            return {k: grow(v) for k, v in value.items()}
+        return value
+
+    return {key: grow(value) for key, value in inputs.items()}

@@ -38,10 +38,10 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     from autofr.cost import measure_cost
     from autofr.quality import ReferenceCache
     from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
-    from autofr.search.objective import Objective, SpeedModel
+    from autofr.search.objective import Objective
     from autofr.search.space import SearchSpace
     from autofr.search.storage import mask_url, open_storage
-    from autofr.search.study import build_sampler, confirm, load_model, protocol_from_config
+    from autofr.search.study import build_sampler, build_speed_model, confirm, load_model, protocol_from_config
     from autofr.search.workers import open_study, run_worker, wait_for_user_attr
     from autofr.tracking import Tracker
 
@@ -57,12 +57,12 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)
     protocol = protocol_from_config(cfg)
-    cost = measure_cost(denoiser, units, sample_sizeOf(cfg, denoiser))
+    cost = measure_cost(denoiser, units)
     space = SearchSpace.from_config(
         cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
         int(cfg.model.num_inference_steps), type(pipe.scheduler).__name__,
     )
-    speed = SpeedModel(cost, int(cfg.model.num_inference_steps))
+    speed = build_speed_model(cfg, denoiser, units, cost, cfg.get("cache_dir"))
     print(f"autofr: {cfg.model.name} ({type(denoiser).__name__}, {len(units)} reusable units, "
           f"{cost.total_macs / 1e6:.1f} M MACs per forward, {100 * cost.reusable_fraction:.0f}% reusable)")
     print(space.size_summary())
@@ -107,10 +107,6 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     tracker.log_study_summary(parent, study, out_dir)
     _print_summary(cfg, study, out_dir, tracker)
     return 0
-
-
-def sample_sizeOf(cfg, denoiser):
-    return cfg.model.get("resolution_latent") or None
 
 
 def _flat_config(cfg: DictConfig) -> dict:

@@ -197,3 +197,44 @@ def real_reference(cfg):
 
 def study_summary_path(cfg) -> Path:
     return Path(cfg.out_dir)
+
+
+def build_speed_model(cfg, denoiser, units, cost, cache_dir=None):
+    """The speed objective: MAC-predicted (default) or a latency model calibrated once per machine.
+
+    The latency calibration is cached as JSON keyed by host, device, torch version, model
+    fingerprint and batch shape, so every trial and every worker on the machine reuses it.
+    """
+    import hashlib
+    import json
+    import platform
+
+    from autofr.cost import batched_inputs, calibrate_latency, example_inputs
+    from autofr.quality.reference import default_cache_dir
+    from autofr.reuse import model_fingerprint
+    from autofr.search.objective import SpeedModel
+
+    baseline_steps = int(cfg.model.num_inference_steps)
+    kind = cfg.search.get("speed_model", "macs")
+    if kind == "macs":
+        return SpeedModel(cost, baseline_steps)
+    if kind != "latency":
+        raise ConfigError(f"search.speed_model={kind!r} is unknown: use macs or latency")
+    guidance = cfg.model.get("guidance_scale") or 0
+    batch = int(cfg.quality.batch_size) * (2 if guidance > 1 else 1)
+    device = next(denoiser.parameters()).device
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    key = hashlib.sha256(json.dumps([platform.node(), device_name, torch.__version__, torch.get_num_threads(),
+                                     model_fingerprint(denoiser, units), list(cost.sample_shape), batch]).encode()).hexdigest()[:16]
+    path = Path(cache_dir or default_cache_dir()) / "latency" / f"{key}.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+    else:
+        forward, unit_seconds = calibrate_latency(denoiser, batched_inputs(example_inputs(denoiser), batch), units)
+        data = {"forward_seconds": forward, "unit_seconds": unit_seconds, "device": device_name, "batch": batch}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+        logger.info("latency model calibrated: %.4f s per forward at batch %d (%s)", forward, batch, path)
+    return SpeedModel(cost, baseline_steps, data["forward_seconds"], data["unit_seconds"])
