@@ -299,6 +299,9 @@ class ReuseSchedule:
         try:
             with os.fdopen(handle, "w") as stream:
                 stream.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a schedule is a shareable file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
