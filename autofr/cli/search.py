@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from autofr.cli._config import compose, conf_dir, run_cli
-from autofr.errors import ConfigError
+from autofr.errors import AutoFRError, ConfigError
 
 logger = logging.getLogger("autofr.search")
 
@@ -94,7 +94,10 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     def log_trial(study, frozen):
         grid = objective.grids.pop(frozen.number, None)
         artifacts = {"samples.png": grid} if grid else {}
-        tracker.log_trial_from_optuna(parent, frozen, artifacts=artifacts)
+        try:
+            tracker.log_trial_from_optuna(parent, frozen, artifacts=artifacts)
+        except AutoFRError as error:  # the Optuna storage stays the source of truth
+            logger.warning("trial %d not logged to MLflow: %s", frozen.number, error)
 
     run_worker(study, objective, int(cfg.search.n_trials), timeout_s=cfg.search.get("timeout_s"),
                callbacks=(log_trial,), progress=show)

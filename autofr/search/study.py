@@ -9,12 +9,11 @@ The path data takes (each step hands a plain object to the next)::
 
 Trial results live in the Optuna storage. Finished trials cannot be changed in Optuna, so the
 confirmation of trial ``n`` is stored in the study's user attribute ``confirmed:<n>``;
-:func:`trials_with_confirmation` merges it back into each trial's ``user_attrs``.
+:func:`autofr.search.front.trial_records` merges it back into each trial's ``user_attrs``.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -24,24 +23,9 @@ import torch
 
 from autofr.errors import ConfigError
 from autofr.evaluation import EvalProtocol, generate
+from autofr.search.front import CONFIRMED_PREFIX, confirmed_trials
 
 logger = logging.getLogger(__name__)
-
-CONFIRMED_PREFIX = "confirmed:"
-
-
-# ---------------------------------------------------------------------- study views
-def trials_with_confirmation(study: optuna.Study, states=(optuna.trial.TrialState.COMPLETE,)) -> list:
-    """The study's trials (copies) with their confirmation merged into ``user_attrs``."""
-    attrs = study.user_attrs
-    trials = []
-    for trial in study.get_trials(deepcopy=False, states=states):
-        confirmed = attrs.get(f"{CONFIRMED_PREFIX}{trial.number}")
-        if confirmed:
-            trial = copy.copy(trial)
-            trial.user_attrs = {**trial.user_attrs, **confirmed}
-        trials.append(trial)
-    return trials
 
 
 def build_sampler(cfg) -> optuna.samplers.BaseSampler:
@@ -166,7 +150,7 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
         if tracker is not None:
             tracker(trial, record)
 
-    confirmed = [t for t in trials_with_confirmation(study) if "fid" in t.user_attrs]
+    confirmed = confirmed_trials(study)
     if len(confirmed) >= 3:
         proxies = {}
         for name in confirmed[0].user_attrs.get("proxy_metrics", {}):
