@@ -51,7 +51,6 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     # Everything that can fail on bad input fails here, before any trial runs.
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     tracker.check()
-    storage = open_storage(cfg.storage)
     sampler = build_sampler(cfg.sampler)
     pipe = load_model(cfg)
     denoiser = resolve_denoiser(pipe)
@@ -62,6 +61,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
         cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
         int(cfg.model.num_inference_steps), type(pipe.scheduler).__name__,
     )
+    storage = open_storage(cfg.storage)  # after every config check: a bad override creates nothing
     speed = build_speed_model(cfg, denoiser, units, cost, cfg.get("cache_dir"))
     print(f"autofr: {cfg.model.name} ({type(denoiser).__name__}, {len(units)} reusable units, "
           f"{cost.total_macs / 1e6:.1f} M MACs per forward, {100 * cost.reusable_fraction:.0f}% reusable)")

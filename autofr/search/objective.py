@@ -122,12 +122,9 @@ class Objective:
         trial.set_user_attr("sampling_seconds", samples.seconds)
         trial.set_user_attr("trial_seconds", time.perf_counter() - began)
         if self.threshold is not None:
+            trial.set_constraint("proxy_threshold", proxy - self.threshold)  # feasible when <= 0
             trial.set_user_attr("constraint", proxy - self.threshold)
         if self.keep_grids:
             self.grids[trial.number] = sample_grid_png(samples.images)
         return speedup, proxy
 
-
-def constraints_of(frozen_trial) -> tuple[float]:
-    """Optuna ``constraints_func``: feasible when the proxy is at most the configured threshold."""
-    return (float(frozen_trial.user_attrs.get("constraint", 0.0)),)

@@ -29,19 +29,15 @@ logger = logging.getLogger(__name__)
 
 
 def build_sampler(cfg) -> optuna.samplers.BaseSampler:
-    from autofr.search.objective import constraints_of
-
     name = cfg.get("name", "tpe")
     seed = cfg.get("seed")
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)),
-                                          multivariate=True, constraints_func=constraints_of)
+                                          multivariate=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(cfg.get("population_size", 16)),
-                                             constraints_func=constraints_of)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(cfg.get("population_size", 16)))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)),
-                                         constraints_func=constraints_of)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"sampler.name={name!r} is unknown: use tpe, nsga2, gp or random")
