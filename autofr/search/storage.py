@@ -1,0 +1,380 @@
+"""The Optuna storage a study lives in, chosen by the ``storage`` config group.
+
+- **Journal file** (``conf/storage/journal.yaml``, the local default): Optuna's ``JournalStorage``
+  over a ``JournalFileBackend`` at ``journal_path``. Appends are serialised with
+  ``JournalFileSymlinkLock`` (a ``symlink()`` lock: atomic on local disks and on every NFS
+  version, unlike ``O_EXCL`` opens before NFSv3 or SQLite's ``fcntl`` locks), so several processes
+  on one machine, or on several machines sharing the file over NFS, can work on one study.
+- **Relational database** (``conf/storage/postgres.yaml``, clusters): ``RDBStorage(url)``, normally
+  PostgreSQL; the URL comes from ``storage.url`` or ``$AUTOFR_STORAGE_URL``.
+
+Both storages run Optuna's heartbeat protocol: a worker records a heartbeat for its running trial
+every ``heartbeat_interval`` seconds; a RUNNING trial whose last heartbeat is older than
+``grace_period`` belongs to a dead worker (SIGKILL, node lost, job pre-empted), and the next
+worker that calls ``optuna.storages.fail_stale_trials`` marks it FAIL and hands it to
+``RetryHeartbeatStaleTrialCallback(max_retry)``, which enqueues a WAITING copy with the same params,
+distributions, user attrs and system attrs (``fixed_params`` of a warm start included). In
+Optuna 5 only ``RDBStorage`` implements heartbeats; :class:`HeartbeatJournalStorage` adds them to
+the journal storage with Optuna's own ``BaseHeartbeat`` interface, so ``fail_stale_trials`` and the
+retry callback work unchanged (see its docstring for the clock caveat on NFS).
+
+``open_storage`` checks the storage before anything is written: an unreachable server, a wrong
+password, a missing database, a missing driver or an unwritable journal path is a one-line
+:class:`~autofr.errors.StorageError` naming the (password-masked) storage and what to check, and
+leaves no tables, study or files behind. Never log a storage URL without :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import TrialState
+
+from autofr.errors import ConfigError, StorageError
+
+logger = logging.getLogger(__name__)
+
+STORAGE_URL_ENV = "AUTOFR_STORAGE_URL"
+# Trial system attr of the journal heartbeat: [trial_id, unix time]. The trial id guards against the
+# copy a retried trial inherits from the trial it retries.
+HEARTBEAT_ATTR = "autofr:heartbeat"
+# Serialises Optuna's table creation when several workers open a fresh PostgreSQL database at once.
+_SCHEMA_LOCK_KEY = 0x6175746F6672  # "autofr"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """The ``storage`` config group, validated.
+
+    Attributes:
+        url: RDB URL (``postgresql://user:password@host:5432/db``); None selects the journal file.
+        journal_path: journal file used when ``url`` is None.
+        heartbeat_interval: seconds between heartbeats of a running trial. Each beat is one small
+            write (one journal line or one row update), so 10-60 s is plenty for minute-long trials.
+        grace_period: seconds without a heartbeat after which a RUNNING trial is failed and retried.
+            Larger than ``heartbeat_interval`` (2-4x): too small fails trials of live but stalled
+            workers (swapping, NFS hiccups), too large delays the retry of a dead worker's trial.
+        max_retry: how many times a dead worker's trial is retried (None: without limit).
+        connect_timeout_s: how long the up-front reachability check waits for the database.
+    """
+
+    url: str | None
+    journal_path: str | None
+    heartbeat_interval: int
+    grace_period: int
+    max_retry: int | None
+    connect_timeout_s: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> StorageSettings:
+        def number(key: str, default: Any, minimum: int) -> int:
+            value = cfg.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or value != int(value):
+                raise ConfigError(f"storage.{key} must be a whole number >= {minimum}, not {value!r}")
+            return int(value)
+
+        url = cfg.get("url") or os.environ.get(STORAGE_URL_ENV) or None
+        if url is not None and not isinstance(url, str):
+            raise ConfigError(f"storage.url must be a database URL string, not {type(url).__name__}")
+        journal_path = cfg.get("journal_path")
+        if url is None and not journal_path:
+            raise ConfigError(
+                f"no Optuna storage: set storage.url=postgresql://user:password@host:5432/db (or ${STORAGE_URL_ENV}), "
+                "or use storage=journal"
+            )
+        heartbeat_interval = number("heartbeat_interval", 30, 1)
+        grace_period = number("grace_period", 4 * heartbeat_interval, 1)
+        if grace_period <= heartbeat_interval:
+            raise ConfigError(
+                f"storage.grace_period ({grace_period} s) must exceed storage.heartbeat_interval "
+                f"({heartbeat_interval} s), or live trials are failed as dead: use 2-4x the interval"
+            )
+        max_retry = None if cfg.get("max_retry", 2) is None else number("max_retry", 2, 0)
+        return cls(
+            url=url,
+            journal_path=None if url else str(journal_path),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retry=max_retry,
+            connect_timeout_s=number("connect_timeout_s", 10, 1),
+        )
+
+
+def mask_url(url: str | None) -> str:
+    """``url`` with its password replaced by ``***``: the only form of a storage URL to log or show."""
+    if not url:
+        return str(url)
+    masked = re.sub(r"^([a-zA-Z][\w+.-]*://[^:/?#@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", masked)
+
+
+def open_storage(cfg: Mapping[str, Any]) -> BaseStorage:
+    """The Optuna storage described by ``cfg`` (the ``storage`` config group), checked and ready.
+
+    Raises:
+        ConfigError: a setting is out of range.
+        StorageError: the database cannot be reached or used, or the journal file cannot be written;
+            nothing was created.
+    """
+    settings = StorageSettings.from_config(cfg)
+    with warnings.catch_warnings():
+        # Heartbeats and the retry callback are marked experimental in Optuna; they are what makes
+        # killed workers' trials come back, so they are on by design.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        if settings.url is not None:
+            return _open_database(settings)
+        return _open_journal(settings)
+
+
+def retry_callback(max_retry: int | None):
+    """Optuna's callback that enqueues a copy of a failed trial (params, user and system attrs)."""
+    callback_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if callback_class is None:  # Optuna < 4.9
+        callback_class = optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return callback_class(max_retry=max_retry)
+
+
+# ----------------------------------------------------------------------------------------------
+# Relational databases
+
+
+def _open_database(settings: StorageSettings) -> RDBStorage:
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+    from sqlalchemy.pool import NullPool
+
+    where = mask_url(settings.url)
+    try:
+        parsed = sqlalchemy.engine.make_url(settings.url)
+    except ArgumentError:
+        raise StorageError(
+            f"storage.url is not a database URL ({where}): use postgresql://user:password@host:5432/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    url = _with_installed_driver(parsed)
+    connect_args = {"connect_timeout": settings.connect_timeout_s} if backend in ("postgresql", "mysql") else {}
+    if backend == "sqlite":
+        logger.warning("SQLite storage (%s) locks under parallel workers; use the journal file or PostgreSQL", where)
+
+    try:
+        probe = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except (ImportError, NoSuchModuleError) as error:
+        hint = "pip install 'autofr[postgres]'" if backend == "postgresql" else "install the database driver"
+        raise StorageError(f"no driver for the Optuna storage {where} ({error}): {hint}") from None
+    started = time.monotonic()
+    try:
+        with probe.connect() as connection:
+            if backend == "postgresql":
+                # One process at a time creates Optuna's tables; the others wait here, then find them.
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                storage = _rdb_storage(url, settings, connect_args)
+            finally:
+                if backend == "postgresql":
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    except DBAPIError as error:
+        raise StorageError(_database_error_message(error, settings, time.monotonic() - started)) from None
+    except RuntimeError as error:
+        if "table schema" not in str(error):
+            raise
+        raise StorageError(
+            f"the Optuna tables in {where} belong to another Optuna version: run "
+            "`optuna storage upgrade --storage <url>` or install the Optuna version that made them"
+        ) from None
+    finally:
+        probe.dispose()
+    logger.info("Optuna storage: %s (heartbeat every %d s, grace %d s)", where, settings.heartbeat_interval, settings.grace_period)
+    return storage
+
+
+def _with_installed_driver(parsed) -> str:
+    """The URL to connect with: a bare ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1, but
+    ``autofr[postgres]`` installs psycopg2, so pick the driver that is installed."""
+    import importlib.util
+
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _rdb_storage(url: str, settings: StorageSettings, connect_args: dict) -> RDBStorage:
+    # Optuna >= 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback.
+    callback_keyword = (
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage.__init__).parameters
+        else "failed_trial_callback"
+    )
+    return RDBStorage(
+        url,
+        engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+        heartbeat_interval=settings.heartbeat_interval,
+        grace_period=settings.grace_period,
+        **{callback_keyword: retry_callback(settings.max_retry)},
+    )
+
+
+def _database_error_message(error: Exception, settings: StorageSettings, elapsed_s: float) -> str:
+    """One line: which storage, what went wrong, what to check. The password never appears."""
+    where = mask_url(settings.url)
+    original = getattr(error, "orig", None) or error
+    detail = " ".join(str(original).split())
+    password = _password_of(settings.url)
+    if password:
+        detail = detail.replace(password, "***")
+    # psycopg2 repeats the host and port (already in the masked URL) and adds a hint of its own.
+    detail = re.sub(r'^connection to server (at|on) "?[^"]*"?( \([^)]*\))?, port \d+ failed: ', "", detail)
+    detail = detail.split(" Is the server running")[0]
+    detail = detail.replace("FATAL:  ", "").replace("FATAL: ", "")
+    lowered = detail.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered or "access denied" in lowered:
+        hint = f"check the user and password in storage.url or ${STORAGE_URL_ENV}"
+    elif "does not exist" in lowered and "database" in lowered:
+        hint = "create the database (createdb -O <user> <db>) or fix its name in the URL"
+    elif "permission denied" in lowered:
+        hint = "let the user create tables in the database (make it the owner: ALTER DATABASE <db> OWNER TO <user>)"
+    elif "pg_hba.conf" in lowered:
+        hint = "allow this host and user in the server's pg_hba.conf"
+    elif "timeout" in lowered or "timed out" in lowered or elapsed_s >= settings.connect_timeout_s:
+        hint = (
+            f"no answer within {settings.connect_timeout_s} s: check the host and port, the network and firewall, "
+            "and that PostgreSQL listens on that address (listen_addresses)"
+        )
+    else:
+        hint = "check the host and port, and that the database server is running and accepts TCP connections"
+    return f"cannot use the Optuna storage {where}: {detail.rstrip('.')}; {hint}"
+
+
+def _password_of(url: str | None) -> str | None:
+    match = re.match(r"^[a-zA-Z][\w+.-]*://[^:/?#@]*:([^@/]*)@", url or "")
+    return match.group(1) if match and match.group(1) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Journal file
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's ``JournalStorage`` with Optuna's heartbeat protocol (``BaseHeartbeat``).
+
+    Optuna 5's journal storage records no heartbeats, so a trial whose worker was killed would stay
+    RUNNING for ever. Here a heartbeat is a trial system attr ``autofr:heartbeat = [trial_id, unix
+    time]`` written through the journal like any other update; a RUNNING trial is stale when its
+    last heartbeat (or, before the first one, its start time) is older than ``grace_period``.
+    Because of this class, ``optuna.storages.fail_stale_trials`` and the retry callback handle the
+    journal exactly as they handle ``RDBStorage``; there is no queue besides Optuna's WAITING trials.
+
+    Clock caveat: heartbeats carry the writer's wall clock and are compared with the reader's (an
+    RDB compares database-server times). On one machine this is exact; across machines sharing the
+    journal over NFS the clocks must agree (NTP) to well within ``grace_period``.
+    """
+
+    def __init__(self, backend, *, heartbeat_interval: int, grace_period: int, heartbeat_stale_trial_callback=None):
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, [trial_id, time.time()])
+        except UpdateFinishedTrialError:
+            pass  # another worker already failed the trial as stale; the worker learns it at tell time
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+            if isinstance(beat, list) and len(beat) == 2 and beat[0] == trial._trial_id:
+                last_sign_of_life = float(beat[1])
+            elif trial.datetime_start is not None:
+                last_sign_of_life = trial.datetime_start.timestamp()  # naive local time, as replayed
+            else:
+                continue
+            if now - last_sign_of_life > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self.heartbeat_stale_trial_callback
+
+    # Optuna < 4.9 asks for the callback under this name.
+    def get_failed_trial_callback(self):
+        return self.heartbeat_stale_trial_callback
+
+
+def _open_journal(settings: StorageSettings) -> HeartbeatJournalStorage:
+    path = Path(settings.journal_path).expanduser()
+    created: list[Path] = []  # what this call created, removed again if opening fails
+    try:
+        missing = [parent for parent in reversed(path.parents) if not parent.exists()]
+        for directory in missing:
+            directory.mkdir()
+            created.append(directory)
+        if not path.exists():
+            path.touch()
+            created.append(path)
+        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        _check_is_journal(path)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path)))
+        storage = HeartbeatJournalStorage(
+            backend,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=retry_callback(settings.max_retry),
+        )
+    except OSError as error:
+        _remove(created)
+        reason = error.strerror or str(error)
+        raise StorageError(
+            f"cannot write the Optuna journal {path}: {reason}; set storage.journal_path to a writable file "
+            "(on a shared file system when workers run on several machines)"
+        ) from None
+    except (ValueError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        _remove(created)
+        raise StorageError(
+            f"{path} is not an Optuna journal file: point storage.journal_path at a journal or a new file"
+        ) from None
+    logger.info("Optuna storage: journal %s (heartbeat every %d s, grace %d s)", path, settings.heartbeat_interval, settings.grace_period)
+    return storage
+
+
+def _check_is_journal(path: Path) -> None:
+    """Raise ValueError unless ``path`` is empty or starts with a journal record; Optuna's reader
+    would skip a bad last line as half-written, and appending to someone's file would ruin it."""
+    with open(path, "rb") as journal:
+        first_line = journal.readline(1 << 20)
+    if first_line:
+        record = json.loads(first_line)
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise ValueError("not a journal record")
+
+
+def _remove(created: list[Path]) -> None:
+    for created_path in reversed(created):
+        try:
+            created_path.unlink() if created_path.is_file() else created_path.rmdir()
+        except OSError:
+            pass
