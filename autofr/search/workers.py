@@ -213,7 +213,8 @@ def spawn_local_workers(argv: Sequence[str], n: int, command: Sequence[str] | No
     ``search.workers=1``; all but the first also get ``search.progress=false``, so one progress bar
     shows the study. Children share the study through its storage (the journal file or PostgreSQL)
     and its global budget. SIGINT and SIGTERM are forwarded to every child once (children run in
-    their own sessions, so a terminal's Ctrl-C reaches them only through this forwarding).
+    their own sessions, so a terminal's Ctrl-C reaches them only through this forwarding). A parent
+    killed outright (SIGKILL) leaves its children running; they finish the budget on their own.
 
     Args:
         argv: the command's arguments (``sys.argv[1:]``), or a whole command line that starts with
