@@ -31,7 +31,9 @@ def main(cfg) -> int:
         {key: cfg[key] for key in ("storage", "study_name", "search")},
         {key: cfg[key] for key in sleep_worker.DEFAULTS if key in cfg},
     )
-    status = sleep_worker.exit_status(lambda: sleep_worker.run(settings))
+    from autofr.cli._config import run_cli
+
+    status = run_cli(lambda argv: sleep_worker.run(settings), [])
     if status:
         raise SystemExit(status)
     return cfg.get("worker")

@@ -36,7 +36,7 @@ if "autofr" not in sys.modules:
 import optuna  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from autofr.errors import AutoFRError  # noqa: E402
+from autofr.cli._config import run_cli  # noqa: E402  (as the autofr commands: errors -> 2, interrupts -> 130)
 from autofr.search.storage import open_storage  # noqa: E402
 from autofr.search.workers import open_study, run_worker, spawn_local_workers, wait_for_user_attr  # noqa: E402
 
@@ -96,18 +96,6 @@ def run(cfg) -> int:
     return 0
 
 
-def exit_status(body) -> int:
-    """Like the autofr command-line tools: an AutoFRError is one line and status 2; interrupts 130."""
-    try:
-        return body()
-    except AutoFRError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
 if __name__ == "__main__":
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sys.exit(exit_status(lambda: main(sys.argv[1:])))
+    sys.exit(run_cli(main))
