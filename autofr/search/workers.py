@@ -2,7 +2,7 @@
 
 Any number of processes run one study together: local processes from :func:`spawn_local_workers`
 (``autofr-search search.workers=4``), SLURM array jobs from the submitit launcher
-(``autofr-search -m hydra/launcher=submitit_slurm storage=postgres +worker='range(8)'``), or
+(``autofr-search -m hydra/launcher=slurm storage=postgres +worker='range(8)'``), or
 commands started by hand on several machines. Each does::
 
     storage = open_storage(cfg.storage)
