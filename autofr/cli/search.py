@@ -3,7 +3,7 @@
     autofr-search                                   # embedded digits_unet, ~30 trials, local storage + MLflow
     autofr-search model=digits_dit sampler=nsga2 search.n_trials=100
     autofr-search search.workers=4                  # 4 local worker processes on one study
-    autofr-search -m hydra/launcher=submitit_slurm +worker='range(8)'   # 8 SLURM jobs on one study
+    autofr-search -m hydra/launcher=slurm storage=postgres +worker='range(8)'   # 8 SLURM jobs on one study
     autofr-search study=sd15 model.path=/models/stable-diffusion-v1-5
 
 Re-running the same command resumes the study: same Optuna study, same MLflow parent run.
@@ -74,7 +74,8 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
         study.set_user_attr("space", space.describe())
         study.set_user_attr("proxy_name", str(cfg.quality.proxy))
         study.set_user_attr("baseline_steps", int(cfg.model.num_inference_steps))
-        study.set_user_attr("storage", mask_url(str(cfg.storage.get("url") or cfg.storage.get("journal_path"))))
+        url = cfg.storage.get("url") or os.environ.get("AUTOFR_STORAGE_URL")
+        study.set_user_attr("storage", mask_url(str(url)) if url else str(cfg.storage.get("journal_path")))
         if cfg.search.warm_start:
             for origin, label, params in space.warm_start():
                 study.enqueue_trial(params, user_attrs={"origin": origin, "label": label})
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_args = [a for a in overrides if not a.startswith("search.workers=")] + ["search.workers=1", "+worker_only=true"]
             code = spawn_local_workers([sys.executable, "-m", "autofr.cli.search", *worker_args], workers)
             if code != 0:
-                raise ConfigError(f"{code} worker(s) failed; see their output above")
+                raise ConfigError(f"a worker exited with status {code}; see its output above (re-run to resume)")
             cfg = compose("config", overrides)
         return search(cfg, worker_only=bool(cfg.get("worker_only", False)))
 
