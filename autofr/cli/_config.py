@@ -49,6 +49,7 @@ def run_cli(main, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AUTOFR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Creating initial tables" chatter
     try:
         return main(argv) or 0
     except AutoFRError as error:

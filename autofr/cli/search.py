@@ -49,9 +49,10 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     out_dir = Path(cfg.out_dir)
     show = bool(cfg.search.progress)
     # Everything that can fail on bad input fails here, before any trial runs.
+    sampler = build_sampler(cfg.sampler)
+    SearchSpace.check_config(cfg.space)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     tracker.check()
-    sampler = build_sampler(cfg.sampler)
     pipe = load_model(cfg)
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)

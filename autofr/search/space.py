@@ -44,15 +44,22 @@ class SearchSpace:
     mixing_slope: tuple[float, float] = (5.0, 60.0)
     scheduler: str | None = None
 
+    @staticmethod
+    def check_config(cfg) -> None:
+        """Validate the model-independent keys (before any model is loaded)."""
+        if cfg.get("grouping", "stage") not in GROUPINGS:
+            raise ConfigError(f"space.grouping={cfg.get('grouping')!r} is unknown: use one of {', '.join(GROUPINGS)}")
+        if str(cfg.get("mixing", "choice")) not in MIXING_MODES:
+            raise ConfigError(f"space.mixing={cfg.get('mixing')!r} is unknown: use one of {', '.join(MIXING_MODES)}")
+        if int(cfg.get("max_interval", 6)) < 1:
+            raise ConfigError(f"space.max_interval={cfg.get('max_interval')} must be at least 1")
+
     @classmethod
     def from_config(cls, cfg, units: list[ReusableUnit], model_class: str, fingerprint: str,
                     default_steps: int, scheduler: str | None = None) -> "SearchSpace":
+        cls.check_config(cfg)
         grouping = cfg.get("grouping", "stage")
-        if grouping not in GROUPINGS:
-            raise ConfigError(f"space.grouping={grouping!r} is unknown: use one of {', '.join(GROUPINGS)}")
         mixing = str(cfg.get("mixing", "choice"))
-        if mixing not in MIXING_MODES:
-            raise ConfigError(f"space.mixing={mixing!r} is unknown: use one of {', '.join(MIXING_MODES)}")
         max_interval = int(cfg.get("max_interval", 6))
         if not 1 <= max_interval <= default_steps:
             raise ConfigError(f"space.max_interval={max_interval} must be in [1, {default_steps}]")
