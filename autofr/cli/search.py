@@ -105,6 +105,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
                callbacks=(log_trial,), progress=show)
     if worker_only:
         return 0
+    _wait_for_running_trials(study, timeout_s=float(cfg.storage.get("grace_period") or 120) * 2)
 
     rows = confirm(study, pipe, cfg, protocol, cache,
                    progress=lambda it, desc: _progress(it, desc, enabled=show),
@@ -112,6 +113,18 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     tracker.log_study_summary(parent, study, out_dir)
     _print_summary(cfg, study, out_dir, tracker)
     return 0
+
+
+def _wait_for_running_trials(study, timeout_s: float) -> None:
+    """Let other workers finish their last trials before the front is confirmed (bounded)."""
+    import optuna
+
+    deadline = time.monotonic() + timeout_s
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if time.monotonic() > deadline:
+            logger.warning("trials still running after %.0f s; confirming the front without them", timeout_s)
+            return
+        time.sleep(1.0)
 
 
 def _flat_config(cfg: DictConfig) -> dict:
@@ -171,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hydra_multirun(argv: list[str]) -> int:
-    """Multirun through Hydra's launchers (e.g. submitit_slurm): every job is one worker."""
+    """Multirun through Hydra's launchers (e.g. ``hydra/launcher=slurm``): every job is one worker.
+
+    The job with ``worker=0`` (``+worker='range(N)'``) also confirms the front and writes the summary
+    once the budget is complete; re-running without ``-m`` does the same on demand.
+    """
     import hydra
 
     # fail fast on a bad (non-sweep) override before anything is submitted
@@ -179,7 +196,7 @@ def _hydra_multirun(argv: list[str]) -> int:
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def worker(cfg: DictConfig) -> None:
-        search(cfg, worker_only=True)
+        search(cfg, worker_only=int(cfg.get("worker", 0) or 0) != 0)
 
     sys.argv = [sys.argv[0], *argv]
     worker()
