@@ -60,5 +60,14 @@ def run_cli(main, argv: list[str] | None = None) -> int:
         return 130
 
 
+def cli_main(doc: str, body, argv: list[str] | None = None) -> int:
+    """A command-line entry point: ``--help`` prints ``doc``; otherwise :func:`run_cli` runs ``body(argv)``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(doc)
+        return 0
+    return run_cli(body, argv)
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)

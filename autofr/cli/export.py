@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from autofr.cli._config import compose, run_cli
+from autofr.cli._config import cli_main, compose
 from autofr.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -154,16 +154,11 @@ def _describe(options: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return 0
-
     def body(overrides: list[str]) -> int:
         export(compose("export", overrides))
         return 0
 
-    return run_cli(body, argv)
+    return cli_main(__doc__, body, argv)
 
 
 if __name__ == "__main__":

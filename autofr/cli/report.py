@@ -17,7 +17,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from autofr.cli._config import compose, run_cli
+from autofr.cli._config import cli_main, compose
 from autofr.cli.export import load_study
 from autofr.errors import TrackingError
 
@@ -89,16 +89,11 @@ def _log_to_tracking(cfg, study, parent: str, out_dir: str, plotlyjs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return 0
-
     def body(overrides: list[str]) -> int:
         report(compose("report", overrides))
         return 0
 
-    return run_cli(body, argv)
+    return cli_main(__doc__, body, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from autofr.cli._config import compose, run_cli
+from autofr.cli._config import cli_main, compose
 
 
 def body(argv: list[str]) -> int:
@@ -78,11 +78,7 @@ def protocol_from_config_for_sampling(cfg, protocol_from_config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--help" in argv or "-h" in argv:
-        print(__doc__)
-        return 0
-    return run_cli(body, argv)
+    return cli_main(__doc__, body, argv)
 
 
 if __name__ == "__main__":

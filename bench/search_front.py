@@ -1,0 +1,156 @@
+"""Searched front vs hand-set baselines on the embedded digit models.
+
+Runs an Auto-FR study (``--trials`` trials, FID-N confirmation of the front), then evaluates the
+hand-set baselines with the same protocol: full-compute DDIM at 10-40 steps (FRDiff uniform M=2,3,4
+with and without mixing are warm-start trials of the study and confirmed with it). Every point gets
+FID-N against real digits, FID-N against the full-compute DDIM-50 samples, and a measured wall-clock
+speedup vs DDIM-50 (interleaved timing). Prints the table, which baselines the front dominates, the
+hypervolume ratio (front / baselines) and the goal check (fastest point with FID <= 1.05 x FID(DDIM-50)).
+
+    python bench/search_front.py --model digits_unet --trials 100 --fid-samples 2000
+    python bench/search_front.py --model digits_unet --trials 12 --fid-samples 200 --quick   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="digits_unet")
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--fid-samples", type=int, default=2000)
+    parser.add_argument("--proxy-samples", type=int, default=64)
+    parser.add_argument("--baseline-steps", default="10,20,30,40")
+    parser.add_argument("--workdir", default=None, help="keeps storage, MLflow and caches (default: a temp dir)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import optuna
+
+    from autofr.cli._config import compose
+    from autofr.cli.search import search
+    from autofr.evaluation import generate
+    from autofr.quality import ReferenceCache, build_measure
+    from autofr.schedule import ReuseSchedule
+    from autofr.search.front import hypervolume_2d, pareto_front, trial_records
+    from autofr.search.storage import open_storage
+    from autofr.search.study import load_model, protocol_from_config, real_reference, timed_generation
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="autofr-bench-"))
+    overrides = [
+        f"model={args.model}", f"study_name=bench_{args.model}_{args.trials}", f"search.n_trials={args.trials}",
+        f"quality.fid_samples={args.fid_samples}", f"quality.proxy_samples={args.proxy_samples}",
+        "search.confirm_top_k=4", "search.progress=false",
+        f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+        f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
+    ]
+    cfg = compose("config", overrides)
+    search(cfg)
+    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
+
+    pipe = load_model(cfg)
+    protocol = protocol_from_config(cfg)
+    fid_protocol = protocol.replace(num_samples=args.fid_samples)
+    cache = ReferenceCache(cfg.cache_dir)
+    full = cache.samples(pipe, fid_protocol, model_id=cfg.model.name)
+    options = {"feature": cfg.quality.feature}
+    fid_real = build_measure("fid", reference=real_reference(cfg), **options)
+    fid_full = build_measure("fid", reference=full, **options)
+    timing = protocol.replace(num_samples=protocol.batch_size)
+    base_steps = int(cfg.model.num_inference_steps)
+
+    points = []  # (label, kind, steps, speed, fid, fid_vs_full)
+    for trial in trial_records(study):
+        attrs = trial.user_attrs
+        if "fid" not in attrs or "measured_speedup" not in attrs:
+            continue
+        kind = {"baseline": "baseline", "frdiff": "baseline"}.get(attrs.get("origin"), "searched")
+        label = attrs.get("label") or f"trial {trial.number}"
+        if attrs.get("origin") == "baseline":
+            label = f"DDIM-{base_steps} (full compute)"
+        points.append((label, kind, attrs["num_inference_steps"], attrs["measured_speedup"], attrs["fid"], attrs["fid_vs_full"]))
+    for steps in [int(s) for s in args.baseline_steps.split(",") if s]:
+        schedule = ReuseSchedule.full_compute(pipe, steps)
+        samples = generate(pipe, fid_protocol.replace(num_inference_steps=steps), schedule)
+        fid_real.reset()
+        fid_full.reset()
+        seconds = timed_generation(pipe, timing, {"full": None, "steps": schedule})
+        points.append((f"DDIM-{steps}", "baseline", steps, seconds["full"] / seconds["steps"],
+                       fid_real.score(samples), fid_full.score(samples)))
+
+    baselines = [p for p in points if p[1] == "baseline"]
+    searched = [p for p in points if p[1] == "searched"]
+    front_idx = pareto_front([(p[3], p[4]) for p in searched]) if searched else []
+    front = [searched[i] for i in front_idx]
+    fid_50 = next(p[4] for p in points if p[0].startswith(f"DDIM-{base_steps} (full"))
+
+    def dominated(b):
+        return any(f[3] >= b[3] and f[4] <= b[4] and (f[3] > b[3] or f[4] < b[4]) for f in front)
+
+    reference = (1.0, max(p[4] for p in points) * 1.1)
+    hv_front = hypervolume_2d([(p[3], p[4]) for p in front], reference)
+    hv_base = hypervolume_2d([(p[3], p[4]) for p in baselines], reference)
+    hv_all = hypervolume_2d([(p[3], p[4]) for p in front + baselines], reference)
+    within = [p for p in searched if p[4] <= 1.05 * fid_50]
+    best = max(within, key=lambda p: p[3]) if within else None
+
+    print(f"\n## {cfg.model.name}: {args.trials}-trial search, FID-{args.fid_samples} (digit features), "
+          f"proxy {cfg.quality.proxy} on {args.proxy_samples} samples, seeds from {cfg.seed}\n")
+    print(f"| point | kind | steps | measured speedup | FID-{args.fid_samples} vs real | FID vs full compute | on front / dominated |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for p in sorted(points, key=lambda p: -p[3]):
+        flag = "front" if p in front else ("dominated by front" if p[1] == "baseline" and dominated(p) else "")
+        print(f"| {p[0]} | {p[1]} | {p[2]} | {p[3]:.2f}x | {p[4]:.3f} | {p[5]:.3f} | {flag} |")
+    undominated = [b[0] for b in baselines if not dominated(b) and b[0] != f"DDIM-{base_steps} (full compute)"]
+    print(f"\nbaselines not dominated by the searched front: {undominated or 'none'}")
+    print(f"hypervolume (speed x FID, ref speed 1.0, FID {reference[1]:.3f}): front {hv_front:.4f}, "
+          f"baselines {hv_base:.4f}, ratio {hv_front / max(hv_base, 1e-12):.2f} (front+baselines {hv_all:.4f})")
+    if best:
+        print(f"goal: fastest searched point with FID <= 1.05 x FID(DDIM-{base_steps}) = {1.05 * fid_50:.3f}: "
+              f"{best[0]} at {best[3]:.2f}x (FID {best[4]:.3f})")
+    else:
+        print(f"goal: no searched point within 1.05 x FID(DDIM-{base_steps}) = {1.05 * fid_50:.3f}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"search_front_{cfg.model.name}.json").write_text(json.dumps(
+        {"points": points, "hypervolume": {"front": hv_front, "baselines": hv_base}, "fid_ddim50": fid_50}, indent=1))
+    _plot(points, front, cfg.model.name, args, HERE / "results" / f"search_front_{cfg.model.name}.png")
+
+
+def _plot(points, front, name, args, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    searched = [p for p in points if p[1] == "searched"]
+    ax.scatter([p[3] for p in searched], [p[4] for p in searched], s=14, c="tab:blue", alpha=0.6, label="searched (confirmed)")
+    front = sorted(front, key=lambda p: p[3])
+    ax.plot([p[3] for p in front], [p[4] for p in front], "-o", c="tab:blue", ms=5, label="searched front")
+    for p in points:
+        if p[1] == "baseline":
+            marker = "s" if p[0].startswith("DDIM") else "^"
+            ax.scatter([p[3]], [p[4]], marker=marker, s=40, c="tab:red" if marker == "s" else "tab:orange")
+            ax.annotate(p[0].replace(" (full compute)", ""), (p[3], p[4]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("measured speedup vs DDIM-50")
+    ax.set_ylabel(f"FID-{args.fid_samples} vs real digits")
+    ax.set_title(f"{name}: searched front vs DDIM-k (squares) and FRDiff (triangles)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
