@@ -33,10 +33,15 @@ NUM_CLASSES = 10
 NULL_CLASS_LABEL = NUM_CLASSES
 IMAGE_SIZE = 16
 LABEL_DROPOUT = 0.1
+# Min-SNR-gamma loss weighting (Hang et al. 2023): eps-prediction loss weighted by min(SNR, gamma) / SNR,
+# which converges markedly faster than the plain loss.
+MIN_SNR_GAMMA = 5.0
 
 # The noise schedule the denoisers are trained with; the saved DDIM sampler uses the same betas.
+# clip_sample stays off: DDIM clips the predicted x0 but not the predicted noise, and with classifier-free
+# guidance that mismatch wrecks the samples (conditional accuracy at guidance 3 fell from 100% to ~33%).
 NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                      prediction_type="epsilon", clip_sample=True)
+                      prediction_type="epsilon", clip_sample=False)
 SAMPLER_OVERRIDES = dict(timestep_spacing="trailing")
 
 DENOISER_CONFIGS = {
@@ -65,8 +70,8 @@ DENOISER_CONFIGS = {
 }
 
 DEFAULT_DENOISER_TRAINING = {
-    "unet": dict(steps=1500, batch_size=128, learning_rate=2e-3),
-    "dit": dict(steps=2000, batch_size=128, learning_rate=1e-3),
+    "unet": dict(steps=3000, batch_size=128, learning_rate=2e-3),
+    "dit": dict(steps=3000, batch_size=128, learning_rate=1e-3),
 }
 EMA_DECAY = 0.999
 WARMUP_STEPS = 200
@@ -124,6 +129,8 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
     clean_samples = images * 2.0 - 1.0
     noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
     alphas_cumprod = noise_scheduler.alphas_cumprod
+    signal_to_noise = alphas_cumprod / (1.0 - alphas_cumprod)
+    loss_weights = signal_to_noise.clamp(max=MIN_SNR_GAMMA) / signal_to_noise
 
     denoiser = build_denoiser(which)
     _disable_builtin_label_dropout(denoiser)
@@ -148,7 +155,8 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
         noisy = alpha_bar.sqrt() * clean + (1.0 - alpha_bar).sqrt() * noise
 
         noise_pred = denoiser(noisy, timesteps, class_labels=class_labels, return_dict=False)[0]
-        loss = F.mse_loss(noise_pred, noise)
+        per_sample_loss = F.mse_loss(noise_pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (loss_weights[timesteps] * per_sample_loss).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -157,7 +165,7 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
         decay = min(EMA_DECAY, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_parameters, [p.detach() for p in parameters], 1.0 - decay)
-        losses.append(loss.item())
+        losses.append(per_sample_loss.mean().item())
         if step % 100 == 99:
             progress.set_postfix(loss=f"{sum(losses[-100:]) / 100:.4f}")
     wall_seconds = time.perf_counter() - started
@@ -179,13 +187,14 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
         "learning_rate": learning_rate,
         "ema_decay": EMA_DECAY,
         "label_dropout": LABEL_DROPOUT,
+        "min_snr_gamma": MIN_SNR_GAMMA,
         "wall_seconds": round(wall_seconds, 1),
-        "final_loss_mean_last_200_steps": round(sum(tail) / len(tail), 5),
+        "final_eps_mse_mean_last_200_steps": round(sum(tail) / len(tail), 5),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
         "macs_per_sample_forward": count_macs_per_sample(ema_denoiser),
     }
     logger.info("trained %s in %.0f s, final loss %.4f", summary["model"], wall_seconds,
-                summary["final_loss_mean_last_200_steps"])
+                summary["final_eps_mse_mean_last_200_steps"])
     return summary
 
 
