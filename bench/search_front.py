@@ -56,7 +56,11 @@ def main() -> None:
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]
     cfg = compose("config", overrides)
+    import time
+
+    began = time.perf_counter()
     search(cfg)
+    search_seconds = time.perf_counter() - began
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
 
     pipe = load_model(cfg)
@@ -107,6 +111,8 @@ def main() -> None:
 
     print(f"\n## {cfg.model.name}: {args.trials}-trial search, FID-{args.fid_samples} (digit features), "
           f"proxy {cfg.quality.proxy} on {args.proxy_samples} samples, seeds from {cfg.seed}\n")
+    print(f"search wall time (trials + FID confirmation + MLflow): {search_seconds / 60:.1f} min, "
+          f"{torch.get_num_threads()} threads\n")
     print(f"| point | kind | steps | measured speedup | FID-{args.fid_samples} vs real | FID vs full compute | on front / dominated |")
     print("|---|---|---:|---:|---:|---:|---|")
     for p in sorted(points, key=lambda p: -p[3]):
