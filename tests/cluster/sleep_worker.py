@@ -84,9 +84,10 @@ def run(cfg) -> int:
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         x = trial.suggest_float("x", 0.0, 1.0)
-        trial.set_user_attr("worker_pid", os.getpid())
+        # first_worker_pid before worker_pid: the kill test waits for worker_pid, so both are stored
         if "first_worker_pid" not in trial.user_attrs:
             trial.set_user_attr("first_worker_pid", os.getpid())
+        trial.set_user_attr("worker_pid", os.getpid())
         if trial.number in cfg.fail_numbers:
             raise ValueError(f"trial {trial.number} was asked to fail")
         time.sleep(cfg.sleep_s)
