@@ -129,7 +129,8 @@ def main() -> None:
         print(f"goal: no searched point within 1.05 x FID(DDIM-{base_steps}) = {1.05 * fid_50:.3f}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"search_front_{cfg.model.name}.json").write_text(json.dumps(
-        {"points": points, "hypervolume": {"front": hv_front, "baselines": hv_base}, "fid_ddim50": fid_50}, indent=1))
+        {"points": points, "hypervolume": {"front": hv_front, "baselines": hv_base}, "fid_ddim50": fid_50,
+         "fid_samples": args.fid_samples, "trials": args.trials}, indent=1))
     _plot(points, front, cfg.model.name, args, HERE / "results" / f"search_front_{cfg.model.name}.png")
 
 
@@ -149,6 +150,7 @@ def _plot(points, front, name, args, path):
             marker = "s" if p[0].startswith("DDIM") else "^"
             ax.scatter([p[3]], [p[4]], marker=marker, s=40, c="tab:red" if marker == "s" else "tab:orange")
             ax.annotate(p[0].replace(" (full compute)", ""), (p[3], p[4]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_yscale("log")
     ax.set_xlabel("measured speedup vs DDIM-50")
     ax.set_ylabel(f"FID-{args.fid_samples} vs real digits")
     ax.set_title(f"{name}: searched front vs DDIM-k (squares) and FRDiff (triangles)")
@@ -158,5 +160,25 @@ def _plot(points, front, name, args, path):
     print(f"plot: {path}")
 
 
+def replot(json_path: str) -> None:
+    """Redraw the plot from a results JSON written by a previous run."""
+    import types
+
+    data = json.loads(Path(json_path).read_text())
+    points = [tuple(p) for p in data["points"]]
+    searched = [p for p in points if p[1] == "searched"]
+    from autofr.search.front import pareto_front
+
+    front = [searched[i] for i in pareto_front([(p[3], p[4]) for p in searched])]
+    name = Path(json_path).stem.replace("search_front_", "")
+    fid_samples = int(data.get("fid_samples", 500))
+    _plot(points, front, name, types.SimpleNamespace(fid_samples=fid_samples), Path(json_path).with_suffix(".png"))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--replot":
+        replot(sys.argv[2])
+    else:
+        main()
