@@ -51,7 +51,7 @@ def main() -> None:
     overrides = [
         f"model={args.model}", f"study_name=bench_{args.model}_{args.trials}", f"search.n_trials={args.trials}",
         f"quality.fid_samples={args.fid_samples}", f"quality.proxy_samples={args.proxy_samples}",
-        "search.confirm_top_k=4", "search.progress=false",
+        "search.confirm_top_k=4", "search.confirm_max=null", "search.progress=false",
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]

@@ -79,18 +79,30 @@ def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int
     return {key: sorted(v)[len(v) // 2] for key, v in times.items()}
 
 
-def confirm_candidates(study: optuna.Study, top_k: int) -> list:
-    """Trials to confirm with FID: the proxy Pareto front, the ``top_k`` best proxies, and the baselines."""
+def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None) -> list:
+    """Trials to confirm with FID, most important first, at most ``limit``.
+
+    The full-compute baseline first; then the proxy Pareto front (fastest first) interleaved with
+    FRDiff's warm-start settings, so both stand on the FID plot; then the ``top_k`` best proxies.
+    Trials already confirmed are skipped.
+    """
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     if not trials:
         return []
-    front = {t.number for t in study.best_trials}
-    by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
-    chosen = front | {t.number for t in by_proxy} | {
-        t.number for t in trials if t.user_attrs.get("origin") in ("baseline", "frdiff")
-    }
     done = {key[len(CONFIRMED_PREFIX):] for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
-    return [t for t in trials if t.number in chosen and str(t.number) not in done]
+    baseline = [t for t in trials if t.user_attrs.get("origin") == "baseline"]
+    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    frdiff = [t for t in trials if t.user_attrs.get("origin") == "frdiff"]
+    interleaved = [t for pair in zip(front, frdiff) for t in pair]
+    interleaved += front[len(frdiff):] + frdiff[len(front):]
+    by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
+    ordered, seen = [], set()
+    for trial in baseline + interleaved + by_proxy:
+        if trial.number not in seen:
+            seen.add(trial.number)
+            ordered.append(trial)
+    ordered = ordered[:limit] if limit else ordered
+    return [t for t in ordered if str(t.number) not in done]
 
 
 def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, tracker=None) -> list[dict]:
@@ -124,7 +136,7 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
     study.set_user_attr("fid_reference", "real" if fid_vs_real is not None else "full_compute")
 
     timing_protocol = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
-    candidates = confirm_candidates(study, int(cfg.search.confirm_top_k))
+    candidates = confirm_candidates(study, int(cfg.search.confirm_top_k), cfg.search.get("confirm_max"))
     measure_speed = bool(cfg.search.get("measure_speed", True)) and candidates
     if measure_speed:  # full compute is timed once for all candidates (warm-up run first)
         timed_generation(pipe, timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)

@@ -46,8 +46,8 @@ def test_three_workers_complete_exactly_the_global_budget(backend, tmp_path):
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_by_another(backend, tmp_path):
-    n_trials = 4
-    workers = start_together(backend, 3, f"search.n_trials={n_trials}", "sleep_s=1", tmp_path=tmp_path)
+    n_trials = 8  # enough work that a slow-starting victim still gets a trial on a loaded machine
+    workers = start_together(backend, 3, f"search.n_trials={n_trials}", "sleep_s=2", tmp_path=tmp_path)
     victim, others = workers[0], workers[1:]
     try:
         killed = wait_until(running_trial_of(backend, victim.pid), 60, "the victim to run a trial")
