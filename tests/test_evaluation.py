@@ -16,15 +16,6 @@ from autofr.evaluation import EvalProtocol, SampleBatch, generate
 from tests.quality.tiny_models import tiny_class_pipeline
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Two threads on a shared 2-core machine run tiny models ~50x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     return tiny_class_pipeline()

@@ -26,16 +26,6 @@ SCHEDULER_CLASSES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny; on a shared 2-core machine two OpenMP threads stall each other whenever
-    # another process holds a core (measured: 190 s for this file with 2 threads, 16 s with 1).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def pipelines():
     return {name: load_pipeline(name) for name in EMBEDDED_MODELS}

@@ -9,15 +9,6 @@ from tests.quality.tiny_models import TinyFeatures, real_digits, tiny_class_pipe
 PROXY_STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Two threads on a shared 2-core machine run tiny models ~50x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def tiny_pipe():
     return tiny_class_pipeline()
