@@ -32,7 +32,9 @@ REPORT_FILES = {
     "proxy_fidelity_md": "proxy_fidelity.md",  # only when the study has proxy-fidelity rows
 }
 
-_BASELINE_STYLE = {"baseline": ("*", "black", 14), "frdiff": ("D", "tab:orange", 8)}
+_BASELINE_STYLE = {"baseline": ("*", "black", 14), "frdiff": ("D", "tab:orange", 8),
+                   "reduced_steps": ("s", "tab:green", 8)}
+_BASELINE_NAMES = {"baseline": "full compute", "frdiff": "FRDiff uniform", "reduced_steps": "full compute, fewer steps"}
 
 
 @contextlib.contextmanager
@@ -131,7 +133,7 @@ def plot_front_png(study: optuna.Study, path: str | os.PathLike) -> Path:
             if not marked:
                 continue
             axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=marker, s=size ** 2, color=color,
-                         edgecolor="white", zorder=4, label="full compute" if origin == "baseline" else "FRDiff uniform")
+                         edgecolor="white", zorder=4, label=_BASELINE_NAMES[origin])
             for trial in marked:
                 axis.annotate(trial.user_attrs.get("label") or origin, (x(trial), y(trial)), textcoords="offset points",
                               xytext=(6, 6), fontsize=8, color=color)
@@ -162,8 +164,10 @@ def plot_front_html(study: optuna.Study, path: str | os.PathLike, include_plotly
             "search trials": [t for t in panel["trials"] if t.user_attrs.get("origin") not in fronts.BASELINE_ORIGINS],
             "full compute": [t for t in panel["trials"] if t.user_attrs.get("origin") == "baseline"],
             "FRDiff uniform": [t for t in panel["trials"] if t.user_attrs.get("origin") == "frdiff"],
+            "full compute, fewer steps": [t for t in panel["trials"] if t.user_attrs.get("origin") == "reduced_steps"],
         }
-        symbols = {"search trials": "circle", "full compute": "star", "FRDiff uniform": "diamond"}
+        symbols = {"search trials": "circle", "full compute": "star", "FRDiff uniform": "diamond",
+                   "full compute, fewer steps": "square"}
         for name, trials in groups.items():
             if not trials:
                 continue

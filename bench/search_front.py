@@ -1,13 +1,16 @@
 """Searched front vs hand-set baselines on the embedded digit models.
 
-Runs an Auto-FR study (``--trials`` trials, FID-N confirmation of the front), then evaluates the
-hand-set baselines with the same protocol: full-compute DDIM at 10-40 steps (FRDiff uniform M=2,3,4
-with and without mixing are warm-start trials of the study and confirmed with it). Every point gets
-FID-N against real digits, FID-N against the full-compute DDIM-50 samples, and a measured wall-clock
-speedup vs DDIM-50 (interleaved timing). Prints the table, which baselines the front dominates, the
-hypervolume ratio (front / baselines) and the goal check (fastest point with FID <= 1.05 x FID(DDIM-50)).
+Runs an Auto-FR study (``--trials`` trials including its warm start, FID-N confirmation of every
+proxy-front member, the two best proxies and every warm-start reference). The hand-set baselines
+are warm-start trials of the same study, so they share its protocol exactly: full compute at
+DDIM-50 and at ``--baseline-steps`` (10-40), FRDiff uniform M=2,3,4 with and without mixing.
+Every confirmed point gets FID-N against real digits and against the full-compute DDIM-50 samples;
+then all points are timed side by side in one run (interleaved, median of ``--repeats``), so the
+speedups are ratios taken together. Prints the table, which baselines the searched front does not
+dominate, the hypervolume ratio (searched front / baselines) and the goal check (fastest searched
+point with FID <= 1.05 x FID(DDIM-50)).
 
-    python bench/search_front.py --model digits_unet --trials 100 --fid-samples 2000
+    python bench/search_front.py --model digits_unet --trials 100 --fid-samples 2000 --threads 1
     python bench/search_front.py --model digits_unet --trials 12 --fid-samples 200 --quick   # smoke run
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +34,12 @@ def main() -> None:
     parser.add_argument("--fid-samples", type=int, default=2000)
     parser.add_argument("--proxy-samples", type=int, default=64)
     parser.add_argument("--baseline-steps", default="10,20,30,40")
+    parser.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp")
+    parser.add_argument("--threshold", type=float, default=0.01,
+                        help="proxy constraint: trials above it are infeasible (default 0.01; 0 = none)")
+    parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
+    parser.add_argument("--timing-samples", type=int, default=64, help="samples per timed generation")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median)")
     parser.add_argument("--workdir", default=None, help="keeps storage, MLflow and caches (default: a temp dir)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -40,58 +50,58 @@ def main() -> None:
 
     from autofr.cli._config import compose
     from autofr.cli.search import search
-    from autofr.evaluation import generate
-    from autofr.quality import ReferenceCache, build_measure
     from autofr.schedule import ReuseSchedule
     from autofr.search.front import hypervolume_2d, pareto_front, trial_records
     from autofr.search.storage import open_storage
-    from autofr.search.study import load_model, protocol_from_config, real_reference, timed_generation
+    from autofr.search.study import load_model, protocol_from_config, timed_generation
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="autofr-bench-"))
+    baseline_steps = [int(s) for s in args.baseline_steps.split(",") if s]
     overrides = [
         f"model={args.model}", f"study_name=bench_{args.model}_{args.trials}", f"search.n_trials={args.trials}",
         f"quality.fid_samples={args.fid_samples}", f"quality.proxy_samples={args.proxy_samples}",
-        "search.confirm_top_k=4", "search.confirm_max=null", "search.progress=false",
+        f"sampler={args.sampler}", f"space.baseline_steps=[{','.join(map(str, baseline_steps))}]",
+        f"search.speed_model={args.speed_model}",
+        "search.confirm_top_k=2", "search.confirm_max=null", "search.progress=false",
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]
+    if args.threshold > 0:
+        overrides.append(f"quality.threshold={args.threshold}")
     cfg = compose("config", overrides)
-    import time
 
     began = time.perf_counter()
     search(cfg)
     search_seconds = time.perf_counter() - began
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
 
-    pipe = load_model(cfg)
-    protocol = protocol_from_config(cfg)
-    fid_protocol = protocol.replace(num_samples=args.fid_samples)
-    cache = ReferenceCache(cfg.cache_dir)
-    full = cache.samples(pipe, fid_protocol, model_id=cfg.model.name)
-    options = {"feature": cfg.quality.feature}
-    fid_real = build_measure("fid", reference=real_reference(cfg), **options)
-    fid_full = build_measure("fid", reference=full, **options)
-    timing = protocol.replace(num_samples=protocol.batch_size)
     base_steps = int(cfg.model.num_inference_steps)
-
-    points = []  # (label, kind, steps, speed, fid, fid_vs_full)
+    points = []  # [label, kind, steps, speed, fid, fid_vs_full, predicted speed]
+    schedules = {}
     for trial in trial_records(study):
         attrs = trial.user_attrs
-        if "fid" not in attrs or "measured_speedup" not in attrs:
+        if "fid" not in attrs:
             continue
-        kind = {"baseline": "baseline", "frdiff": "baseline"}.get(attrs.get("origin"), "searched")
+        origin = attrs.get("origin")
+        kind = "baseline" if origin in ("baseline", "frdiff", "reduced_steps") else "searched"
         label = attrs.get("label") or f"trial {trial.number}"
-        if attrs.get("origin") == "baseline":
+        if origin == "baseline":
             label = f"DDIM-{base_steps} (full compute)"
-        points.append((label, kind, attrs["num_inference_steps"], attrs["measured_speedup"], attrs["fid"], attrs["fid_vs_full"]))
-    for steps in [int(s) for s in args.baseline_steps.split(",") if s]:
-        schedule = ReuseSchedule.full_compute(pipe, steps)
-        samples = generate(pipe, fid_protocol.replace(num_inference_steps=steps), schedule)
-        fid_real.reset()
-        fid_full.reset()
-        seconds = timed_generation(pipe, timing, {"full": None, "steps": schedule})
-        points.append((f"DDIM-{steps}", "baseline", steps, seconds["full"] / seconds["steps"],
-                       fid_real.score(samples), fid_full.score(samples)))
+        elif origin == "reduced_steps":
+            label = f"DDIM-{attrs['num_inference_steps']}"
+        schedules[label] = ReuseSchedule.from_dict(attrs["schedule"])
+        points.append([label, kind, attrs["num_inference_steps"], None, attrs["fid"], attrs["fid_vs_full"],
+                       attrs["predicted_speedup"]])
+
+    # Every point timed side by side in one run: interleaved, median of --repeats.
+    pipe = load_model(cfg)
+    timing = protocol_from_config(cfg).replace(num_samples=args.timing_samples)
+    timed_generation(pipe, timing.replace(num_samples=1), {"warm-up": None}, repeats=1)
+    began = time.perf_counter()
+    seconds = timed_generation(pipe, timing, {"__full__": None, **schedules}, repeats=args.repeats)
+    timing_minutes = (time.perf_counter() - began) / 60
+    for point in points:
+        point[3] = seconds["__full__"] / seconds[point[0]]
 
     baselines = [p for p in points if p[1] == "baseline"]
     searched = [p for p in points if p[1] == "searched"]
@@ -108,29 +118,38 @@ def main() -> None:
     hv_all = hypervolume_2d([(p[3], p[4]) for p in front + baselines], reference)
     within = [p for p in searched if p[4] <= 1.05 * fid_50]
     best = max(within, key=lambda p: p[3]) if within else None
+    within_base = [p for p in baselines if p[4] <= 1.05 * fid_50]
+    best_base = max(within_base, key=lambda p: p[3]) if within_base else None
 
-    print(f"\n## {cfg.model.name}: {args.trials}-trial search, FID-{args.fid_samples} (digit features), "
-          f"proxy {cfg.quality.proxy} on {args.proxy_samples} samples, seeds from {cfg.seed}\n")
-    print(f"search wall time (trials + FID confirmation + MLflow): {search_seconds / 60:.1f} min, "
-          f"{torch.get_num_threads()} threads\n")
-    print(f"| point | kind | steps | measured speedup | FID-{args.fid_samples} vs real | FID vs full compute | on front / dominated |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print(f"\n## {cfg.model.name}: {args.trials}-trial search ({args.sampler}, {args.speed_model} speed model, proxy threshold "
+          f"{args.threshold or 'none'}), FID-{args.fid_samples} (digit features), proxy {cfg.quality.proxy} on "
+          f"{args.proxy_samples} samples, seeds from {cfg.seed}\n")
+    print(f"search wall time (trials + FID confirmation + MLflow): {search_seconds / 60:.1f} min; side-by-side "
+          f"timing of all {len(points)} points: {timing_minutes:.1f} min ({args.timing_samples} samples, median of "
+          f"{args.repeats}); {torch.get_num_threads()} thread(s), {'cuda' if torch.cuda.is_available() else 'cpu'}\n")
+    print(f"| point | kind | steps | measured speedup | predicted ({args.speed_model}) | FID-{args.fid_samples} vs real "
+          "| FID vs full compute | on front / dominated |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for p in sorted(points, key=lambda p: -p[3]):
         flag = "front" if p in front else ("dominated by front" if p[1] == "baseline" and dominated(p) else "")
-        print(f"| {p[0]} | {p[1]} | {p[2]} | {p[3]:.2f}x | {p[4]:.3f} | {p[5]:.3f} | {flag} |")
-    undominated = [b[0] for b in baselines if not dominated(b) and b[0] != f"DDIM-{base_steps} (full compute)"]
+        print(f"| {p[0]} | {p[1]} | {p[2]} | {p[3]:.2f}x | {p[6]:.2f}x | {p[4]:.3f} | {p[5]:.3f} | {flag} |")
+    undominated = [b[0] for b in baselines if not dominated(b)]
     print(f"\nbaselines not dominated by the searched front: {undominated or 'none'}")
     print(f"hypervolume (speed x FID, ref speed 1.0, FID {reference[1]:.3f}): front {hv_front:.4f}, "
           f"baselines {hv_base:.4f}, ratio {hv_front / max(hv_base, 1e-12):.2f} (front+baselines {hv_all:.4f})")
+    limit = 1.05 * fid_50
     if best:
-        print(f"goal: fastest searched point with FID <= 1.05 x FID(DDIM-{base_steps}) = {1.05 * fid_50:.3f}: "
+        print(f"goal: fastest searched point with FID <= 1.05 x FID(DDIM-{base_steps}) = {limit:.3f}: "
               f"{best[0]} at {best[3]:.2f}x (FID {best[4]:.3f})")
     else:
-        print(f"goal: no searched point within 1.05 x FID(DDIM-{base_steps}) = {1.05 * fid_50:.3f}")
+        print(f"goal: no searched point within 1.05 x FID(DDIM-{base_steps}) = {limit:.3f}")
+    if best_base:
+        print(f"fastest baseline within it: {best_base[0]} at {best_base[3]:.2f}x (FID {best_base[4]:.3f})")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"search_front_{cfg.model.name}.json").write_text(json.dumps(
         {"points": points, "hypervolume": {"front": hv_front, "baselines": hv_base}, "fid_ddim50": fid_50,
-         "fid_samples": args.fid_samples, "trials": args.trials}, indent=1))
+         "fid_samples": args.fid_samples, "trials": args.trials, "threshold": args.threshold,
+         "sampler": args.sampler, "search_minutes": search_seconds / 60}, indent=1))
     _plot(points, front, cfg.model.name, args, HERE / "results" / f"search_front_{cfg.model.name}.png")
 
 

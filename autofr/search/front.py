@@ -7,7 +7,8 @@ Conventions of an autofr study (written by :mod:`autofr.search.objective` and
 
 * ``study.directions == [MAXIMIZE, MINIMIZE]``: ``values[0]`` is the predicted speedup over full
   compute, ``values[1]`` the quality proxy (lower is better);
-* each trial's ``user_attrs`` hold ``schedule``, ``origin`` (``baseline`` | ``frdiff`` | ``search``),
+* each trial's ``user_attrs`` hold ``schedule``, ``origin`` (``baseline`` | ``frdiff`` |
+  ``reduced_steps`` | ``search``),
   ``label``, ``predicted_speedup``, ``proxy``, ``num_inference_steps``;
 * the FID confirmation of trial ``n`` (``fid``, ``fid_vs_full``, ``measured_speedup``, ...) is kept in
   the study's user attribute ``confirmed:<n>`` (finished trials cannot change in Optuna) or, for
@@ -31,7 +32,7 @@ from autofr.errors import ConfigError
 CONFIRMED_PREFIX = "confirmed:"
 
 #: Trial origins that are reference points rather than search results.
-BASELINE_ORIGINS = ("baseline", "frdiff")
+BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps")
 
 POLICIES = ("fastest_within", "best_at_speedup", "knee")
 MEASURES = ("fid", "proxy")

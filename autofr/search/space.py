@@ -43,6 +43,7 @@ class SearchSpace:
     mixing_bias: tuple[float, float] = (0.2, 0.8)
     mixing_slope: tuple[float, float] = (5.0, 60.0)
     scheduler: str | None = None
+    baseline_steps: tuple[int, ...] = ()
 
     @staticmethod
     def check_config(cfg) -> None:
@@ -74,8 +75,10 @@ class SearchSpace:
         slope = tuple(float(v) for v in cfg.get("mixing_slope", (5.0, 60.0)))
         if len(bias) != 2 or not bias[0] < bias[1] or len(slope) != 2 or not 0 < slope[0] < slope[1]:
             raise ConfigError("space.mixing_bias and space.mixing_slope must be [low, high] ranges (slope > 0)")
+        # Only step counts the space can express are enqueued (a user narrowing space.steps drops the rest).
+        baseline_steps = tuple(sorted({int(s) for s in (cfg.get("baseline_steps") or [])} & set(steps), reverse=True))
         return cls(model_class, fingerprint, groups, steps, int(default_steps), max_interval,
-                   bool(cfg.get("offsets", False)), mixing, bias, slope, scheduler)
+                   bool(cfg.get("offsets", False)), mixing, bias, slope, scheduler, baseline_steps)
 
     # ------------------------------------------------------------------ trial -> schedule
     def suggest(self, trial) -> ReuseSchedule:
@@ -120,7 +123,11 @@ class SearchSpace:
         return params
 
     def warm_start(self) -> list[tuple[str, str, dict]]:
-        """(origin, label, params) of the full-compute baseline and FRDiff's uniform M=2,3,4 +/- mixing."""
+        """(origin, label, params) of the reference points every study starts from.
+
+        The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, and full
+        compute at each of ``baseline_steps`` (plain step reduction, the other way to be faster).
+        """
         entries = [("baseline", "full compute", self.params_for_uniform(1, False))]
         for interval in (2, 3, 4):
             if interval > self.max_interval:
@@ -128,6 +135,9 @@ class SearchSpace:
             entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
             if self.mixing != "off":
                 entries.append(("frdiff", f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True)))
+        for steps in self.baseline_steps:
+            if steps != self.default_steps and len(self.steps) > 1:
+                entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))
         return entries
 
     # ------------------------------------------------------------------ description
@@ -141,6 +151,7 @@ class SearchSpace:
             "mixing": self.mixing,
             "mixing_bias": list(self.mixing_bias),
             "mixing_slope": list(self.mixing_slope),
+            "baseline_steps": list(self.baseline_steps),
         }
 
     def size_summary(self) -> str:

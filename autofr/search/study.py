@@ -14,6 +14,7 @@ confirmation of trial ``n`` is stored in the study's user attribute ``confirmed:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -83,8 +84,10 @@ def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None
     """Trials to confirm with FID, most important first, at most ``limit``.
 
     The full-compute baseline first; then the proxy Pareto front (fastest first) interleaved with
-    FRDiff's warm-start settings, so both stand on the FID plot; then the ``top_k`` best proxies.
-    Trials already confirmed are skipped.
+    the other warm-start references (FRDiff's settings, then full compute at fewer steps), so both
+    stand on the FID plot; then the ``top_k`` best proxies.
+    Trials already confirmed, and trials whose schedule repeats one already chosen or confirmed,
+    are skipped.
     """
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     if not trials:
@@ -92,17 +95,35 @@ def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None
     done = {key[len(CONFIRMED_PREFIX):] for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
     baseline = [t for t in trials if t.user_attrs.get("origin") == "baseline"]
     front = sorted(study.best_trials, key=lambda t: -t.values[0])
-    frdiff = [t for t in trials if t.user_attrs.get("origin") == "frdiff"]
-    interleaved = [t for pair in zip(front, frdiff) for t in pair]
-    interleaved += front[len(frdiff):] + frdiff[len(front):]
+    references = [t for t in trials if t.user_attrs.get("origin") == "frdiff"]
+    references += [t for t in trials if t.user_attrs.get("origin") == "reduced_steps"]
+    interleaved = [t for pair in zip(front, references) for t in pair]
+    interleaved += front[len(references):] + references[len(front):]
     by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
-    ordered, seen = [], set()
+    # A sampler may propose one schedule twice (a discrete space, mixing parameters unused when off):
+    # confirm each distinct schedule once, and never one whose twin is already confirmed.
+    seen = {schedule_key(t) for t in trials if str(t.number) in done}
+    ordered = []
     for trial in baseline + interleaved + by_proxy:
-        if trial.number not in seen:
-            seen.add(trial.number)
+        key = schedule_key(trial)
+        if key not in seen:
+            seen.add(key)
             ordered.append(trial)
-    ordered = ordered[:limit] if limit else ordered
-    return [t for t in ordered if str(t.number) not in done]
+    return ordered[:limit] if limit else ordered
+
+
+def _computes_everything(schedule, steps: int) -> bool:
+    """Full compute at the protocol's step count: every unit at every step (mixing then never applies)."""
+    return schedule.num_inference_steps == steps and all(
+        all(unit.compute_mask(steps)) for unit in schedule.units.values())
+
+
+def schedule_key(trial) -> str:
+    """What a trial's schedule computes (its provenance aside), for spotting duplicate trials."""
+    schedule = trial.user_attrs.get("schedule")
+    if schedule is None:
+        return f"trial:{trial.number}"
+    return json.dumps({k: v for k, v in schedule.items() if k != "provenance"}, sort_keys=True)
 
 
 def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, tracker=None) -> list[dict]:
@@ -146,7 +167,10 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
     for trial in iterator:
         schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
         try:
-            samples = generate(pipe, fid_protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
+            if _computes_everything(schedule, fid_protocol.num_inference_steps):
+                samples = full_fid_samples  # bit-identical to running it (tests/reuse), so not run again
+            else:
+                samples = generate(pipe, fid_protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
             fid_real, fid_full = fid_of(samples)
         except Exception as error:  # one bad confirmation must not lose the others
             logger.warning("confirming trial %d failed: %s", trial.number, error)

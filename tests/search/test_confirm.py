@@ -7,6 +7,7 @@ def constructed_study():
     study = optuna.create_study(directions=["maximize", "minimize"])
     rows = [("baseline", 1.0, 0.0)] + [("frdiff", 1.3 + 0.1 * i, 0.001 * (i + 1)) for i in range(6)]
     rows += [("search", 2.0 + i, 0.01 * (i + 1) ** 2) for i in range(8)] + [("search", 1.5, 0.5)]
+    rows += [("reduced_steps", 2.5, 0.3), ("reduced_steps", 5.0, 0.9)]
     for origin, speed, proxy in rows:
         study.add_trial(optuna.trial.create_trial(values=[speed, proxy], user_attrs={"origin": origin}))
     return study
@@ -24,6 +25,14 @@ def test_baseline_first_then_front_and_frdiff_interleaved_within_the_limit():
     assert chosen[1].values[0] == max(t.values[0] for t in study.best_trials)  # fastest front member first
 
 
+def test_fewer_step_baselines_are_confirmed_after_frdiff():
+    study = constructed_study()
+    chosen = [t.user_attrs["origin"] for t in confirm_candidates(study, top_k=0, limit=None)]
+    assert chosen.count("reduced_steps") == 2
+    last_frdiff = max(i for i, origin in enumerate(chosen) if origin == "frdiff")
+    assert all(i > last_frdiff for i, origin in enumerate(chosen) if origin == "reduced_steps")
+
+
 def test_no_limit_takes_everything_once_and_skips_confirmed():
     study = constructed_study()
     everything = confirm_candidates(study, top_k=2, limit=None)
@@ -32,3 +41,18 @@ def test_no_limit_takes_everything_once_and_skips_confirmed():
     assert {t.number for t in study.best_trials} <= set(numbers)
     study.set_user_attr(f"{CONFIRMED_PREFIX}{numbers[0]}", {"fid": 1.0})
     assert numbers[0] not in [t.number for t in confirm_candidates(study, top_k=2, limit=None)]
+
+
+def test_a_schedule_proposed_twice_is_confirmed_once():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    schedule = {"num_inference_steps": 20, "units": {"a": {"interval": 2, "offset": 0}}, "mixing": {"enabled": False}}
+    for origin, provenance in (("baseline", {}), ("search", {"kind": "first"}), ("search", {"kind": "twin"})):
+        attrs = {"origin": origin, "schedule": dict(schedule, provenance=provenance)}
+        if origin == "baseline":
+            attrs["schedule"] = dict(schedule, num_inference_steps=50)
+        study.add_trial(optuna.trial.create_trial(values=[2.0 if origin == "search" else 1.0, 0.1 if origin == "search" else 0.0],
+                                                  user_attrs=attrs))
+    chosen = [t.number for t in confirm_candidates(study, top_k=3, limit=None)]
+    assert chosen == [0, 1]
+    study.set_user_attr(f"{CONFIRMED_PREFIX}1", {"fid": 1.0})
+    assert [t.number for t in confirm_candidates(study, top_k=3, limit=None)] == [0]

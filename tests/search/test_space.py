@@ -48,21 +48,26 @@ def test_trials_become_valid_schedules_that_apply():
     assert len(seen) > 1
 
 
-def test_warm_start_reproduces_frdiff_uniform_settings():
-    pipe, units, space = make_space()
+def test_warm_start_reproduces_frdiff_uniform_settings_and_fewer_step_baselines():
+    pipe, units, space = make_space(baseline_steps=[6, 8])
     study = optuna.create_study(directions=["maximize", "minimize"])
     entries = space.warm_start()
     assert [label for _, label, _ in entries] == [
         "full compute", "FRDiff M=2", "FRDiff M=2 +mixing", "FRDiff M=3", "FRDiff M=3 +mixing",
-        "FRDiff M=4", "FRDiff M=4 +mixing"]
+        "FRDiff M=4", "FRDiff M=4 +mixing", "8 steps", "6 steps"]
     for origin, label, params in entries:
         study.enqueue_trial(params)
         trial = study.ask()
         schedule = space.suggest(trial)
-        interval = 1 if label == "full compute" else int(label.split("M=")[1][0])
-        expected = ReuseSchedule.uniform(pipe, 10, interval, mixing="+mixing" in label)
+        if origin == "reduced_steps":
+            steps = int(label.split()[0])
+            expected = ReuseSchedule.full_compute(pipe, steps)
+        else:
+            steps = 10
+            interval = 1 if label == "full compute" else int(label.split("M=")[1][0])
+            expected = ReuseSchedule.uniform(pipe, steps, interval, mixing="+mixing" in label)
         assert schedule.units == expected.units and schedule.mixing == expected.mixing
-        assert schedule.num_inference_steps == 10
+        assert schedule.num_inference_steps == steps
         study.tell(trial, (1.0, 1.0))
 
 
@@ -74,3 +79,4 @@ def test_size_summary_and_bad_config():
         make_space(grouping="layers")
     with pytest.raises(ConfigError, match="max_interval"):
         make_space(max_interval=0)
+    assert make_space(baseline_steps=[7, 6])[2].baseline_steps == (6,)  # 7 steps is not in the space
