@@ -20,6 +20,7 @@ Speed is the *measured* speedup where a trial was timed, else the predicted one 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -409,3 +410,11 @@ def _finite(value: Any) -> bool:
 
 def _or_none(value: Any) -> float | None:
     return float(value) if _finite(value) else None
+
+
+def schedule_key(trial) -> str:
+    """What a trial's schedule computes (its provenance aside), for spotting duplicate trials."""
+    schedule = trial.user_attrs.get("schedule")
+    if schedule is None:
+        return f"trial:{trial.number}"
+    return json.dumps({k: v for k, v in schedule.items() if k != "provenance"}, sort_keys=True)

@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from optuna.trial import TrialState
 
 from autofr.cost import ModelCost, executed_macs
 from autofr.errors import QualityError
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
 from autofr.schedule import ReuseSchedule
+from autofr.search.front import schedule_key
 from autofr.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class Objective:
         self.threshold = threshold
         self.keep_grids = keep_grids
         self.grids: dict[int, bytes] = {}
+        self._grid_by_schedule: dict[str, bytes] = {}
 
     def __call__(self, trial) -> tuple[float, float]:
         schedule = self.space.suggest(trial)
@@ -102,6 +105,9 @@ class Objective:
             trial.set_user_attr("label", "")
         speedup = self.speed.predicted_speedup(schedule)
         trial.set_user_attr("predicted_speedup", speedup)
+        twin = self._twin(trial)
+        if twin is not None:  # the sampler proposed a schedule already scored: same protocol, same result
+            return speedup, self._copy_result(trial, twin)
         began = time.perf_counter()
         try:
             samples = generate(self.pipe, self.protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
@@ -121,10 +127,34 @@ class Objective:
         trial.set_user_attr("proxy_metrics", metrics)
         trial.set_user_attr("sampling_seconds", samples.seconds)
         trial.set_user_attr("trial_seconds", time.perf_counter() - began)
+        self._constrain(trial, proxy)
+        if self.keep_grids:
+            self.grids[trial.number] = self._grid_by_schedule[schedule_key(trial)] = sample_grid_png(samples.images)
+        return speedup, proxy
+
+    def _constrain(self, trial, proxy: float) -> None:
         if self.threshold is not None:
             trial.set_constraint("proxy_threshold", proxy - self.threshold)  # feasible when <= 0
             trial.set_user_attr("constraint", proxy - self.threshold)
-        if self.keep_grids:
-            self.grids[trial.number] = sample_grid_png(samples.images)
-        return speedup, proxy
+
+    def _twin(self, trial):
+        """An earlier complete trial with the same schedule (sampling is deterministic), or None."""
+        key = schedule_key(trial)
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.number != trial.number and "proxy" in other.user_attrs and schedule_key(other) == key:
+                return other
+        return None
+
+    def _copy_result(self, trial, twin) -> float:
+        proxy = float(twin.user_attrs["proxy"])
+        trial.set_user_attr("duplicate_of", twin.number)
+        trial.set_user_attr("proxy", proxy)
+        trial.set_user_attr("proxy_metrics", twin.user_attrs.get("proxy_metrics", {}))
+        trial.set_user_attr("sampling_seconds", 0.0)
+        trial.set_user_attr("trial_seconds", 0.0)
+        self._constrain(trial, proxy)
+        grid = self._grid_by_schedule.get(schedule_key(trial))
+        if self.keep_grids and grid is not None:
+            self.grids[trial.number] = grid
+        return proxy
 

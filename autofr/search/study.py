@@ -24,7 +24,7 @@ import torch
 
 from autofr.errors import ConfigError
 from autofr.evaluation import EvalProtocol, generate
-from autofr.search.front import CONFIRMED_PREFIX, confirmed_trials
+from autofr.search.front import CONFIRMED_PREFIX, confirmed_trials, schedule_key
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,6 @@ def _computes_everything(schedule, steps: int) -> bool:
     """Full compute at the protocol's step count: every unit at every step (mixing then never applies)."""
     return schedule.num_inference_steps == steps and all(
         all(unit.compute_mask(steps)) for unit in schedule.units.values())
-
-
-def schedule_key(trial) -> str:
-    """What a trial's schedule computes (its provenance aside), for spotting duplicate trials."""
-    schedule = trial.user_attrs.get("schedule")
-    if schedule is None:
-        return f"trial:{trial.number}"
-    return json.dumps({k: v for k, v in schedule.items() if k != "provenance"}, sort_keys=True)
 
 
 def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, tracker=None) -> list[dict]:

@@ -158,3 +158,37 @@ def test_bad_override_fails_before_any_trial(workdir, capsys):
     assert not (workdir / "bad.db").exists() and not (workdir / "bad.log").exists()
     code = search_cli.main(["no_such_key=3"])
     assert code == 2 and "no_such_key" in capsys.readouterr().err
+
+
+def test_a_repeated_schedule_is_scored_once(workdir, monkeypatch):
+    from autofr.cost import measure_cost
+    from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
+    from autofr.search import objective as objective_module
+    from autofr.search.objective import Objective, SpeedModel
+    from autofr.search.space import SearchSpace
+
+    cfg = compose("config", overrides(workdir))
+    pipe = load_model(cfg)
+    denoiser = resolve_denoiser(pipe)
+    units = discover_units(denoiser)
+    space = SearchSpace.from_config(cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units), 8)
+    protocol = protocol_from_config(cfg)
+    reference = ReferenceCache(workdir / "dup_cache").samples(pipe, protocol, model_id="tiny")
+    objective = Objective(pipe, space, protocol, reference, "latent_mse", ("ssim",),
+                          SpeedModel(measure_cost(denoiser, units), 8), threshold=0.5)
+    calls = []
+    real_generate = objective_module.generate
+    monkeypatch.setattr(objective_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    params = space.params_for_uniform(2, False, steps=6)
+    for _ in range(2):
+        study.enqueue_trial(params)
+    study.enqueue_trial(space.params_for_uniform(3, False, steps=6))
+    study.optimize(objective, n_trials=3)
+    first, twin, other = study.trials
+    assert len(calls) == 2  # the twin was not sampled again
+    assert twin.values == first.values and twin.user_attrs["duplicate_of"] == first.number
+    assert twin.user_attrs["proxy_metrics"] == first.user_attrs["proxy_metrics"]
+    assert twin.constraints == first.constraints and first.constraints
+    assert objective.grids[twin.number] == objective.grids[first.number]
+    assert "duplicate_of" not in other.user_attrs and other.values != first.values
