@@ -10,7 +10,7 @@ speedups are ratios taken together. Prints the table, which baselines the search
 dominate, the hypervolume ratio (searched front / baselines) and the goal check (fastest searched
 point with FID <= 1.05 x FID(DDIM-50)).
 
-    python bench/search_front.py --model digits_unet --trials 100 --fid-samples 2000 --threads 1
+    python bench/search_front.py --model digits_unet --trials 100 --fid-samples 2000 --threads 1 --proxy latent_mse
     python bench/search_front.py --model digits_unet --trials 12 --fid-samples 200 --quick   # smoke run
 """
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--proxy-samples", type=int, default=64)
     parser.add_argument("--baseline-steps", default="10,20,30,40")
     parser.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp")
+    parser.add_argument("--proxy", default=None, help="quality.proxy (default: the quality config's)")
     parser.add_argument("--threshold", type=float, default=0.01,
                         help="proxy constraint: trials above it are infeasible (default 0.01; 0 = none)")
     parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
@@ -66,6 +67,8 @@ def main() -> None:
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]
+    if args.proxy:
+        overrides.append(f"quality.proxy={args.proxy}")
     if args.threshold > 0:
         overrides.append(f"quality.threshold={args.threshold}")
     cfg = compose("config", overrides)
