@@ -178,7 +178,7 @@ def _plot(points, front, name, args, path):
     ax.set_yscale("log")
     ax.set_xlabel("measured speedup vs DDIM-50")
     ax.set_ylabel(f"FID-{args.fid_samples} vs real digits")
-    ax.set_title(f"{name}: searched front vs DDIM-k (squares) and FRDiff (triangles)")
+    ax.set_title(f"{name}: searched front vs DDIM-k (squares) and FRDiff (triangles)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
