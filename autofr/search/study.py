@@ -14,7 +14,6 @@ confirmation of trial ``n`` is stored in the study's user attribute ``confirmed:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
