@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--baseline-steps", default="10,20,30,40")
     parser.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp")
     parser.add_argument("--proxy", default=None, help="quality.proxy (default: the quality config's)")
-    parser.add_argument("--threshold", type=float, default=0.01,
-                        help="proxy constraint: trials above it are infeasible (default 0.01; 0 = none)")
+    parser.add_argument("--threshold", default="0.01",
+                        help="proxy constraint: trials above it are infeasible; a number, or a ratio to the "
+                             "full-compute proxy like 1.2x (fid_real); default 0.01; 0 = none")
     parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
     parser.add_argument("--timing-samples", type=int, default=64, help="samples per timed generation")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median)")
@@ -69,7 +70,7 @@ def main() -> None:
     ]
     if args.proxy:
         overrides.append(f"quality.proxy={args.proxy}")
-    if args.threshold > 0:
+    if args.threshold not in ("0", "0.0", "none"):
         overrides.append(f"quality.threshold={args.threshold}")
     cfg = compose("config", overrides)
 

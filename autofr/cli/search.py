@@ -41,7 +41,8 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     from autofr.search.objective import Objective
     from autofr.search.space import SearchSpace
     from autofr.search.storage import mask_url, open_storage
-    from autofr.search.study import build_sampler, build_speed_model, confirm, load_model, protocol_from_config
+    from autofr.search.study import (build_sampler, build_speed_model, confirm, feature_options, load_model,
+                                     protocol_from_config, proxy_real_reference)
     from autofr.search.workers import open_study, run_worker, wait_for_user_attr
     from autofr.tracking import Tracker
 
@@ -57,6 +58,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)
     protocol = protocol_from_config(cfg)
+    real = proxy_real_reference(cfg)
     cost = measure_cost(denoiser, units)
     space = SearchSpace.from_config(
         cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
@@ -89,9 +91,14 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
 
     cache = ReferenceCache(cfg.get("cache_dir"))
     reference = cache.samples(pipe, protocol, model_id=cfg.model.name, progress=show)
-    extra = tuple(name for name in ("latent_mse", "psnr", "ssim") if name != cfg.quality.proxy)
+    extra = tuple(name for name in ("latent_mse", "psnr", "ssim", "fid_real")
+                  if name != cfg.quality.proxy and (name != "fid_real" or real is not None))
     objective = Objective(pipe, space, protocol, reference, str(cfg.quality.proxy), extra, speed,
-                          threshold=cfg.quality.get("threshold"), keep_grids=bool(cfg.tracking.log_samples))
+                          threshold=cfg.quality.get("threshold"), keep_grids=bool(cfg.tracking.log_samples),
+                          real_reference=real, feature_options=feature_options(cfg))
+    if objective.threshold is not None:
+        print(f"constraint: {cfg.quality.proxy} <= {objective.threshold:.4g} "
+              f"(full compute scores {objective.full_compute_proxy:.4g})")
 
     def log_trial(study, frozen):
         grid = objective.grids.pop(frozen.number, None)

@@ -19,7 +19,7 @@ import torch
 from optuna.trial import TrialState
 
 from autofr.cost import ModelCost, executed_macs
-from autofr.errors import QualityError
+from autofr.errors import ConfigError, QualityError
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
 from autofr.schedule import ReuseSchedule
 from autofr.search.front import schedule_key
@@ -77,21 +77,60 @@ def sample_grid_png(images: torch.Tensor, count: int = 16) -> bytes:
     return buffer.getvalue()
 
 
+REAL_DATA_PROXY = "fid_real"
+
+
+def build_proxy(name: str, reference: SampleBatch, real_reference=None, feature_options: dict | None = None):
+    """A proxy measure by name. ``fid_real`` is FID of the proxy samples against the real data (the
+    confirmation FID's own reference, at the proxy's small N: biased upward, compare at equal N
+    only); every other name is a registered measure against the full-compute ``reference``."""
+    from autofr.quality import build_measure
+
+    if name == REAL_DATA_PROXY:
+        if real_reference is None:
+            raise ConfigError("quality.proxy=fid_real needs real data: set quality.real_data (a folder of images "
+                              "or an .npz of mu/sigma) and quality.fid_reference=real")
+        return build_measure("fid", reference=real_reference, **(feature_options or {}))
+    return build_measure(name, reference=reference)
+
+
+def resolve_threshold(threshold: float | str | None, proxy_name: str, full_compute_proxy: float) -> float | None:
+    """``quality.threshold``: an absolute proxy value, or ``"<r>x"``, r times the proxy of full compute
+    (for proxies that are not 0 at full compute, such as fid_real)."""
+    if threshold is None:
+        return None
+    text = str(threshold).strip()
+    if not text.lower().endswith("x"):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"quality.threshold={threshold!r} is not a number or a ratio like 1.2x") from None
+    try:
+        ratio = float(text[:-1])
+    except ValueError:
+        raise ConfigError(f"quality.threshold={threshold!r} is not a number or a ratio like 1.2x") from None
+    if not (math.isfinite(full_compute_proxy) and full_compute_proxy > 0):
+        raise ConfigError(f"quality.threshold={text} is relative to full compute, but {proxy_name} of full compute is "
+                          f"{full_compute_proxy:g}: give an absolute threshold, or use quality.proxy=fid_real")
+    return ratio * full_compute_proxy
+
+
 class Objective:
     """``objective(trial) -> (predicted speedup, proxy)``; records what it did in the trial's user attrs."""
 
     def __init__(self, pipe, space: SearchSpace, protocol: EvalProtocol, reference: SampleBatch,
                  proxy_name: str, extra_proxies: tuple[str, ...], speed: SpeedModel,
-                 threshold: float | None = None, keep_grids: bool = True) -> None:
-        from autofr.quality import build_measure
-
+                 threshold: float | str | None = None, keep_grids: bool = True,
+                 real_reference=None, feature_options: dict | None = None) -> None:
         self.pipe = pipe
         self.space = space
         self.protocol = protocol
         self.proxy_name = proxy_name
-        self.measures = {name: build_measure(name, reference=reference) for name in (proxy_name, *extra_proxies)}
+        self.measures = {name: build_proxy(name, reference, real_reference, feature_options)
+                         for name in (proxy_name, *extra_proxies)}
         self.speed = speed
-        self.threshold = threshold
+        self.full_compute_proxy = float(self.measures[proxy_name].score(reference))
+        self.threshold = resolve_threshold(threshold, proxy_name, self.full_compute_proxy)
         self.keep_grids = keep_grids
         self.grids: dict[int, bytes] = {}
         self._grid_by_schedule: dict[str, bytes] = {}

@@ -125,13 +125,11 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
 
     quality = cfg.quality
     fid_protocol = protocol.replace(num_samples=int(quality.fid_samples))
-    feature_options = {"feature": quality.feature}
-    if quality.get("inception_weights"):
-        feature_options["inception_weights"] = quality.inception_weights
+    features = feature_options(cfg)
     full_fid_samples = cache.samples(pipe, fid_protocol, model_id=cfg.model.name)
-    fid_vs_full = build_measure("fid", reference=full_fid_samples, **feature_options)
+    fid_vs_full = build_measure("fid", reference=full_fid_samples, **features)
     real = real_reference(cfg)
-    fid_vs_real = build_measure("fid", reference=real, **feature_options) if real is not None else None
+    fid_vs_real = build_measure("fid", reference=real, **features) if real is not None else None
 
     def fid_of(samples) -> tuple[float, float]:
         fid_vs_full.reset()
@@ -189,6 +187,33 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
                 study.set_user_attr("proxy_fid_spearman", row.get("spearman"))
                 study.set_user_attr("proxy_fid_kendall", row.get("kendall"))
     return rows
+
+
+def feature_options(cfg) -> dict:
+    """FID feature settings from the quality config (feature name, local Inception weights)."""
+    options = {"feature": cfg.quality.feature}
+    if cfg.quality.get("inception_weights"):
+        options["inception_weights"] = cfg.quality.inception_weights
+    return options
+
+
+def proxy_real_reference(cfg):
+    """Real data for the ``fid_real`` proxy: required when it is the proxy (one-line error when
+    missing), otherwise used for the extra metric where available, else None."""
+    from autofr.search.objective import REAL_DATA_PROXY, resolve_threshold
+
+    wanted = str(cfg.quality.proxy) == REAL_DATA_PROXY
+    # a malformed threshold fails here, before a study exists (the ratio is checked again on the real value)
+    resolve_threshold(cfg.quality.get("threshold"), str(cfg.quality.proxy), 1.0 if wanted else 0.0)
+    try:
+        real = real_reference(cfg)
+    except ConfigError:
+        if wanted:
+            raise
+        return None
+    if wanted and real is None:
+        raise ConfigError("quality.proxy=fid_real needs quality.fid_reference=real and real data (quality.real_data)")
+    return real
 
 
 def real_reference(cfg):

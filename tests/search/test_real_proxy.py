@@ -1,0 +1,98 @@
+"""The ``fid_real`` proxy (small-N FID against the real data) and thresholds relative to full compute."""
+
+import optuna
+import pytest
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+from autofr.cli import search as search_cli
+from autofr.cli._config import compose
+from autofr.errors import ConfigError
+from autofr.evaluation import generate
+from autofr.models import load_digits_images
+from autofr.models.pipeline import ClassConditionalPipeline
+from autofr.quality import DigitFeatures, build_measure
+from autofr.quality.fid import FeatureStats, extract_features
+from autofr.schedule import ReuseSchedule
+from autofr.search.objective import resolve_threshold
+from autofr.search.storage import open_storage
+from autofr.search.study import load_model, protocol_from_config
+
+N_TRIALS = 6
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real_proxy")
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8, num_class_embeds=11,
+    )
+    ClassConditionalPipeline(unet, DDIMScheduler(num_train_timesteps=1000)).save_pretrained(root / "tiny")
+    images, _ = load_digits_images("all", size=16)
+    FeatureStats.from_features(extract_features(DigitFeatures(), images[:300])).save(root / "real.npz")
+    return root
+
+
+def overrides(root, *extra):
+    return [
+        f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "model.guidance_scale=2.0",
+        "model.feature=digits", "space.steps=[6,8]", "space.max_interval=3",
+        "quality.proxy_samples=8", "quality.fid_samples=16", "quality.batch_size=8",
+        "quality.fid_reference=real", f"quality.real_data={root / 'real.npz'}",
+        f"search.n_trials={N_TRIALS}", "search.progress=false", "search.confirm_max=2", "sampler.n_startup_trials=3",
+        f"storage.journal_path={root / 'journal.log'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", "study_name=real_proxy", *extra,
+    ]
+
+
+def test_threshold_is_a_value_or_a_ratio_to_full_compute():
+    assert resolve_threshold(None, "ssim", 0.0) is None
+    assert resolve_threshold(0.02, "ssim", 0.0) == pytest.approx(0.02)
+    assert resolve_threshold("0.02", "ssim", 0.0) == pytest.approx(0.02)
+    assert resolve_threshold("1.2x", "fid_real", 1.5) == pytest.approx(1.8)
+    with pytest.raises(ConfigError, match="give an absolute threshold"):
+        resolve_threshold("1.2x", "latent_mse", 0.0)  # 0 at full compute: a ratio of it means nothing
+    with pytest.raises(ConfigError, match="not a number"):
+        resolve_threshold("tight", "ssim", 0.0)
+
+
+def test_search_scores_trials_by_fid_against_the_real_data(workdir):
+    torch.set_num_threads(1)
+    assert search_cli.main(overrides(workdir, "quality.proxy=fid_real", "quality.threshold=1.1x")) == 0
+    cfg = compose("config", overrides(workdir, "quality.proxy=fid_real"))
+    study = optuna.load_study(study_name="real_proxy", storage=open_storage(cfg.storage))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == N_TRIALS
+    full = next(t for t in complete if t.user_attrs.get("origin") == "baseline")
+    # unlike a distance to full compute, FID to real data is not 0 for full compute
+    assert full.values[1] > 0
+    limit = 1.1 * full.values[1]
+    for trial in complete:
+        assert trial.values[1] == pytest.approx(trial.user_attrs["proxy_metrics"]["fid_real"])
+        assert {"latent_mse", "ssim"} <= set(trial.user_attrs["proxy_metrics"])
+        assert trial.user_attrs["constraint"] == pytest.approx(trial.values[1] - limit, rel=1e-6, abs=1e-9)
+    # the stored proxy is FID of the trial's samples against the real statistics, recomputed here
+    trial = max(complete, key=lambda t: t.values[0])
+    pipe = load_model(cfg)
+    protocol = protocol_from_config(cfg)
+    schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
+    samples = generate(pipe, protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
+    fid = build_measure("fid", feature="digits", reference=str(workdir / "real.npz")).score(samples)
+    assert fid == pytest.approx(trial.values[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (("quality.proxy=fid_real", "quality.fid_reference=full_compute"), "real data"),
+    (("quality.proxy=latent_mse", "quality.threshold=1.1x"), "absolute threshold"),
+    (("quality.proxy=fid_real", "quality.threshold=loose"), "not a number"),
+])
+def test_a_bad_proxy_setting_fails_in_one_line_before_a_study_exists(workdir, capsys, extra, needle):
+    root = workdir / "bad"
+    code = search_cli.main(overrides(workdir, *extra, f"storage.journal_path={root / 'journal.log'}",
+                                     f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "study_name=never"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err
+    assert not (root / "journal.log").exists()
