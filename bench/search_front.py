@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--threshold", default="0.01",
                         help="proxy constraint: trials above it are infeasible; a number, or a ratio to the "
                              "full-compute proxy like 1.2x (fid_real); default 0.01; 0 = none")
+    parser.add_argument("--confirm-layers", type=int, default=1,
+                        help="confirm this many non-dominated layers of the proxy front with FID (search.confirm_layers)")
     parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
     parser.add_argument("--timing-samples", type=int, default=64, help="samples per timed generation")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median)")
@@ -64,7 +66,7 @@ def main() -> None:
         f"quality.fid_samples={args.fid_samples}", f"quality.proxy_samples={args.proxy_samples}",
         f"sampler={args.sampler}", f"space.baseline_steps=[{','.join(map(str, baseline_steps))}]",
         f"search.speed_model={args.speed_model}",
-        "search.confirm_top_k=2", "search.confirm_max=null", "search.progress=false",
+        "search.confirm_top_k=2", "search.confirm_max=null", f"search.confirm_layers={args.confirm_layers}", "search.progress=false",
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]

@@ -23,7 +23,7 @@ import torch
 
 from autofr.errors import ConfigError
 from autofr.evaluation import EvalProtocol, generate
-from autofr.search.front import CONFIRMED_PREFIX, confirmed_trials, schedule_key
+from autofr.search.front import CONFIRMED_PREFIX, confirmed_trials, pareto_front, schedule_key
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +79,33 @@ def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int
     return {key: sorted(v)[len(v) // 2] for key, v in times.items()}
 
 
-def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None) -> list:
+def proxy_layers(study: optuna.Study, layers: int) -> list[list]:
+    """The first ``layers`` non-dominated layers of the feasible complete trials in (speed, proxy)
+    space, each fastest first. Layer 1 is the proxy Pareto front (``study.best_trials``); layer 2 is
+    the front of what remains, and so on. A small-sample proxy is noisy, so a schedule just behind
+    the proxy front may well beat it on FID: ``search.confirm_layers`` confirms those too."""
+    first = sorted(study.best_trials, key=lambda t: -t.values[0])
+    result = [first]
+    taken = {t.number for t in first}
+    remaining = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if t.number not in taken and float(t.user_attrs.get("constraint", 0.0)) <= 0.0]
+    for _ in range(1, max(1, int(layers))):
+        if not remaining:
+            break
+        layer = [remaining[i] for i in pareto_front([t.values for t in remaining])]
+        result.append(sorted(layer, key=lambda t: -t.values[0]))
+        taken |= {t.number for t in layer}
+        remaining = [t for t in remaining if t.number not in taken]
+    return result
+
+
+def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None, layers: int = 1) -> list:
     """Trials to confirm with FID, most important first, at most ``limit``.
 
     The full-compute baseline first; then the proxy Pareto front (fastest first) interleaved with
     the other warm-start references (FRDiff's settings, then full compute at fewer steps), so both
-    stand on the FID plot; then the ``top_k`` best proxies.
+    stand on the FID plot; then the next ``layers - 1`` non-dominated layers behind the proxy front
+    (:func:`proxy_layers`); then the ``top_k`` best proxies.
     Trials already confirmed, and trials whose schedule repeats one already chosen or confirmed,
     are skipped.
     """
@@ -93,11 +114,12 @@ def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None
         return []
     done = {key[len(CONFIRMED_PREFIX):] for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
     baseline = [t for t in trials if t.user_attrs.get("origin") == "baseline"]
-    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    front, *behind = proxy_layers(study, layers)
     references = [t for t in trials if t.user_attrs.get("origin") == "frdiff"]
     references += [t for t in trials if t.user_attrs.get("origin") == "reduced_steps"]
     interleaved = [t for pair in zip(front, references) for t in pair]
     interleaved += front[len(references):] + references[len(front):]
+    interleaved += [t for layer in behind for t in layer]
     by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
     # A sampler may propose one schedule twice (a discrete space, mixing parameters unused when off):
     # confirm each distinct schedule once, and never one whose twin is already confirmed.
@@ -146,7 +168,8 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
     study.set_user_attr("fid_reference", "real" if fid_vs_real is not None else "full_compute")
 
     timing_protocol = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
-    candidates = confirm_candidates(study, int(cfg.search.confirm_top_k), cfg.search.get("confirm_max"))
+    candidates = confirm_candidates(study, int(cfg.search.confirm_top_k), cfg.search.get("confirm_max"),
+                                    layers=int(cfg.search.get("confirm_layers", 1)))
     measure_speed = bool(cfg.search.get("measure_speed", True)) and candidates
     if measure_speed:  # full compute is timed once for all candidates (warm-up run first)
         timed_generation(pipe, timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)

@@ -56,3 +56,21 @@ def test_a_schedule_proposed_twice_is_confirmed_once():
     assert chosen == [0, 1]
     study.set_user_attr(f"{CONFIRMED_PREFIX}1", {"fid": 1.0})
     assert [t.number for t in confirm_candidates(study, top_k=3, limit=None)] == [0]
+
+
+def test_confirm_layers_adds_the_trials_just_behind_the_proxy_front():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # (speed, proxy): layer 1 = 3.0/0.2 and 2.0/0.1; layer 2 = 2.9/0.25 and 1.9/0.12; layer 3 = 1.8/0.3
+    rows = [("baseline", 1.0, 0.5), ("search", 3.0, 0.2), ("search", 2.0, 0.1), ("search", 2.9, 0.25),
+            ("search", 1.9, 0.12), ("search", 1.8, 0.3), ("search", 2.5, 0.05)]
+    for origin, speed, proxy in rows:
+        attrs = {"origin": origin, "constraint": 1.0 if proxy == 0.05 else -1.0}  # 2.5/0.05 is infeasible
+        study.add_trial(optuna.trial.create_trial(values=[speed, proxy], user_attrs=attrs,
+                                                  system_attrs={"constraints": [attrs["constraint"]]}))
+    one = [t.number for t in confirm_candidates(study, top_k=0, limit=None)]
+    two = [t.number for t in confirm_candidates(study, top_k=0, limit=None, layers=2)]
+    three = [t.number for t in confirm_candidates(study, top_k=0, limit=None, layers=3)]
+    assert one == [0, 1, 2]
+    assert two == [0, 1, 2, 3, 4]  # the second layer follows the front, fastest first
+    assert three == [0, 1, 2, 3, 4, 5]
+    assert 6 not in three  # an infeasible trial is never a candidate, however good its proxy
