@@ -13,6 +13,11 @@ sharing samples with FID. References (full-compute samples, feature statistics) 
 
     python bench/proxy_fidelity.py                 # 36 schedules, FID-2k, proxies on 128 samples
     python bench/proxy_fidelity.py --quick         # smoke run: 8 schedules, FID-256, 32-sample proxies
+    python bench/proxy_fidelity.py --rescore bench/results/proxy_fidelity_digits_unet.json --json OUT.json
+                                                   # proxies only, FID-N reused from an earlier run
+
+``fid_real`` is the one proxy measured against the real digits instead of the full-compute samples
+(FID at the proxy's N; see autofr.search.objective.build_proxy).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-PROXIES = ("latent_mse", "psnr", "ssim", "kid_small")
+PROXIES = ("latent_mse", "psnr", "ssim", "kid_small", "fid_real")
 FULL_DEFAULTS = {"steps": 50, "fid_samples": 2000, "proxy_samples": 128, "random_schedules": 24}
 QUICK_DEFAULTS = {"steps": 20, "fid_samples": 256, "proxy_samples": 32, "random_schedules": 2}
 
@@ -47,8 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write per-schedule values and the tables here")
+    parser.add_argument("--rescore", type=Path, default=None,
+                        help="a --json file of an earlier run: recompute the proxies on its schedules, reuse its FID-N")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 8 schedules, FID-256, 32-sample proxies (explicit options still win)")
     args = parser.parse_args(argv)
+    if args.rescore is not None:  # the earlier run's protocol and schedules, whatever was passed here
+        earlier = json.loads(Path(args.rescore).read_text())["args"]
+        for name, kind in (("model", str), ("steps", int), ("fid_samples", int), ("proxy_samples", int),
+                           ("random_schedules", int), ("seed", int), ("guidance_scale", float)):
+            value = earlier.get(name, "None")
+            setattr(args, name, None if value == "None" else kind(value))
+        args.quick = earlier.get("quick") == "True"
     defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -82,6 +96,17 @@ def build_schedules(pipe, steps: int, num_random: int, seed: int, quick: bool) -
     return schedules
 
 
+def load_earlier(path: Path) -> list[dict]:
+    """Rows of an earlier --json run; files from before fid_real was a proxy name FID-N ``fid_real``/``fid_full``."""
+    rows = json.loads(Path(path).read_text())["schedules"]
+    for row in rows:
+        if "fid_n_real" not in row:
+            for side in ("real", "full"):
+                row[f"fid_n_{side}"] = row.pop(f"fid_{side}")
+                row[f"fid_n_{side}_seconds"] = row.pop(f"fid_{side}_seconds")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -102,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
 
     real_images, _ = load_digits_images("all", size=16)
     real_stats = cache.feature_stats(f"digits-all-16px-{len(real_images)}", real_images, features)
-    full_stats = cache.reference_stats(pipe, fid_protocol, features, model_id=args.model, progress=True)
+    full_stats = None if args.rescore else cache.reference_stats(pipe, fid_protocol, features, model_id=args.model, progress=True)
     proxy_reference = cache.samples(pipe, proxy_protocol, model_id=args.model)
 
-    measures = {name: build_measure(name, reference=proxy_reference) for name in PROXIES if name != "kid_small"}
+    measures = {name: build_measure(name, reference=proxy_reference) for name in PROXIES if name not in ("kid_small", "fid_real")}
     measures["kid_small"] = build_measure("kid_small", feature=features, reference=proxy_reference)
+    measures["fid_real"] = build_measure("fid", feature=features, reference=real_stats)
+    earlier = load_earlier(args.rescore) if args.rescore else None
     fid_real = build_measure("fid", feature=features, reference=real_stats)
-    fid_full = build_measure("fid", feature=features, reference=full_stats)
+    fid_full = build_measure("fid", feature=features, reference=full_stats) if full_stats is not None else None
 
     schedules = build_schedules(pipe, args.steps, args.random_schedules, args.seed, args.quick)
     rows = []
@@ -120,8 +147,20 @@ def main(argv: list[str] | None = None) -> int:
             began = time.perf_counter()
             row[name] = measure.score(proxy_batch)
             row[f"{name}_seconds"] = proxy_batch.seconds + time.perf_counter() - began
+        if earlier is not None:  # FID-N from the earlier run; its stored proxies must be reproduced
+            old = earlier[len(rows)]
+            if old["schedule"] != row["schedule"]:
+                raise SystemExit(f"{args.rescore}: schedule {len(rows)} is {old['schedule']!r}, here {row['schedule']!r}: "
+                                 "rescore with the same --model/--steps/--seed/--random-schedules")
+            for name in PROXIES:
+                if name in old and abs(old[name] - row[name]) > 1e-4 * max(1.0, abs(old[name])):
+                    raise SystemExit(f"{args.rescore}: {name} of {row['schedule']} was {old[name]}, now {row[name]}: "
+                                     "not the same protocol")
+            row.update({k: old[k] for k in ("fid_n_real", "fid_n_real_seconds", "fid_n_full", "fid_n_full_seconds")})
+            rows.append(row)
+            continue
         fid_batch = generate(pipe, fid_protocol, schedule=schedule)
-        for key, measure in (("fid_real", fid_real), ("fid_full", fid_full)):
+        for key, measure in (("fid_n_real", fid_real), ("fid_n_full", fid_full)):
             began = time.perf_counter()
             row[key] = measure.score(fid_batch)
             row[f"{key}_seconds"] = fid_batch.seconds + time.perf_counter() - began
@@ -136,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * (len(PROXIES) + 2))
     for row in rows:
         print(f"| {row['schedule']} | " + " | ".join(f"{row[p]:.4g}" for p in PROXIES)
-              + f" | {row['fid_real']:.4g} | {row['fid_full']:.4g} |")
+              + f" | {row['fid_n_real']:.4g} | {row['fid_n_full']:.4g} |")
     tables = {}
-    for key, label in (("fid_real", f"FID-{n} vs real digits"), ("fid_full", f"FID-{n} vs full-compute samples")):
+    for key, label in (("fid_n_real", f"FID-{n} vs real digits"), ("fid_n_full", f"FID-{n} vs full-compute samples")):
         fidelity = proxy_fidelity(
             {p: [row[p] for row in rows] for p in PROXIES},
             [row[key] for row in rows],
@@ -148,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         tables[key] = fidelity
         print(f"\n### {label}\n")
         print(format_fidelity_table(fidelity, fid_name=f"FID-{n}"))
+    if args.rescore is not None:
+        print(f"\n(--rescore: FID-{n} values and seconds are from {args.rescore}; proxy seconds are from this run, "
+              "so the cost ratios mix two runs' machine load)")
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "protocols": {"fid": fid_protocol.describe(), "proxy": proxy_protocol.describe()},

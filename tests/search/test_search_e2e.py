@@ -41,6 +41,7 @@ def overrides(root: Path, *extra: str) -> list[str]:
         f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "model.guidance_scale=2.0",
         "space.steps=[6,8]", "space.max_interval=3",
         "quality.proxy_samples=8", "quality.fid_samples=16", "quality.batch_size=8", "quality.fid_reference=full_compute",
+        "quality.proxy=ssim",
         f"search.n_trials={N_TRIALS}", "search.progress=false", "sampler.n_startup_trials=4",
         f"storage.journal_path={root / 'journal.log'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", "study_name=tiny_e2e", *extra,
