@@ -52,13 +52,13 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     # Everything that can fail on bad input fails here, before any trial runs.
     sampler = build_sampler(cfg.sampler)
     SearchSpace.check_config(cfg.space)
+    real = proxy_real_reference(cfg)  # proxy and threshold settings, before anything is written
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     tracker.check()
     pipe = load_model(cfg)
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)
     protocol = protocol_from_config(cfg)
-    real = proxy_real_reference(cfg)
     cost = measure_cost(denoiser, units)
     space = SearchSpace.from_config(
         cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),

@@ -95,4 +95,4 @@ def test_a_bad_proxy_setting_fails_in_one_line_before_a_study_exists(workdir, ca
                                      f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "study_name=never"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err
-    assert not (root / "journal.log").exists()
+    assert not (root / "journal.log").exists() and not (root / "mlflow.db").exists()
