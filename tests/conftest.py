@@ -24,6 +24,19 @@ torch.set_num_threads(1)
 FAMILIES = ("unet", "unet_cond", "dit", "pixart")
 
 
+def save_tiny_digit_pipeline(path) -> None:
+    """A random-init 16x16 one-channel class-conditional UNet pipeline (digit-shaped) saved to ``path``."""
+    from autofr.models.pipeline import ClassConditionalPipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8, num_class_embeds=11,
+    )
+    ClassConditionalPipeline(unet, DDIMScheduler(num_train_timesteps=1000)).save_pretrained(path)
+
+
 def build_model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if family == "unet":

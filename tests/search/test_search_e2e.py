@@ -7,18 +7,17 @@ import mlflow
 import optuna
 import pytest
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
 
 import autofr
 from autofr.cli import export as export_cli
 from autofr.cli import search as search_cli
 from autofr.cli._config import compose
 from autofr.evaluation import generate
-from autofr.models.pipeline import ClassConditionalPipeline
 from autofr.quality import ReferenceCache, build_measure
 from autofr.search.objective import sample_grid_png
 from autofr.search.storage import open_storage
 from autofr.search.study import load_model, protocol_from_config
+from tests.conftest import save_tiny_digit_pipeline
 
 N_TRIALS = 10
 
@@ -26,13 +25,7 @@ N_TRIALS = 10
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, attention_head_dim=8, num_class_embeds=11,
-    )
-    ClassConditionalPipeline(unet, DDIMScheduler(num_train_timesteps=1000)).save_pretrained(root / "tiny")
+    save_tiny_digit_pipeline(root / "tiny")
     return root
 
 
