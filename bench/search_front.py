@@ -41,10 +41,16 @@ def main() -> None:
                              "full-compute proxy like 1.2x (fid_real); default 0.01; 0 = none")
     parser.add_argument("--confirm-layers", type=int, default=1,
                         help="confirm this many non-dominated layers of the proxy front with FID (search.confirm_layers)")
+    parser.add_argument("--confirm-proxies", default="",
+                        help="comma-separated recorded metrics whose (speed, metric) fronts are confirmed too "
+                             "(search.confirm_proxies), e.g. latent_mse")
     parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
     parser.add_argument("--timing-samples", type=int, default=64, help="samples per timed generation")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median)")
     parser.add_argument("--workdir", default=None, help="keeps storage, MLflow and caches (default: a temp dir)")
+    parser.add_argument("--confirm-only", action="store_true",
+                        help="run (or resume) the study and its FID confirmation, then stop before timing: time later, "
+                             "on an otherwise idle machine, with the same arguments")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -67,6 +73,7 @@ def main() -> None:
         f"sampler={args.sampler}", f"space.baseline_steps=[{','.join(map(str, baseline_steps))}]",
         f"search.speed_model={args.speed_model}",
         "search.confirm_top_k=2", "search.confirm_max=null", f"search.confirm_layers={args.confirm_layers}", "search.progress=false",
+        f"search.confirm_proxies=[{args.confirm_proxies}]",
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
     ]
@@ -79,6 +86,9 @@ def main() -> None:
     began = time.perf_counter()
     search(cfg)
     search_seconds = time.perf_counter() - began
+    if args.confirm_only:
+        print(f"study and FID confirmation done in {search_seconds / 60:.1f} min (--confirm-only: not timed)")
+        return
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
 
     base_steps = int(cfg.model.num_inference_steps)

@@ -38,11 +38,11 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     from autofr.cost import measure_cost
     from autofr.quality import ReferenceCache
     from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
-    from autofr.search.objective import Objective
+    from autofr.search.objective import EXTRA_METRICS, Objective
     from autofr.search.space import SearchSpace
     from autofr.search.storage import mask_url, open_storage
-    from autofr.search.study import (build_sampler, build_speed_model, confirm, feature_options, load_model,
-                                     protocol_from_config, proxy_real_reference)
+    from autofr.search.study import (build_sampler, build_speed_model, confirm, confirm_proxies, feature_options,
+                                     load_model, protocol_from_config, proxy_real_reference)
     from autofr.search.workers import open_study, run_worker, wait_for_user_attr
     from autofr.tracking import Tracker
 
@@ -53,6 +53,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     sampler = build_sampler(cfg.sampler)
     SearchSpace.check_config(cfg.space)
     real = proxy_real_reference(cfg)  # proxy and threshold settings, before anything is written
+    confirm_proxies(cfg)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     tracker.check()
     pipe = load_model(cfg)
@@ -91,7 +92,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
 
     cache = ReferenceCache(cfg.get("cache_dir"))
     reference = cache.samples(pipe, protocol, model_id=cfg.model.name, progress=show)
-    extra = tuple(name for name in ("latent_mse", "psnr", "ssim", "fid_real")
+    extra = tuple(name for name in EXTRA_METRICS
                   if name != cfg.quality.proxy and (name != "fid_real" or real is not None))
     objective = Objective(pipe, space, protocol, reference, str(cfg.quality.proxy), extra, speed,
                           threshold=cfg.quality.get("threshold"), keep_grids=bool(cfg.tracking.log_samples),

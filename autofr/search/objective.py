@@ -78,6 +78,8 @@ def sample_grid_png(images: torch.Tensor, count: int = 16) -> bytes:
 
 
 REAL_DATA_PROXY = "fid_real"
+# Recorded for every trial beside its proxy (fid_real only where real data exists).
+EXTRA_METRICS = ("latent_mse", "psnr", "ssim", "fid_real")
 
 
 def build_proxy(name: str, reference: SampleBatch, real_reference=None, feature_options: dict | None = None):

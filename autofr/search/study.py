@@ -99,13 +99,28 @@ def proxy_layers(study: optuna.Study, layers: int) -> list[list]:
     return result
 
 
-def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None, layers: int = 1) -> list:
+def metric_front(study: optuna.Study, metric: str) -> list:
+    """The feasible complete trials non-dominated in (speed, ``metric``), fastest first, where
+    ``metric`` is any measure every trial records in ``proxy_metrics`` (lower is better). Proxies
+    err differently: ``fid_real`` at small N cannot rank schedules within a few percent of full
+    compute's FID, while a distance to the full-compute output (``latent_mse``) keeps to schedules
+    that barely change it. ``search.confirm_proxies`` confirms the fronts of the others as well,
+    and FID-N decides."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if float(t.user_attrs.get("constraint", 0.0)) <= 0.0 and metric in t.user_attrs.get("proxy_metrics", {})]
+    points = [(t.values[0], float(t.user_attrs["proxy_metrics"][metric])) for t in trials]
+    return sorted((trials[i] for i in pareto_front(points)), key=lambda t: -t.values[0])
+
+
+def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None, layers: int = 1,
+                       proxies: tuple[str, ...] = ()) -> list:
     """Trials to confirm with FID, most important first, at most ``limit``.
 
     The full-compute baseline first; then the proxy Pareto front (fastest first) interleaved with
     the other warm-start references (FRDiff's settings, then full compute at fewer steps), so both
     stand on the FID plot; then the next ``layers - 1`` non-dominated layers behind the proxy front
-    (:func:`proxy_layers`); then the ``top_k`` best proxies.
+    (:func:`proxy_layers`); then the fronts of the other recorded metrics named in ``proxies``
+    (:func:`metric_front`); then the ``top_k`` best proxies.
     Trials already confirmed, and trials whose schedule repeats one already chosen or confirmed,
     are skipped.
     """
@@ -120,6 +135,7 @@ def confirm_candidates(study: optuna.Study, top_k: int, limit: int | None = None
     interleaved = [t for pair in zip(front, references) for t in pair]
     interleaved += front[len(references):] + references[len(front):]
     interleaved += [t for layer in behind for t in layer]
+    interleaved += [t for metric in proxies for t in metric_front(study, metric)]
     by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
     # A sampler may propose one schedule twice (a discrete space, mixing parameters unused when off):
     # confirm each distinct schedule once, and never one whose twin is already confirmed.
@@ -169,7 +185,8 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
 
     timing_protocol = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
     candidates = confirm_candidates(study, int(cfg.search.confirm_top_k), cfg.search.get("confirm_max"),
-                                    layers=int(cfg.search.get("confirm_layers", 1)))
+                                    layers=int(cfg.search.get("confirm_layers", 1)),
+                                    proxies=confirm_proxies(cfg))
     measure_speed = bool(cfg.search.get("measure_speed", True)) and candidates
     if measure_speed:  # full compute is timed once for all candidates (warm-up run first)
         timed_generation(pipe, timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
@@ -210,6 +227,23 @@ def confirm(study, pipe, cfg, protocol: EvalProtocol, cache, progress=None, trac
                 study.set_user_attr("proxy_fid_spearman", row.get("spearman"))
                 study.set_user_attr("proxy_fid_kendall", row.get("kendall"))
     return rows
+
+
+def confirm_proxies(cfg) -> tuple[str, ...]:
+    """``search.confirm_proxies``: recorded metrics whose (speed, metric) fronts are confirmed too.
+    A name that is not recorded per trial is a one-line error, before anything is written."""
+    from autofr.search.objective import EXTRA_METRICS
+
+    recorded = tuple(dict.fromkeys((*EXTRA_METRICS, str(cfg.quality.proxy))))
+    names = cfg.search.get("confirm_proxies") or ()
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(str(name) for name in names)
+    for name in names:
+        if name not in recorded:
+            raise ConfigError(f"search.confirm_proxies: {name!r} is not recorded per trial; "
+                              f"use some of {', '.join(recorded)}")
+    return names
 
 
 def feature_options(cfg) -> dict:

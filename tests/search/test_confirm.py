@@ -74,3 +74,22 @@ def test_confirm_layers_adds_the_trials_just_behind_the_proxy_front():
     assert two == [0, 1, 2, 3, 4]  # the second layer follows the front, fastest first
     assert three == [0, 1, 2, 3, 4, 5]
     assert 6 not in three  # an infeasible trial is never a candidate, however good its proxy
+
+
+def test_confirm_proxies_adds_the_front_of_another_recorded_metric():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # (speed, proxy, latent_mse). On the proxy the front is trials 1 and 2. On latent_mse, trial 3
+    # (2.8x, barely changes the output) joins it; trial 4 is dominated on both; 5 is infeasible.
+    rows = [("baseline", 1.0, 0.9, 0.0), ("search", 3.0, 0.2, 0.009), ("search", 2.0, 0.1, 0.004),
+            ("search", 2.8, 0.5, 0.001), ("search", 1.5, 0.6, 0.008), ("search", 3.5, 0.7, 0.0005)]
+    for origin, speed, proxy, latent in rows:
+        attrs = {"origin": origin, "proxy_metrics": {"fid_real": proxy, "latent_mse": latent},
+                 "constraint": 1.0 if speed == 3.5 else -1.0}
+        study.add_trial(optuna.trial.create_trial(values=[speed, proxy], user_attrs=attrs,
+                                                  system_attrs={"constraints": [attrs["constraint"]]}))
+    assert [t.number for t in confirm_candidates(study, top_k=0)] == [0, 1, 2]
+    both = [t.number for t in confirm_candidates(study, top_k=0, proxies=("latent_mse",))]
+    assert both == [0, 1, 2, 3]  # the latent_mse front is 3 (and 0, 2, confirmed once): fastest first
+    assert 4 not in both and 5 not in both
+    # a metric no trial records adds nothing rather than failing a finished study's confirmation
+    assert [t.number for t in confirm_candidates(study, top_k=0, proxies=("ssim",))] == [0, 1, 2]

@@ -12,9 +12,10 @@ from autofr.models import load_digits_images
 from autofr.quality import DigitFeatures, build_measure
 from autofr.quality.fid import FeatureStats, extract_features
 from autofr.schedule import ReuseSchedule
+from autofr.search.front import CONFIRMED_PREFIX, schedule_key
 from autofr.search.objective import resolve_threshold
 from autofr.search.storage import open_storage
-from autofr.search.study import load_model, protocol_from_config
+from autofr.search.study import load_model, metric_front, protocol_from_config
 from tests.conftest import save_tiny_digit_pipeline
 
 N_TRIALS = 6
@@ -77,10 +78,30 @@ def test_search_scores_trials_by_fid_against_the_real_data(workdir):
     assert fid == pytest.approx(trial.values[1], rel=1e-5)
 
 
+def test_confirm_proxies_confirms_the_latent_mse_front_of_a_fid_real_search(workdir):
+    torch.set_num_threads(1)
+    # no warm start: the baselines (which lead the latent_mse front) would be confirmed anyway
+    extra = ("quality.proxy=fid_real", "study_name=two_fronts", "search.warm_start=false", "search.n_trials=10",
+             "search.confirm_max=null", "search.confirm_top_k=0", "search.confirm_proxies=[latent_mse]",
+             "search.measure_speed=false")
+    assert search_cli.main(overrides(workdir, *extra)) == 0
+    cfg = compose("config", overrides(workdir, *extra))
+    study = optuna.load_study(study_name="two_fronts", storage=open_storage(cfg.storage))
+    confirmed = {int(key.split(":")[1]) for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
+    keys = {schedule_key(study.trials[n]) for n in confirmed}
+    proxy_front = {schedule_key(t) for t in study.best_trials}
+    latent_front = {schedule_key(t) for t in metric_front(study, "latent_mse")}
+    assert proxy_front <= keys
+    # every schedule on the latent_mse front is confirmed, including those the fid_real front leaves out
+    assert latent_front - proxy_front, "this seed's fronts coincide: the test needs a study where they differ"
+    assert latent_front <= keys
+
+
 @pytest.mark.parametrize("extra, needle", [
     (("quality.proxy=fid_real", "quality.fid_reference=full_compute"), "real data"),
     (("quality.proxy=latent_mse", "quality.threshold=1.1x"), "absolute threshold"),
     (("quality.proxy=fid_real", "quality.threshold=loose"), "not a number"),
+    (("search.confirm_proxies=[fid]",), "not recorded per trial"),
 ])
 def test_a_bad_proxy_setting_fails_in_one_line_before_a_study_exists(workdir, capsys, extra, needle):
     root = workdir / "bad"
