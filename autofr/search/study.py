@@ -87,8 +87,7 @@ def proxy_layers(study: optuna.Study, layers: int) -> list[list]:
     first = sorted(study.best_trials, key=lambda t: -t.values[0])
     result = [first]
     taken = {t.number for t in first}
-    remaining = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                 if t.number not in taken and float(t.user_attrs.get("constraint", 0.0)) <= 0.0]
+    remaining = [t for t in _feasible(study) if t.number not in taken]
     for _ in range(1, max(1, int(layers))):
         if not remaining:
             break
@@ -99,15 +98,20 @@ def proxy_layers(study: optuna.Study, layers: int) -> list[list]:
     return result
 
 
+def _feasible(study: optuna.Study) -> list:
+    """Complete trials that meet the quality constraint (or have none)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if float(t.user_attrs.get("constraint", 0.0)) <= 0.0]
+
+
 def metric_front(study: optuna.Study, metric: str) -> list:
     """The feasible complete trials non-dominated in (speed, ``metric``), fastest first, where
     ``metric`` is any measure every trial records in ``proxy_metrics`` (lower is better). Proxies
-    err differently: ``fid_real`` at small N cannot rank schedules within a few percent of full
-    compute's FID, while a distance to the full-compute output (``latent_mse``) keeps to schedules
+    err differently: ``fid_real`` at small N ranks schedules within a few percent of full
+    compute's FID poorly, while a distance to the full-compute output (``latent_mse``) keeps to schedules
     that barely change it. ``search.confirm_proxies`` confirms the fronts of the others as well,
     and FID-N decides."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if float(t.user_attrs.get("constraint", 0.0)) <= 0.0 and metric in t.user_attrs.get("proxy_metrics", {})]
+    trials = [t for t in _feasible(study) if metric in t.user_attrs.get("proxy_metrics", {})]
     points = [(t.values[0], float(t.user_attrs["proxy_metrics"][metric])) for t in trials]
     return sorted((trials[i] for i in pareto_front(points)), key=lambda t: -t.values[0])
 
