@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--speed-model", default="latency", help="macs | latency (calibrated on this machine)")
     parser.add_argument("--timing-samples", type=int, default=64, help="samples per timed generation")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="study seed: the sampler's, the proxy's and FID-N's (a replicate of the whole benchmark)")
     parser.add_argument("--workdir", default=None, help="keeps storage, MLflow and caches (default: a temp dir)")
     parser.add_argument("--confirm-only", action="store_true",
                         help="run (or resume) the study and its FID confirmation, then stop before timing: time later, "
@@ -75,7 +77,7 @@ def main() -> None:
         "search.confirm_top_k=2", "search.confirm_max=null", f"search.confirm_layers={args.confirm_layers}", "search.progress=false",
         f"search.confirm_proxies=[{args.confirm_proxies}]",
         f"storage.journal_path={workdir / 'journal.log'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
-        f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}",
+        f"out_dir={workdir / 'out'}", f"cache_dir={workdir / 'cache'}", f"seed={args.seed}",
     ]
     if args.proxy:
         overrides.append(f"quality.proxy={args.proxy}")
@@ -165,11 +167,12 @@ def main() -> None:
     if best_base:
         print(f"fastest baseline within it: {best_base[0]} at {best_base[3]:.2f}x (FID {best_base[4]:.3f})")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"search_front_{cfg.model.name}.json").write_text(json.dumps(
+    stem = f"search_front_{cfg.model.name}" + (f"_seed{args.seed}" if args.seed else "")
+    (HERE / "results" / f"{stem}.json").write_text(json.dumps(
         {"points": points, "hypervolume": {"front": hv_front, "baselines": hv_base}, "fid_ddim50": fid_50,
          "fid_samples": args.fid_samples, "trials": args.trials, "threshold": args.threshold,
-         "sampler": args.sampler, "search_minutes": search_seconds / 60}, indent=1))
-    _plot(points, front, cfg.model.name, args, HERE / "results" / f"search_front_{cfg.model.name}.png")
+         "sampler": args.sampler, "seed": args.seed, "search_minutes": search_seconds / 60}, indent=1))
+    _plot(points, front, cfg.model.name, args, HERE / "results" / f"{stem}.png")
 
 
 def _plot(points, front, name, args, path):
