@@ -328,13 +328,20 @@ def _open_journal(settings: StorageSettings) -> HeartbeatJournalStorage:
     path = Path(settings.journal_path).expanduser()
     created: list[Path] = []  # what this call created, removed again if opening fails
     try:
+        # Workers started together open the same new journal at once: whoever creates a folder or the
+        # file first owns it (and removes it again if opening fails); the others just use it.
         missing = [parent for parent in reversed(path.parents) if not parent.exists()]
         for directory in missing:
-            directory.mkdir()
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue
             created.append(directory)
-        if not path.exists():
-            path.touch()
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             created.append(path)
+        except FileExistsError:
+            pass
         if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
         _check_is_journal(path)

@@ -123,6 +123,30 @@ def test_journal_storage_creates_missing_folders_and_has_heartbeats(tmp_path):
     assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
 
 
+def test_workers_opening_one_new_journal_at_once_all_succeed(tmp_path):
+    """Workers started together race to create the journal's folders and file; none may lose."""
+    import threading
+
+    for attempt in range(5):
+        path = tmp_path / f"run{attempt}" / "x" / "y" / "journal.log"
+        barrier = threading.Barrier(8)
+        errors = []
+
+        def open_it():
+            barrier.wait()
+            try:
+                open_storage({"journal_path": str(path)})
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and path.is_file()
+
+
 def test_storage_presets_and_their_errors(monkeypatch):
     monkeypatch.delenv("AUTOFR_STORAGE_URL", raising=False)
     postgres = OmegaConf.load(ROOT_CONF / "storage" / "postgres.yaml")
