@@ -2,11 +2,11 @@
 
 For each storage (the journal file; PostgreSQL when ``AUTOFR_TEST_POSTGRES_URL`` is set, e.g. by
 ``source .ci/services.sh``) and 1, 4 and 8 worker processes, a fresh study runs ``--trials`` trials
-through :func:`autofr.search.workers.run_worker` (global budget, heartbeats on, stale-trial checks,
+through :func:`autofr.execution.workers.run_worker` (global budget, heartbeats on, stale-trial checks,
 budget claims: the production path). The objective returns at once, so all time is coordination:
 
 * ``trials``: COMPLETE trials, checked to equal the budget exactly; ``over budget``: trials that
-  lost the race for the last places and were retired (PRUNED, see autofr/search/workers.py);
+  lost the race for the last places and were retired (PRUNED, see autofr/execution/workers.py);
 * ``trials/s``: the study's completed trials per wall second, all workers together;
 * ``coord p50/p95``: per trial and worker, the time outside the objective: asking (incl. popping
   the queue and the first heartbeat), the budget checks, telling, the stale-trial check;
@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # autofr/__init__.py imports torch and diffusers (seconds per process); the workers need only
-# autofr.errors and autofr.search.{storage,workers}, so the package is registered without it.
+# autofr.errors and autofr.execution, so the package is registered without it.
 if "autofr" not in sys.modules:
     _package = types.ModuleType("autofr")
     _package.__path__ = [str(ROOT / "autofr")]
@@ -48,8 +48,8 @@ TRIAL_SECONDS = 10.0
 def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | None, parent_run: tuple | None, out: str) -> None:
     import optuna
 
-    from autofr.search.storage import open_storage
-    from autofr.search.workers import open_study, run_worker
+    from autofr.execution.storage import open_storage
+    from autofr.execution.workers import open_study, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     client = None
@@ -114,8 +114,8 @@ def fresh_postgres_database(url: str):
 def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None, scratch: Path) -> dict:
     import optuna
 
-    from autofr.search.storage import open_storage
-    from autofr.search.workers import open_study
+    from autofr.execution.storage import open_storage
+    from autofr.execution.workers import open_study
 
     drop = None
     if storage == "postgres":

@@ -45,7 +45,7 @@ def main() -> int:
     from autofr.quality import build_measure
     from autofr.schedule import ReuseSchedule
     from autofr.search.front import CONFIRMED_PREFIX
-    from autofr.search.storage import open_storage
+    from autofr.execution.storage import open_storage
     from autofr.search.study import feature_options, load_model, protocol_from_config, real_reference
 
     workdir = Path(args.workdir)

@@ -41,7 +41,7 @@ def main() -> int:
     from autofr.schedule import ReuseSchedule
     from autofr.search.front import trial_records
     from autofr.search.objective import REAL_DATA_PROXY, build_proxy
-    from autofr.search.storage import open_storage
+    from autofr.execution.storage import open_storage
     from autofr.search.study import feature_options, load_model, protocol_from_config, real_reference
 
     workdir = Path(args.workdir)

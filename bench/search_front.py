@@ -64,7 +64,7 @@ def main() -> None:
     from autofr.cli.search import search
     from autofr.schedule import ReuseSchedule
     from autofr.search.front import hypervolume_2d, pareto_front, trial_records
-    from autofr.search.storage import open_storage
+    from autofr.execution.storage import open_storage
     from autofr.search.study import load_model, protocol_from_config, timed_generation
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="autofr-bench-"))

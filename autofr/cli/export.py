@@ -57,7 +57,7 @@ def load_study(cfg: DictConfig):
 
 def _open_storage(storage_cfg):
     try:
-        from autofr.search.storage import open_storage
+        from autofr.execution.storage import open_storage
     except ImportError:  # the search package without its storage module
         return _open_storage_fallback(storage_cfg)
     return open_storage(storage_cfg)

@@ -40,10 +40,10 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
     from autofr.search.objective import EXTRA_METRICS, Objective
     from autofr.search.space import SearchSpace
-    from autofr.search.storage import mask_url, open_storage
+    from autofr.execution.storage import mask_url, open_storage
     from autofr.search.study import (build_sampler, build_speed_model, confirm, confirm_proxies, feature_options,
                                      load_model, protocol_from_config, proxy_real_reference)
-    from autofr.search.workers import open_study, run_worker, wait_for_user_attr
+    from autofr.execution.workers import open_study, run_worker, wait_for_user_attr
     from autofr.tracking import Tracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -136,7 +136,7 @@ def _wait_for_running_trials(study, timeout_s: float) -> None:
 
 
 def _flat_config(cfg: DictConfig) -> dict:
-    from autofr.search.storage import mask_url
+    from autofr.execution.storage import mask_url
 
     flat = {}
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("config", overrides)
         workers = int(cfg.search.workers)
         if workers > 1:
-            from autofr.search.workers import spawn_local_workers
+            from autofr.execution.local import spawn_local_workers
 
             worker_args = [a for a in overrides if not a.startswith("search.workers=")] + ["search.workers=1", "+worker_only=true"]
             code = spawn_local_workers([sys.executable, "-m", "autofr.cli.search", *worker_args], workers)

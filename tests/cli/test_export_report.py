@@ -122,7 +122,7 @@ def test_report_logs_to_the_study_parent_run(journal, overrides, tmp_path, capsy
 
 
 def test_export_reads_the_journal_without_the_storage_module(overrides, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "autofr.search.storage", None)  # import fails -> fallback
+    monkeypatch.setitem(__import__("sys").modules, "autofr.execution.storage", None)  # import fails -> fallback
     code, out, err = run(export_cli.main, overrides, capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "schedule.json").read_text())["provenance"]["trial"] == 3

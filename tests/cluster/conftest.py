@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autofr.search.storage import open_storage
+from autofr.execution.storage import open_storage
 
 WORKER = Path(__file__).with_name("sleep_worker.py")
 ROOT_CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -5,7 +5,7 @@
 
 Arguments are dotted ``key=value`` overrides like autofr-search's. It goes through the same calls
 as the search command: ``search.workers=N`` (N > 1) hands over to
-:func:`autofr.search.workers.spawn_local_workers`, which re-runs this script N times with
+:func:`autofr.execution.spawn_local_workers`, which re-runs this script N times with
 ``search.workers=1``; a worker calls open_storage, open_study (the creator enqueues the warm starts,
 then sets ``setup_done``; the others wait for it) and run_worker. Prints ``created=<bool>`` once
 the study is open. ``barrier=<dir>``: before opening the study, create ``<dir>/<pid>`` and wait
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # autofr/__init__.py imports torch and diffusers (seconds of start-up per process); a worker needs
-# only autofr.errors and autofr.search.{storage,workers}, so the package is registered without it.
+# only autofr.errors and autofr.execution, so the package is registered without it.
 if "autofr" not in sys.modules:
     package = types.ModuleType("autofr")
     package.__path__ = [str(ROOT / "autofr")]
@@ -37,8 +37,8 @@ import optuna  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from autofr.cli._config import run_cli  # noqa: E402  (as the autofr commands: errors -> 2, interrupts -> 130)
-from autofr.search.storage import open_storage  # noqa: E402
-from autofr.search.workers import open_study, run_worker, spawn_local_workers, wait_for_user_attr  # noqa: E402
+from autofr.execution.storage import open_storage  # noqa: E402
+from autofr.execution import open_study, run_worker, spawn_local_workers, wait_for_user_attr  # noqa: E402
 
 DEFAULTS = {
     "study_name": "sleep",

@@ -12,8 +12,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autofr.errors import StorageError
-from autofr.search.storage import open_storage
-from autofr.search.workers import _claim_budget, _retire, _StaleTrialCheck, open_study, run_worker, wait_for_user_attr
+from autofr.execution.storage import open_storage
+from autofr.execution.budget import StaleTrialCheck, claim_budget, retire
+from autofr.execution.workers import open_study, run_worker, wait_for_user_attr
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -79,17 +80,17 @@ def test_a_trial_runs_only_while_lower_numbered_claims_leave_room(study):
     assert trial.number == 1
     study.enqueue_trial({"x": 0.75})  # trial 2: WAITING
     late = study._storage.create_new_trial(study._study_id)  # trial 3: RUNNING, asked last
-    check = _StaleTrialCheck(study)
-    assert _claim_budget(study, 3, n_trials=4, stale_trials=check)  # 3 lower claims < 4
+    check = StaleTrialCheck(study)
+    assert claim_budget(study, 3, n_trials=4, stale_trials=check)  # 3 lower claims < 4
     # Budget 3 and trial 1 still RUNNING: trial 3 waits for it; trial 1 fails, so trial 3 may run.
     threading.Timer(0.3, lambda: study.tell(trial, state=TrialState.FAIL)).start()
     started = time.monotonic()
-    assert _claim_budget(study, 3, n_trials=3, stale_trials=check)
+    assert claim_budget(study, 3, n_trials=3, stale_trials=check)
     assert time.monotonic() - started >= 0.25
     # Budget 2: trial 0 COMPLETE and trial 2 WAITING take it, nothing lower runs: trial 3 is retired,
     # and being a plain trial (no planned params) it is not queued again.
-    assert not _claim_budget(study, 3, n_trials=2, stale_trials=check)
-    _retire(study, optuna.Trial(study, late))
+    assert not claim_budget(study, 3, n_trials=2, stale_trials=check)
+    retire(study, optuna.Trial(study, late))
     retired = study.trials[3]
     assert retired.state == TrialState.PRUNED and retired.user_attrs["over_budget"] is True
     assert len(study.trials) == 4
@@ -98,7 +99,7 @@ def test_a_trial_runs_only_while_lower_numbered_claims_leave_room(study):
 def test_a_retired_warm_start_goes_back_to_the_queue(study):
     study.enqueue_trial({"x": 0.25}, user_attrs={"warm_start": 0})
     trial = study.ask()
-    _retire(study, trial)
+    retire(study, trial)
     requeued = study.trials[-1]
     assert requeued.state == TrialState.WAITING and requeued.user_attrs == {"warm_start": 0}
     assert requeued.system_attrs["fixed_params"] == {"x": 0.25}

@@ -10,8 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from autofr.errors import ConfigError, StorageError
-from autofr.search.storage import HeartbeatJournalStorage, mask_url, open_storage
-from autofr.search.workers import open_study
+from autofr.execution.journal import HeartbeatJournalStorage
+from autofr.execution.storage import mask_url, open_storage
+from autofr.execution.workers import open_study
 
 from .conftest import ROOT_CONF, Backend, finish, public_tables
 

@@ -152,7 +152,7 @@ def test_a_budget_below_one_is_a_config_error(journal_backend, n_trials):
 def test_spawn_local_workers_takes_a_whole_command_line_and_reports_failures(journal_backend, monkeypatch):
     import sys
 
-    from autofr.search.workers import spawn_local_workers
+    from autofr.execution import spawn_local_workers
 
     from .conftest import WORKER
 

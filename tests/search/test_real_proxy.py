@@ -14,7 +14,7 @@ from autofr.quality.fid import FeatureStats, extract_features
 from autofr.schedule import ReuseSchedule
 from autofr.search.front import CONFIRMED_PREFIX, schedule_key
 from autofr.search.objective import resolve_threshold
-from autofr.search.storage import open_storage
+from autofr.execution.storage import open_storage
 from autofr.search.study import load_model, metric_front, protocol_from_config
 from tests.conftest import save_tiny_digit_pipeline
 

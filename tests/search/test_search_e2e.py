@@ -15,7 +15,7 @@ from autofr.cli._config import compose
 from autofr.evaluation import generate
 from autofr.quality import ReferenceCache, build_measure
 from autofr.search.objective import sample_grid_png
-from autofr.search.storage import open_storage
+from autofr.execution.storage import open_storage
 from autofr.search.study import load_model, protocol_from_config
 from tests.conftest import save_tiny_digit_pipeline
 
