@@ -3,7 +3,8 @@
 One interface (:class:`QualityMeasure`: ``set_reference`` / ``update`` / ``compute`` / ``reset``,
 ``compute()`` lower-is-better with 0 = perfect), built by name with :func:`build_measure`:
 
-- ``fid``, ``kid`` (:mod:`autofr.quality.fid`): distribution distances, digit or Inception features;
+- ``fid``, ``kid`` (:mod:`autofr.quality.fid`): distribution distances, digit or Inception features
+  (:mod:`autofr.quality.features`);
 - ``latent_mse``, ``psnr``, ``ssim``, ``kid_small`` (:mod:`autofr.quality.proxies`): distances to the
   full-compute samples of the same protocol;
 
@@ -11,9 +12,7 @@ plus :class:`ReferenceCache` (references computed once, kept on disk) and :func:
 (rank correlation of each proxy with FID).
 """
 
-from autofr.quality.fid import (
-    FID,
-    KID,
+from autofr.quality.features import (
     DigitFeatures,
     FeatureStats,
     InceptionFeatures,
@@ -22,10 +21,12 @@ from autofr.quality.fid import (
     load_image_folder,
     resolve_feature,
 )
+from autofr.quality.fid import FID, KID
 from autofr.quality.fidelity import format_fidelity_table, proxy_fidelity
-from autofr.quality.measure import QualityMeasure, available_measures, build_measure, register_measure
+from autofr.quality.measure import QualityMeasure
 from autofr.quality.proxies import PSNR, SSIM, LatentMSE, PairedMeasure, SmallSampleKID, polynomial_mmd2
 from autofr.quality.reference import ReferenceCache, default_cache_dir
+from autofr.quality.registry import available_measures, build_measure, register_measure
 
 __all__ = [
     "FID",

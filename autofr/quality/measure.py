@@ -1,4 +1,5 @@
-"""The one interface every quality measure shares, and the registry that builds measures by name.
+"""The one interface every quality measure shares (the registry that builds them by name is
+:mod:`autofr.quality.registry`).
 
 A measure compares candidate samples with a fixed reference, torchmetrics style::
 
@@ -23,17 +24,12 @@ must come in protocol order.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 
-from autofr.errors import ConfigError, QualityError
-
-_MEASURES: dict[str, type["QualityMeasure"]] = {}
-
-MeasureClass = TypeVar("MeasureClass", bound=type["QualityMeasure"])
+from autofr.errors import QualityError
 
 
 class QualityMeasure(ABC):
@@ -74,35 +70,6 @@ class QualityMeasure(ABC):
             self.reset()
 
 
-def register_measure(cls: MeasureClass) -> MeasureClass:
-    """Class decorator: make a measure buildable by its ``name`` through :func:`build_measure`."""
-    _MEASURES[cls.name] = cls
-    return cls
-
-
-def available_measures() -> list[str]:
-    """Names :func:`build_measure` accepts."""
-    _import_builtin_measures()
-    return sorted(_MEASURES)
-
-
-def build_measure(name: str, **options: Any) -> QualityMeasure:
-    """Build the measure registered as ``name`` with its constructor options.
-
-    Raises:
-        ConfigError: unknown name or an option the measure does not take.
-    """
-    _import_builtin_measures()
-    if name not in _MEASURES:
-        raise ConfigError(f"unknown quality measure {name!r}: use one of {sorted(_MEASURES)}")
-    cls = _MEASURES[name]
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as error:
-        raise ConfigError(f"quality measure {name!r} does not take these options ({error}): check quality.* in the config") from None
-    return cls(**options)
-
-
 def images_of(samples: Any) -> torch.Tensor:
     """Images (N, C, H, W) of a SampleBatch or an image tensor, as float32."""
     images = getattr(samples, "images", samples)
@@ -121,8 +88,3 @@ def latents_of(samples: Any) -> torch.Tensor:
             f"this measure compares latents: pass a SampleBatch from autofr.evaluation.generate, not {type(samples).__name__}"
         )
     return latents.float()
-
-
-def _import_builtin_measures() -> None:
-    from autofr.quality import fid, proxies  # noqa: F401  (registers the built-in measures)
-

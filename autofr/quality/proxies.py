@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from autofr.errors import QualityError
-from autofr.quality.fid import extract_features, resolve_feature
-from autofr.quality.measure import QualityMeasure, images_of, latents_of, register_measure
+from autofr.quality.features import extract_features, resolve_feature
+from autofr.quality.measure import QualityMeasure, images_of, latents_of
 
 
 class PairedMeasure(QualityMeasure):
@@ -87,7 +87,6 @@ class PairedMeasure(QualityMeasure):
         self._offset = 0
 
 
-@register_measure
 class LatentMSE(PairedMeasure):
     """Mean squared error of the final latents against full compute (the FRDiff Auto-FR loss)."""
 
@@ -101,7 +100,6 @@ class LatentMSE(PairedMeasure):
         return self._mean()
 
 
-@register_measure
 class PSNR(PairedMeasure):
     """Per-image PSNR against full compute; objective ``max_db - mean PSNR`` (see the module docs)."""
 
@@ -123,7 +121,6 @@ class PSNR(PairedMeasure):
         return {"psnr": self.compute(), "psnr_db": self._mean()}
 
 
-@register_measure
 class SSIM(PairedMeasure):
     """Per-image SSIM (torchmetrics, Gaussian 11x11 window) against full compute; objective ``1 - mean SSIM``."""
 
@@ -143,7 +140,6 @@ class SSIM(PairedMeasure):
         return {"ssim": self.compute(), "ssim_value": self._mean()}
 
 
-@register_measure
 class SmallSampleKID(QualityMeasure):
     """Biased MMD² between candidate and reference features, polynomial kernel ``(x.y / D + 1)^3``.
 

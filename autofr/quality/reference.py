@@ -29,16 +29,16 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
 from autofr.errors import AutoFRError, QualityError
+from autofr.files import atomic_path
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
 from autofr.quality._identity import feature_id, pipeline_fingerprint
-from autofr.quality.fid import FeatureStats, extract_features
+from autofr.quality.features import FeatureStats, extract_features
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ReferenceCache:
         }
         from safetensors.torch import save_file
 
-        _write_atomically(path, lambda tmp: save_file(
+        _write_via(path, lambda tmp: save_file(
             {"images": batch.images.contiguous(), "latents": batch.latents.contiguous()}, tmp, metadata=metadata
         ))
         logger.info("reference samples: computed and cached %s", path)
@@ -194,13 +194,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_via(path: Path, write: Callable[[str], None]) -> None:
+    with atomic_path(path) as tmp:
+        write(str(tmp))

@@ -10,7 +10,7 @@ from autofr.errors import ConfigError
 from autofr.evaluation import generate
 from autofr.models import load_digits_images
 from autofr.quality import DigitFeatures, build_measure
-from autofr.quality.fid import FeatureStats, extract_features
+from autofr.quality.features import FeatureStats, extract_features
 from autofr.schedule import ReuseSchedule
 from autofr.search.front import CONFIRMED_PREFIX, schedule_key
 from autofr.search.objective import resolve_threshold

@@ -1,0 +1,368 @@
+"""The records of an Auto-FR study, and the only code that knows how they sit in Optuna's attributes.
+
+The Optuna storage is the source of truth; every other module reads and writes these dataclasses.
+
+Storage layout (keys below are spelled here and nowhere else in autofr, except ``fail_reason`` and
+``over_budget``, which the generic workers of :mod:`autofr.execution` write):
+
+* **trial user attrs** (:class:`TrialResult`, written by the objective; ``origin``/``label`` by the
+  warm start): ``origin`` (``baseline`` | ``frdiff`` | ``reduced_steps`` | ``calibrated`` |
+  ``deepcache`` | ``search``), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
+  ``num_inference_steps``, ``predicted_speedup``, ``proxy``, ``proxy_metrics`` (name -> value),
+  ``constraint`` (feasible when <= 0; also Optuna's own constraint), ``sampling_seconds``,
+  ``trial_seconds``, ``duplicate_of``, ``fidelity`` (samples the proxy was computed on), ``fid_estimate``
+  (the proxy mapped to FID-N by the study's calibration), ``fid_estimate_sd``; plus ``fail_reason``
+  and ``over_budget``;
+* the study's values are ``(predicted speedup, proxy)``, directions ``(maximize, minimize)``;
+* **confirmations** (:class:`Confirmation`): finished trials cannot change in Optuna, so the FID
+  confirmation of trial ``n`` is the study user attr ``confirmed:<n>`` (``fid``, ``fid_vs_full``,
+  ``fid_seeds``, ``fid_full_seeds``, ``latency_s``, ``full_latency_s``, ``measured_speedup``,
+  ``speed_gap``). Studies built by hand may keep these keys in the trial's own user attrs instead;
+  both are read;
+* **study user attrs** (:class:`StudyInfo`): see its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autofr.execution.budget import OVER_BUDGET_ATTR
+from autofr.execution.workers import FAIL_REASON_ATTR
+
+#: Study user attribute prefix under which the confirmation of trial ``n`` is stored.
+CONFIRMED_PREFIX = "confirmed:"
+#: Trial origins that are reference points rather than search results.
+BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps", "deepcache")
+#: Origins of enqueued schedules (references and the calibrated warm start).
+ENQUEUED_ORIGINS = (*BASELINE_ORIGINS, "calibrated")
+
+_ORIGIN, _LABEL = "origin", "label"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if _finite(value) else None
+
+
+# ---------------------------------------------------------------------- confirmation
+@dataclass
+class Confirmation:
+    """FID-N and measured speed of one confirmed trial.
+
+    ``fid`` is the mean over ``fid_seeds`` (one FID per seed, paired: every candidate at a seed starts
+    from the same noise); ``fid_full_seeds`` holds full compute's FID at the same seeds, so a paired
+    difference per seed is at hand. ``measured_speedup`` is the median full-compute time over the
+    median time of the schedule, timed interleaved.
+    """
+
+    fid: float
+    fid_vs_full: float | None = None
+    fid_seeds: dict[str, float] = field(default_factory=dict)
+    fid_full_seeds: dict[str, float] = field(default_factory=dict)
+    latency_s: float | None = None
+    full_latency_s: float | None = None
+    measured_speedup: float | None = None
+    speed_gap: float | None = None
+
+    def to_attr(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {})}
+
+    @classmethod
+    def from_attr(cls, data: Mapping[str, Any]) -> Confirmation | None:
+        if not _finite(data.get("fid")):
+            return None
+        return cls(
+            fid=float(data["fid"]),
+            fid_vs_full=_number(data.get("fid_vs_full")),
+            fid_seeds={str(k): float(v) for k, v in (data.get("fid_seeds") or {}).items()},
+            fid_full_seeds={str(k): float(v) for k, v in (data.get("fid_full_seeds") or {}).items()},
+            latency_s=_number(data.get("latency_s")),
+            full_latency_s=_number(data.get("full_latency_s")),
+            measured_speedup=_number(data.get("measured_speedup")),
+            speed_gap=_number(data.get("speed_gap")),
+        )
+
+    def paired_difference(self) -> dict[str, float]:
+        """FID minus full compute's FID at each seed both were scored at."""
+        return {seed: value - self.fid_full_seeds[seed] for seed, value in self.fid_seeds.items()
+                if seed in self.fid_full_seeds}
+
+
+def save_confirmation(study: optuna.Study, number: int, confirmation: Confirmation) -> None:
+    study.set_user_attr(f"{CONFIRMED_PREFIX}{int(number)}", confirmation.to_attr())
+
+
+def confirmed_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of the trials the study holds a confirmation for."""
+    return {int(key[len(CONFIRMED_PREFIX):]) for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
+
+
+# ---------------------------------------------------------------------- one trial
+@dataclass
+class TrialResult:
+    """What the objective measured for one trial; :meth:`write` stores it on the live trial."""
+
+    schedule: dict
+    num_inference_steps: int
+    predicted_speedup: float
+    proxy: float | None = None
+    proxy_metrics: dict[str, float] = field(default_factory=dict)
+    constraint: float | None = None
+    sampling_seconds: float | None = None
+    trial_seconds: float | None = None
+    duplicate_of: int | None = None
+    fidelity: int | None = None
+    fid_estimate: float | None = None
+    fid_estimate_sd: float | None = None
+
+    def write(self, trial: optuna.Trial) -> None:
+        for key, value in dataclasses.asdict(self).items():
+            if value is not None:
+                trial.set_user_attr(key, value)
+
+
+def mark_origin(trial: optuna.Trial) -> None:
+    """A trial the sampler proposed (not enqueued) is a search result."""
+    if _ORIGIN not in trial.user_attrs:
+        trial.set_user_attr(_ORIGIN, "search")
+        trial.set_user_attr(_LABEL, "")
+
+
+def enqueue_reference(study: optuna.Study, params: dict, origin: str, label: str) -> None:
+    """Enqueue a reference schedule (full compute, FRDiff, fewer steps, calibrated, DeepCache-style)."""
+    study.enqueue_trial(params, user_attrs={_ORIGIN: origin, _LABEL: label})
+
+
+def record_failure(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr(FAIL_REASON_ATTR, reason)
+
+
+@dataclass
+class TrialRecord:
+    """One trial as reporting, confirmation and export see it (a read-only view)."""
+
+    number: int
+    state: TrialState
+    values: tuple[float, ...] | None
+    params: dict[str, Any]
+    origin: str = "search"
+    label: str = ""
+    schedule: dict | None = None
+    num_inference_steps: int | None = None
+    predicted_speedup: float | None = None
+    proxy: float | None = None
+    proxy_metrics: dict[str, float] = field(default_factory=dict)
+    constraint: float | None = None
+    sampling_seconds: float | None = None
+    trial_seconds: float | None = None
+    duplicate_of: int | None = None
+    fidelity: int | None = None
+    fid_estimate: float | None = None
+    fid_estimate_sd: float | None = None
+    fail_reason: str | None = None
+    over_budget: bool = False
+    datetime_start: datetime.datetime | None = None
+    datetime_complete: datetime.datetime | None = None
+    confirmation: Confirmation | None = None
+
+    @classmethod
+    def from_frozen(cls, trial: FrozenTrial, confirmation: Mapping[str, Any] | None = None) -> TrialRecord:
+        attrs = trial.user_attrs
+        schedule = attrs.get("schedule")
+        steps = attrs.get("num_inference_steps", (schedule or {}).get("num_inference_steps"))
+        return cls(
+            number=trial.number,
+            state=trial.state,
+            values=tuple(float(v) for v in trial.values) if trial.values else None,
+            params=dict(trial.params),
+            origin=str(attrs.get(_ORIGIN, "search")),
+            label=str(attrs.get(_LABEL, "") or ""),
+            schedule=schedule,
+            num_inference_steps=int(steps) if steps is not None else None,
+            predicted_speedup=_number(attrs.get("predicted_speedup")),
+            proxy=_number(attrs.get("proxy")),
+            proxy_metrics={str(k): float(v) for k, v in (attrs.get("proxy_metrics") or {}).items()
+                           if isinstance(v, (int, float))},
+            constraint=_number(attrs.get("constraint")),
+            sampling_seconds=_number(attrs.get("sampling_seconds")),
+            trial_seconds=_number(attrs.get("trial_seconds")),
+            duplicate_of=attrs.get("duplicate_of"),
+            fidelity=attrs.get("fidelity"),
+            fid_estimate=_number(attrs.get("fid_estimate")),
+            fid_estimate_sd=_number(attrs.get("fid_estimate_sd")),
+            fail_reason=attrs.get(FAIL_REASON_ATTR),
+            over_budget=bool(attrs.get(OVER_BUDGET_ATTR, False)),
+            datetime_start=trial.datetime_start,
+            datetime_complete=trial.datetime_complete,
+            confirmation=Confirmation.from_attr(confirmation if confirmation else attrs),
+        )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def complete(self) -> bool:
+        return self.state == TrialState.COMPLETE and self.values is not None
+
+    @property
+    def feasible(self) -> bool:
+        """Meets the quality constraint (or has none)."""
+        return not (self.constraint is not None and self.constraint > 0)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.origin in BASELINE_ORIGINS
+
+    @property
+    def search_speedup(self) -> float:
+        """The search objective: predicted speedup (``values[0]``)."""
+        if self.values:
+            return self.values[0]
+        return self.predicted_speedup if self.predicted_speedup is not None else float("nan")
+
+    @property
+    def search_proxy(self) -> float:
+        """The search objective: the proxy (``values[1]``)."""
+        if self.proxy is not None:
+            return self.proxy
+        return self.values[1] if self.values and len(self.values) > 1 else float("nan")
+
+    @property
+    def speed(self) -> float:
+        """Measured speedup where the trial was timed, else the predicted one."""
+        if self.confirmation is not None and self.confirmation.measured_speedup is not None:
+            return self.confirmation.measured_speedup
+        if self.predicted_speedup is not None:
+            return self.predicted_speedup
+        return self.values[0] if self.values else float("nan")
+
+    @property
+    def fid(self) -> float:
+        return self.confirmation.fid if self.confirmation is not None else float("nan")
+
+    def quality(self, measure: str = "fid") -> float:
+        """FID (``"fid"``), the search proxy (``"proxy"``) or any recorded proxy metric; NaN when missing."""
+        if measure == "fid":
+            return self.fid
+        if measure == "proxy":
+            return self.search_proxy
+        return self.proxy_metrics.get(measure, float("nan"))
+
+    def schedule_key(self) -> str:
+        """What the schedule computes (its provenance aside), for spotting duplicate trials."""
+        return schedule_key(self.schedule, self.number)
+
+
+def schedule_key(schedule: Mapping | None, number: int | None = None) -> str:
+    if schedule is None:
+        return f"trial:{number}"
+    return json.dumps({k: v for k, v in schedule.items() if k != "provenance"}, sort_keys=True)
+
+
+def frozen_schedule_key(trial: FrozenTrial) -> str:
+    """:func:`schedule_key` of a live or frozen Optuna trial."""
+    return schedule_key(trial.user_attrs.get("schedule"), trial.number)
+
+
+# ---------------------------------------------------------------------- the study
+@dataclass
+class StudyInfo:
+    """The study's metadata (study user attrs), set once by the process that created the study
+    (``model_id`` ... ``mlflow_experiment_id``) or by the confirmation stage (``fid_*``, fidelity)."""
+
+    model_id: str | None = None
+    protocol: dict | None = None
+    space: dict | None = None
+    proxy_name: str | None = None
+    baseline_steps: int | None = None
+    storage: str | None = None
+    target: dict | None = None
+    mlflow_parent_run_id: str | None = None
+    mlflow_experiment_id: str | None = None
+    fid_full_compute: float | None = None
+    fid_full_seeds: dict[str, float] | None = None
+    fid_name: str | None = None
+    fid_reference: str | None = None
+    proxy_fidelity: list | None = None
+    proxy_fid_spearman: float | None = None
+    proxy_fid_kendall: float | None = None
+    calibration: dict | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyInfo:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in attrs.items() if key in names})
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> StudyInfo:
+        return cls.from_attrs(study.user_attrs)
+
+    @staticmethod
+    def update(study: optuna.Study, **fields: Any) -> None:
+        """Write the given fields to the study (names are checked)."""
+        names = {f.name for f in dataclasses.fields(StudyInfo)}
+        for key, value in fields.items():
+            if key not in names:
+                raise KeyError(f"StudyInfo has no field {key!r}")
+            study.set_user_attr(key, value)
+
+    @property
+    def fid_label(self) -> str:
+        return self.fid_name or "FID"
+
+    @property
+    def proxy_label(self) -> str:
+        return self.proxy_name or "proxy"
+
+
+#: The study attribute every worker waits for: the creator sets it last.
+READY_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass
+class StudyRecords:
+    """A study read once: its name, metadata and every trial (confirmations merged)."""
+
+    name: str
+    info: StudyInfo
+    trials: list[TrialRecord]
+
+    @classmethod
+    def load(cls, study: optuna.Study) -> StudyRecords:
+        attrs = study.user_attrs
+        trials = [TrialRecord.from_frozen(t, attrs.get(f"{CONFIRMED_PREFIX}{t.number}"))
+                  for t in study.get_trials(deepcopy=False)]
+        return cls(study.study_name, StudyInfo.from_attrs(attrs), trials)
+
+    def completed(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.complete]
+
+    def feasible(self) -> list[TrialRecord]:
+        return [t for t in self.completed() if t.feasible]
+
+    def confirmed(self) -> list[TrialRecord]:
+        return [t for t in self.completed() if t.confirmation is not None]
+
+    def by_state(self, *states: TrialState) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state in states]
+
+    def baseline(self) -> TrialRecord | None:
+        """The full-compute trial (origin ``baseline``), or None."""
+        return next((t for t in self.completed() if t.origin == "baseline"), None)
+
+    def trial(self, number: int) -> TrialRecord:
+        return next(t for t in self.trials if t.number == number)
+
+
+def confirmed_records(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    return [t for t in trials if t.complete and t.confirmation is not None]
