@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def main() -> int:
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--trials", type=int, default=100, help="the bench study's trial count (names the study)")
     parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/search_front.py run")
+    parser.add_argument("--study", default=None, help="study name (default: bench_<model>_<trials>)")
     parser.add_argument("--points", required=True, help="comma-separated trial numbers")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pairs", default="", help="comma-separated A-B trial pairs for paired differences")
@@ -38,56 +40,49 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import optuna
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import model_and_measures, open_bench_study
 
-    from autofr.cli._config import compose
     from autofr.evaluation import generate
-    from autofr.quality import build_measure
     from autofr.schedule import ReuseSchedule
-    from autofr.search.front import CONFIRMED_PREFIX
-    from autofr.execution.storage import open_storage
-    from autofr.search.study import feature_options, load_model, protocol_from_config, real_reference
+    from autofr.search.records import StudyRecords
 
-    workdir = Path(args.workdir)
-    cfg = compose("config", [f"model={args.model}", f"study_name=bench_{args.model}_{args.trials}",
-                             f"quality.fid_samples={args.fid_samples}", f"storage.journal_path={workdir / 'journal.log'}"])
-    if not (workdir / "journal.log").exists():
-        raise SystemExit(f"{workdir / 'journal.log'} does not exist: give the --workdir of a bench/search_front.py run")
-    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
-    pipe = load_model(cfg)
-    protocol = protocol_from_config(cfg).replace(num_samples=args.fid_samples)
-    real = real_reference(cfg)
-    fid = build_measure("fid", reference=real, **feature_options(cfg))
+    config, study = open_bench_study(args.model, args.study or f"bench_{args.model}_{args.trials}", Path(args.workdir),
+                                     f"quality.fid_samples={args.fid_samples}")
+    records = StudyRecords.load(study)
+    pipe, protocol, measures = model_and_measures(config)
+    protocol = protocol.replace(num_samples=args.fid_samples)
+    fid = measures.fid(measures.real_reference)
 
     points = [int(p) for p in args.points.split(",") if p]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     pairs = [tuple(int(x) for x in pair.split("-")) for pair in args.pairs.split(",") if pair]
     scores: dict[int, dict[int, float]] = {}
     for number in points:
-        trial = study.trials[number]
-        schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
-        stored = study.user_attrs.get(f"{CONFIRMED_PREFIX}{number}", {}).get("fid")
+        trial = records.trial(number)
+        schedule = ReuseSchedule.from_dict(trial.schedule)
+        stored = (trial.confirmation.fid_seeds.get(str(config.seed), trial.confirmation.fid)
+                  if trial.confirmation is not None else None)
         for seed in seeds:
             began = time.perf_counter()
             samples = generate(pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule)
             fid.reset()
             scores.setdefault(number, {})[seed] = value = float(fid.score(samples))
             check = ""
-            if seed == int(cfg.seed) and stored is not None and study.user_attrs.get("fid_name") == f"fid_{args.fid_samples}":
+            if seed == config.seed and stored is not None and records.info.fid_name == f"fid_{args.fid_samples}":
                 check = f" (stored confirmation {stored:.4f}: {'reproduced' if abs(stored - value) < 1e-4 else 'NOT reproduced'})"
             print(f"trial {number} seed {seed}: FID-{args.fid_samples} {value:.4f}{check} [{time.perf_counter() - began:.0f} s]",
                   flush=True)
 
     def label(number: int) -> str:
-        attrs = study.trials[number].user_attrs
-        return attrs.get("label") or f"trial {number}"
+        return records.trial(number).label or f"trial {number}"
 
     print(f"\n| point | steps | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
     print("|---|---:|" + "---:|" * (len(seeds) + 2))
     for number in points:
         values = [scores[number][s] for s in seeds]
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        print(f"| {label(number)} | {study.trials[number].user_attrs['num_inference_steps']} | "
+        print(f"| {label(number)} | {records.trial(number).num_inference_steps} | "
               + " | ".join(f"{v:.4f}" for v in values) + f" | {statistics.fmean(values):.4f} | {sd:.4f} |")
     if pairs:
         print(f"\n| paired difference | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")

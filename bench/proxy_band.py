@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import statistics
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--trials", type=int, default=100, help="the bench study's trial count (names the study)")
+    parser.add_argument("--study", default=None, help="study name (default: bench_<model>_<trials>)")
     parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/search_front.py run")
     parser.add_argument("--band", default="15-35", help="step counts LO-HI for the second column")
     parser.add_argument("--fresh-seeds", default="", help="comma-separated proxy seeds to re-score fid_real at")
@@ -33,37 +35,30 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import optuna
     from scipy.stats import spearmanr
 
-    from autofr.cli._config import compose
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import model_and_measures, open_bench_study
+
     from autofr.evaluation import generate
     from autofr.schedule import ReuseSchedule
-    from autofr.search.front import trial_records
-    from autofr.search.objective import REAL_DATA_PROXY, build_proxy
-    from autofr.execution.storage import open_storage
-    from autofr.search.study import feature_options, load_model, protocol_from_config, real_reference
+    from autofr.search.measures import REAL_DATA_PROXY
+    from autofr.search.records import StudyRecords
 
-    workdir = Path(args.workdir)
-    if not (workdir / "journal.log").exists():
-        raise SystemExit(f"{workdir / 'journal.log'} does not exist: give the --workdir of a bench/search_front.py run")
-    cfg = compose("config", [f"model={args.model}", f"study_name=bench_{args.model}_{args.trials}",
-                             f"storage.journal_path={workdir / 'journal.log'}"])
-    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
-    points = [t for t in trial_records(study) if "fid" in t.user_attrs]
+    config, study = open_bench_study(args.model, args.study or f"bench_{args.model}_{args.trials}", Path(args.workdir))
+    records = StudyRecords.load(study)
+    points = records.confirmed()
     if len(points) < 3:
-        raise SystemExit(f"{cfg.study_name} has {len(points)} confirmed points: run bench/search_front.py first")
+        raise SystemExit(f"{config.study_name} has {len(points)} confirmed points: run the bench study first")
     lo, hi = (int(x) for x in args.band.split("-"))
-    rows = [{"trial": t.number, "steps": t.user_attrs["num_inference_steps"], "fid": t.user_attrs["fid"],
-             **t.user_attrs.get("proxy_metrics", {})} for t in points]
+    rows = [{"trial": t.number, "steps": t.num_inference_steps, "fid": t.fid, **t.proxy_metrics} for t in points]
 
     seeds = [int(s) for s in args.fresh_seeds.split(",") if s]
     if seeds:
-        pipe = load_model(cfg)
-        protocol = protocol_from_config(cfg)
-        measure = build_proxy(REAL_DATA_PROXY, None, real_reference(cfg), feature_options(cfg))
+        pipe, protocol, measures = model_and_measures(config)
+        measure = measures.build(REAL_DATA_PROXY, None)
         for row, trial in zip(rows, points):
-            schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
+            schedule = ReuseSchedule.from_dict(trial.schedule)
             for seed in seeds:
                 samples = generate(pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule)
                 measure.reset()
@@ -76,8 +71,8 @@ def main() -> int:
     def rho(subset, metric):
         return float(spearmanr([r[metric] for r in subset], [r["fid"] for r in subset])[0]) if len(subset) > 2 else float("nan")
 
-    print(f"\n### {cfg.study_name}: Spearman rho of each proxy vs {study.user_attrs.get('fid_name', 'FID-N')} "
-          f"to {study.user_attrs.get('fid_reference', 'real')} data (proxy seed {cfg.seed} unless marked @seed)\n")
+    print(f"\n### {config.study_name}: Spearman rho of each proxy vs {records.info.fid_label} "
+          f"to {records.info.fid_reference or 'real'} data (proxy seed {config.seed} unless marked @seed)\n")
     print(f"| proxy | all confirmed (n={len(rows)}) | {lo}-{hi} steps (n={len(band)}) |")
     print("|---|---:|---:|")
     table = {}
@@ -85,7 +80,7 @@ def main() -> int:
         table[metric] = (rho(rows, metric), rho(band, metric))
         print(f"| {metric} | {table[metric][0]:.3f} | {table[metric][1]:.3f} |")
     if args.json is not None:
-        args.json.write_text(json.dumps({"study": cfg.study_name, "band": [lo, hi], "rows": rows,
+        args.json.write_text(json.dumps({"study": config.study_name, "band": [lo, hi], "rows": rows,
                                          "spearman": table}, indent=1))
     return 0
 

@@ -17,7 +17,7 @@ sharing samples with FID. References (full-compute samples, feature statistics) 
                                                    # proxies only, FID-N reused from an earlier run
 
 ``fid_real`` is the one proxy measured against the real digits instead of the full-compute samples
-(FID at the proxy's N; see autofr.search.objective.build_proxy).
+(FID at the proxy's N; see autofr.search.measures.StudyMeasures.build).
 """
 
 from __future__ import annotations

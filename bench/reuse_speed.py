@@ -28,7 +28,7 @@ from diffusers import DDIMScheduler, DiTTransformer2DModel, UNet2DModel
 import autofr
 from autofr import ReuseSchedule
 from autofr.cost import calibrate_latency, example_inputs, measure_cost, predicted_speedup
-from autofr.search.objective import SpeedModel
+from autofr.search.speed import SpeedModel
 
 
 def cifar_unet() -> torch.nn.Module:

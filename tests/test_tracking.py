@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from autofr.errors import TrackingError
-from autofr.tracking import Tracker, flatten_schedule, mask_uri, ui_command
+from autofr.masking import mask_url as mask_uri
+from autofr.report import study_summary, write_study_report
+from autofr.search.records import Confirmation, StudyRecords, TrialRecord
+from autofr.tracking import Tracker, flatten_schedule, ui_command
 from tests.search.test_front import build_study, schedule_dict
 
 torch.set_num_threads(1)
@@ -63,7 +66,7 @@ def test_logging_a_trial_again_updates_its_run(store):
     parent = store.create_parent_run("study-b")
     first = store.log_trial(parent, 3, schedule_dict(2, False), metrics={"proxy": 0.1}, artifacts={"samples.png": b"one"})
     again = store.log_trial(parent, 3, schedule_dict(2, False), metrics={"proxy": 0.1}, status="FINISHED")
-    confirmed = store.log_confirmation(parent, 3, {"fid": 12.5, "measured_speedup": 1.8, "note": "text is skipped"})
+    confirmed = store.log_confirmation(parent, 3, Confirmation(fid=12.5, measured_speedup=1.8))
     other = store.log_trial(parent, 4, None, metrics={"proxy": 0.3}, status="FAILED")
     assert first == again == confirmed != other
     assert store.trial_runs(parent) == {3: first, 4: other}
@@ -77,7 +80,7 @@ def test_study_trials_and_summary(store, tmp_path):
     study = build_study()
     parent = store.create_parent_run(study.study_name)
     for trial in study.get_trials():
-        store.log_trial_from_optuna(parent, trial, artifacts={"samples.png": b"grid"} if trial.number == 0 else None)
+        store.log_trial_record(parent, TrialRecord.from_frozen(trial), artifacts={"samples.png": b"grid"} if trial.number == 0 else None)
     runs = store.trial_runs(parent)
     assert sorted(runs) == list(range(8))  # every trial once, the failed one included
     failed = store.client.get_run(runs[7])
@@ -85,8 +88,10 @@ def test_study_trials_and_summary(store, tmp_path):
     baseline = store.client.get_run(runs[0])
     assert baseline.data.tags["autofr.label"] == "full compute" and baseline.data.metrics["proxy.psnr"] == 40
 
-    paths = store.log_study_summary(parent, study, tmp_path / "out")
-    paths = store.log_study_summary(parent, study, tmp_path / "out")  # again: no error, no duplicates
+    records = StudyRecords.load(study)
+    paths = write_study_report(records, tmp_path / "out")
+    store.log_study_summary(parent, records, paths, study_summary(records))
+    store.log_study_summary(parent, records, paths, study_summary(records))  # again: no error, no duplicates
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
     assert artifact_names(store, parent, "summary") == {path.name for path in paths.values()}
     run = store.client.get_run(parent)

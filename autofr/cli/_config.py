@@ -69,5 +69,12 @@ def cli_main(doc: str, body, argv: list[str] | None = None) -> int:
     return run_cli(body, argv)
 
 
+def progress_bar(iterable, desc: str, total: int | None = None, enabled: bool = True):
+    """A progress bar for long work in a command (nothing when ``enabled`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)

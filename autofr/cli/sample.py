@@ -20,26 +20,33 @@ from autofr.cli._config import cli_main, compose
 def body(argv: list[str]) -> int:
     cfg = compose("sample", argv)
 
+    import torch
+
     import autofr
+    from autofr.config import ModelSettings, section
     from autofr.cost import measure_cost
-    from autofr.evaluation import generate
+    from autofr.evaluation import EvalProtocol, generate
+    from autofr.files import atomic_write_bytes
+    from autofr.report.grid import sample_grid_png
     from autofr.reuse import resolve_denoiser
     from autofr.schedule import ReuseSchedule
-    from autofr.search.objective import sample_grid_png
-    from autofr.search.study import load_model, protocol_from_config
+    from autofr.search.study import load_model
 
+    model = section(ModelSettings, _container(cfg.model), "model")
     if cfg.schedule:  # validate the file before loading any model
         schedule = ReuseSchedule.from_json(cfg.schedule)
-    pipe = load_model(cfg)
-    denoiser = resolve_denoiser(pipe)
+    pipe = load_model(model)
     if not cfg.schedule:
         schedule = ReuseSchedule.uniform(pipe, int(cfg.num_inference_steps), int(cfg.interval), mixing=bool(cfg.mixing))
-    cost = measure_cost(denoiser)
-    protocol = protocol_from_config_for_sampling(cfg, protocol_from_config)
+    cost = measure_cost(resolve_denoiser(pipe))
+    protocol = EvalProtocol(num_samples=int(cfg.num_samples), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                            num_inference_steps=model.num_inference_steps, guidance_scale=model.guidance_scale,
+                            scheduler=model.scheduler, num_classes=None if model.prompts else model.num_classes,
+                            prompts=model.prompts)
     # warm-up (first calls pay one-off allocation costs), then full compute and the schedule
     generate(pipe, protocol.replace(num_samples=1, batch_size=1, num_inference_steps=2))
     began = time.perf_counter()
-    full = generate(pipe, protocol.replace(num_inference_steps=int(cfg.model.num_inference_steps)))
+    full = generate(pipe, protocol)
     full_seconds = time.perf_counter() - began
     accounting = autofr.apply_schedule(pipe, schedule, cost=cost)
     try:
@@ -49,16 +56,9 @@ def body(argv: list[str]) -> int:
         summary = accounting.summary()
     finally:
         autofr.remove_schedule(pipe)
-    import torch
-
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    grid = sample_grid_png(torch.cat([full.images, reused.images]), count=2 * len(full.images))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(grid)
-    tmp.replace(out)
-    print(f"model: {cfg.model.name}; schedule: {schedule.describe()}")
-    print(f"full compute ({cfg.model.num_inference_steps} steps): {full_seconds:.2f} s for {len(full)} samples")
+    out = atomic_write_bytes(Path(cfg.out), sample_grid_png(torch.cat([full.images, reused.images]), count=2 * len(full.images)))
+    print(f"model: {model.name}; schedule: {schedule.describe()}")
+    print(f"full compute ({model.num_inference_steps} steps): {full_seconds:.2f} s for {len(full)} samples")
     print(f"with schedule: {reuse_seconds:.2f} s  -> measured speedup {full_seconds / reuse_seconds:.2f}x")
     print(summary)
     print(f"mean |difference| to full compute: {(reused.images - full.images).abs().mean():.4f}")
@@ -66,15 +66,10 @@ def body(argv: list[str]) -> int:
     return 0
 
 
-def protocol_from_config_for_sampling(cfg, protocol_from_config):
+def _container(node) -> dict:
     from omegaconf import OmegaConf
 
-    view = OmegaConf.create({
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "quality": {"proxy_samples": int(cfg.num_samples), "batch_size": int(cfg.batch_size)},
-        "seed": int(cfg.seed),
-    })
-    return protocol_from_config(view)
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def main(argv: list[str] | None = None) -> int:

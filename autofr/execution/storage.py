@@ -42,6 +42,7 @@ from optuna.storages import BaseStorage, RDBStorage
 
 from autofr.errors import ConfigError, StorageError
 from autofr.execution import _optuna
+from autofr.masking import mask_url, password_of
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +107,6 @@ class StorageSettings:
             max_retry=max_retry,
             connect_timeout_s=number("connect_timeout_s", 10, 1),
         )
-
-
-def mask_url(url: str | None) -> str:
-    """``url`` with its password replaced by ``***``: the only form of a storage URL to log or show."""
-    if not url:
-        return str(url)
-    masked = re.sub(r"^([a-zA-Z][\w+.-]*://[^:/?#@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", masked)
 
 
 def open_storage(cfg: Mapping[str, Any] | StorageSettings) -> BaseStorage:
@@ -253,7 +246,7 @@ def _database_error_message(error: Exception, settings: StorageSettings, elapsed
     where = mask_url(settings.url)
     original = getattr(error, "orig", None) or error
     detail = " ".join(str(original).split())
-    password = _password_of(settings.url)
+    password = password_of(settings.url)
     if password:
         detail = detail.replace(password, "***")
     # psycopg2 repeats the host and port (already in the masked URL) and adds a hint of its own.
@@ -277,10 +270,3 @@ def _database_error_message(error: Exception, settings: StorageSettings, elapsed
     else:
         hint = "check the host and port, and that the database server is running and accepts TCP connections"
     return f"cannot use the Optuna storage {where}: {detail.rstrip('.')}; {hint}"
-
-
-def _password_of(url: str | None) -> str | None:
-    match = re.match(r"^[a-zA-Z][\w+.-]*://[^:/?#@]*:([^@/]*)@", url or "")
-    return match.group(1) if match and match.group(1) else None
-
-

@@ -17,6 +17,7 @@ import numpy as np
 from autofr.errors import ConfigError
 from autofr.execution import _optuna
 from autofr.search.records import StudyRecords, TrialRecord
+from autofr.search.target import QualityTarget
 
 POLICIES = ("fastest_within", "best_at_speedup", "knee")
 MEASURES = ("fid", "proxy")
@@ -127,6 +128,28 @@ def full_compute_fid(records: StudyRecords) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def study_target(records: StudyRecords) -> QualityTarget:
+    return QualityTarget.from_info(records.info.target)
+
+
+def target_limit(records: StudyRecords, trial: TrialRecord | None = None) -> float | None:
+    """The highest FID within the study's target; for a confirmed ``trial`` whose confirmation holds
+    full compute's FID at the same seeds, the limit from those (a paired comparison)."""
+    target = study_target(records)
+    if trial is not None and trial.confirmation is not None:
+        confirmation = trial.confirmation
+        shared = [confirmation.fid_full_seeds[s] for s in confirmation.fid_seeds if s in confirmation.fid_full_seeds]
+        if shared:
+            return target.limit(sum(shared) / len(shared))
+    return target.limit(full_compute_fid(records))
+
+
+def within_target(records: StudyRecords, trial: TrialRecord) -> bool:
+    """A confirmed trial whose (mean) FID is within the study's target."""
+    limit = target_limit(records, trial)
+    return trial.confirmation is not None and limit is not None and trial.fid <= limit
+
+
 # ---------------------------------------------------------------------- export policies
 def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRecord:
     """The trial an export policy picks.
@@ -167,22 +190,7 @@ def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRec
         return trial.quality(measure)
 
     if policy == "fastest_within":
-        reference = full_compute_fid(records) if measure == "fid" else _baseline_proxy(records)
-        if reference is None:
-            raise ConfigError(f"study {records.name!r} has no full-compute {name} to compare with: "
-                              "confirm the baseline or use export.policy=best_at_speedup")
-        if "delta_abs" in options:
-            limit, allowance = reference + _number(options, "delta_abs"), f"+ {options['delta_abs']:g}"
-        else:
-            delta = _number(options, "delta", 0.05)
-            limit, allowance = reference * (1.0 + delta), f"* (1 + {delta:g})"
-        eligible = [t for t in candidates if t.speed > 1.0 and quality(t) <= limit]
-        if not eligible:
-            best = min((t for t in candidates if t.speed > 1.0), key=quality, default=None)
-            closest = f" (best faster trial: {quality(best):.4g})" if best is not None else ""
-            raise ConfigError(f"no trial faster than full compute has {name} <= {limit:.4g} "
-                              f"(full compute {reference:.4g} {allowance}){closest}: raise export.delta or export.delta_abs")
-        return max(eligible, key=lambda t: (t.speed, -quality(t), -t.number))
+        return _fastest_within(records, candidates, measure, options)
 
     if policy == "best_at_speedup":
         if "min_speedup" not in options:
@@ -201,6 +209,72 @@ def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRec
         raise ConfigError(f"policy knee needs 3 trials on the speed-{name} front, the study has {len(front)}: "
                           "confirm more trials or use export.policy=fastest_within")
     return knee_point(front, lambda t: (t.speed, quality(t)))
+
+
+def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measure: str, options: dict) -> TrialRecord:
+    """The fastest candidate faster than full compute within the allowance: ``delta`` / ``delta_abs``
+    when given, else the study's target (``search.target``, paired per trial where recorded)."""
+    name = "FID" if measure == "fid" else "proxy"
+    reference = full_compute_fid(records) if measure == "fid" else _baseline_proxy(records)
+    if "delta_abs" in options or "delta" in options or measure != "fid":
+        if reference is None:
+            raise ConfigError(f"study {records.name!r} has no full-compute {name} to compare with: "
+                              "confirm the baseline or use export.policy=best_at_speedup")
+        if "delta_abs" in options:
+            limit, allowance = reference + _number(options, "delta_abs"), f"full compute {reference:.4g} + {options['delta_abs']:g}"
+        else:
+            delta = _number(options, "delta", 0.05)
+            limit, allowance = reference * (1.0 + delta), f"full compute {reference:.4g} * (1 + {delta:g})"
+
+        def limit_of(trial: TrialRecord) -> float | None:
+            return limit
+        hint = "raise export.delta or export.delta_abs"
+    else:
+        target = study_target(records)
+        if target.limit(reference) is None:
+            raise ConfigError(f"study {records.name!r} has no full-compute FID to compare with: "
+                              "confirm the baseline or use export.policy=best_at_speedup")
+        limit, allowance = target.limit(reference), f"{target.describe()}, {reference:.4g}"
+
+        def limit_of(trial: TrialRecord) -> float | None:
+            return target_limit(records, trial)
+        hint = "relax the target (export.delta=0.1, or search.target when searching)"
+    eligible = [t for t in candidates if t.speed > 1.0 and t.quality(measure) <= (limit_of(t) or -math.inf)]
+    if not eligible:
+        best = min((t for t in candidates if t.speed > 1.0), key=lambda t: t.quality(measure), default=None)
+        closest = f" (best faster trial: {best.quality(measure):.4g})" if best is not None else ""
+        raise ConfigError(f"no trial faster than full compute has {name} <= {limit:.4g} ({allowance}){closest}: {hint}")
+    return max(eligible, key=lambda t: (t.speed, -t.quality(measure), -t.number))
+
+
+def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
+    """What the chosen schedule beat, in plain words: the fastest hand-set reference within the
+    target (FRDiff, fewer steps, DeepCache-style) and, when a reference wins, by how much."""
+    within = [t for t in records.confirmed() if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number]
+    references = sorted((t for t in within if t.is_reference), key=lambda t: -t.speed)
+    searched = sorted((t for t in within if not t.is_reference), key=lambda t: -t.speed)
+    lines = []
+    if chosen.is_reference:
+        lines.append(f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
+                     "confirmed schedule within the target")
+        if searched:
+            best = searched[0]
+            lines.append(f"the fastest searched schedule within the target is trial {best.number} at {best.speed:.2f}x, "
+                         f"{chosen.speed / best.speed:.2f}x slower")
+        else:
+            lines.append("no searched schedule was confirmed within the target")
+    elif references:
+        best = references[0]
+        lines.append(f"beats the fastest hand-set baseline within the target, {best.label or best.origin} "
+                     f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x")
+    else:
+        lines.append("no hand-set baseline faster than full compute was confirmed within the target")
+    return lines
+
+
+def select_default(records: StudyRecords) -> TrialRecord:
+    """What ``autofr-export`` picks by default: the fastest confirmed schedule within the target."""
+    return select_trial(records, "fastest_within")
 
 
 def knee_point(front: Sequence, coordinates: Callable = lambda point: point):

@@ -127,6 +127,12 @@ class TrialResult:
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
 
+    @classmethod
+    def of(cls, record: TrialRecord) -> TrialResult:
+        """The result a recorded trial holds."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: getattr(record, name) for name in names})
+
     def write(self, trial: optuna.Trial) -> None:
         for key, value in dataclasses.asdict(self).items():
             if value is not None:

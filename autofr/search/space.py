@@ -20,6 +20,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from autofr.config import SpaceSettings, section
 from autofr.errors import ConfigError
 from autofr.reuse.units import ReusableUnit
 from autofr.schedule import FRDIFF_MIXING_BIAS, FRDIFF_MIXING_SLOPE, Mixing, ReuseSchedule, UnitSchedule
@@ -46,39 +47,49 @@ class SearchSpace:
     baseline_steps: tuple[int, ...] = ()
 
     @staticmethod
-    def check_config(cfg) -> None:
+    def settings(cfg) -> SpaceSettings:
+        """``cfg`` as validated :class:`SpaceSettings` (a mapping or Hydra node is converted)."""
+        if isinstance(cfg, SpaceSettings):
+            settings = cfg
+        else:
+            from omegaconf import DictConfig, OmegaConf
+
+            node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+            settings = section(SpaceSettings, node, "space")
+        if settings.grouping not in GROUPINGS:
+            raise ConfigError(f"space.grouping={settings.grouping!r} is unknown: use one of {', '.join(GROUPINGS)}")
+        if settings.mixing not in MIXING_MODES:
+            raise ConfigError(f"space.mixing={settings.mixing!r} is unknown: use one of {', '.join(MIXING_MODES)}")
+        if settings.max_interval < 1:
+            raise ConfigError(f"space.max_interval={settings.max_interval} must be at least 1")
+        bias, slope = settings.mixing_bias, settings.mixing_slope
+        if len(bias) != 2 or not bias[0] < bias[1] or len(slope) != 2 or not 0 < slope[0] < slope[1]:
+            raise ConfigError("space.mixing_bias and space.mixing_slope must be [low, high] ranges (slope > 0)")
+        if any(s < 1 for s in settings.steps):
+            raise ConfigError(f"space.steps={list(settings.steps)} must be positive step counts")
+        return settings
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
         """Validate the model-independent keys (before any model is loaded)."""
-        if cfg.get("grouping", "stage") not in GROUPINGS:
-            raise ConfigError(f"space.grouping={cfg.get('grouping')!r} is unknown: use one of {', '.join(GROUPINGS)}")
-        if str(cfg.get("mixing", "choice")) not in MIXING_MODES:
-            raise ConfigError(f"space.mixing={cfg.get('mixing')!r} is unknown: use one of {', '.join(MIXING_MODES)}")
-        if int(cfg.get("max_interval", 6)) < 1:
-            raise ConfigError(f"space.max_interval={cfg.get('max_interval')} must be at least 1")
+        cls.settings(cfg)
 
     @classmethod
     def from_config(cls, cfg, units: list[ReusableUnit], model_class: str, fingerprint: str,
                     default_steps: int, scheduler: str | None = None) -> "SearchSpace":
-        cls.check_config(cfg)
-        grouping = cfg.get("grouping", "stage")
-        mixing = str(cfg.get("mixing", "choice"))
-        max_interval = int(cfg.get("max_interval", 6))
-        if not 1 <= max_interval <= default_steps:
-            raise ConfigError(f"space.max_interval={max_interval} must be in [1, {default_steps}]")
+        settings = cls.settings(cfg)
+        if not 1 <= settings.max_interval <= default_steps:
+            raise ConfigError(f"space.max_interval={settings.max_interval} must be in [1, {default_steps}]")
         groups: OrderedDict[str, list[str]] = OrderedDict()
         for unit in units:
-            key = {"unit": unit.name, "stage": unit.stage, "kind": unit.kind, "global": "all"}[grouping]
+            key = {"unit": unit.name, "stage": unit.stage, "kind": unit.kind, "global": "all"}[settings.grouping]
             groups.setdefault(key, []).append(unit.name)
-        steps = sorted({int(s) for s in (cfg.get("steps") or [])} | {int(default_steps)})
-        if any(s < 1 for s in steps):
-            raise ConfigError(f"space.steps={steps} must be positive step counts")
-        bias = tuple(float(v) for v in cfg.get("mixing_bias", (0.2, 0.8)))
-        slope = tuple(float(v) for v in cfg.get("mixing_slope", (5.0, 60.0)))
-        if len(bias) != 2 or not bias[0] < bias[1] or len(slope) != 2 or not 0 < slope[0] < slope[1]:
-            raise ConfigError("space.mixing_bias and space.mixing_slope must be [low, high] ranges (slope > 0)")
+        steps = sorted(set(settings.steps) | {int(default_steps)})
         # Only step counts the space can express are enqueued (a user narrowing space.steps drops the rest).
-        baseline_steps = tuple(sorted({int(s) for s in (cfg.get("baseline_steps") or [])} & set(steps), reverse=True))
-        return cls(model_class, fingerprint, groups, steps, int(default_steps), max_interval,
-                   bool(cfg.get("offsets", False)), mixing, bias, slope, scheduler, baseline_steps)
+        baseline_steps = tuple(sorted(set(settings.baseline_steps) & set(steps), reverse=True))
+        return cls(model_class, fingerprint, groups, steps, int(default_steps), settings.max_interval,
+                   settings.offsets, settings.mixing, tuple(settings.mixing_bias), tuple(settings.mixing_slope),
+                   scheduler, baseline_steps)
 
     # ------------------------------------------------------------------ trial -> schedule
     def suggest(self, trial) -> ReuseSchedule:

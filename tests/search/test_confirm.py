@@ -1,6 +1,12 @@
 import optuna
 
-from autofr.search.study import CONFIRMED_PREFIX, confirm_candidates
+from autofr.search.confirm import confirm_candidates as _confirm_candidates
+from autofr.search.records import CONFIRMED_PREFIX, StudyRecords
+
+
+def confirm_candidates(study, *args, **kwargs):
+    """The chosen trials as the study's own FrozenTrials."""
+    return [study.trials[t.number] for t in _confirm_candidates(StudyRecords.load(study), *args, **kwargs)]
 
 
 def constructed_study():

@@ -10,7 +10,9 @@ import torch
 from optuna.trial import TrialState, create_trial
 
 from autofr.errors import ConfigError
+from autofr.report.tables import format_table, front_table
 from autofr.search import front as fronts
+from autofr.search.records import CONFIRMED_PREFIX, StudyRecords
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -64,7 +66,7 @@ def build_study(storage=None, study_name: str = "frstudy", confirmed: bool = Tru
             attrs.update(confirmation)
         study.add_trial(create_trial(values=[speedup, proxy], user_attrs=attrs, params={}, distributions={}))
         if confirmed and confirmation and origin == "search":
-            study.set_user_attr(f"{fronts.CONFIRMED_PREFIX}{number}", confirmation)
+            study.set_user_attr(f"{CONFIRMED_PREFIX}{number}", confirmation)
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"origin": "search", "fail_reason": "NaN samples"},
                                  params={}, distributions={}))
     if confirmed:
@@ -81,7 +83,7 @@ def build_study(storage=None, study_name: str = "frstudy", confirmed: bool = Tru
 
 @pytest.fixture(scope="module")
 def study():
-    return build_study()
+    return StudyRecords.load(build_study())
 
 
 def numbers(trials) -> list[int]:
@@ -106,24 +108,24 @@ def test_hypervolume_on_known_points():
 
 
 def test_hypervolume_history_grows_to_the_front_volume(study):
-    history = fronts.hypervolume_history(study)
+    history = fronts.hypervolume_history(study.trials)
     assert [count for count, _ in history] == list(range(1, 8))  # completed trials only
     volumes = [volume for _, volume in history]
     assert all(b >= a for a, b in zip(volumes, volumes[1:]))
     # reference (speed 1.0, worst proxy 0.08): front trials 3 (2.0, 0.015) and 2 (2.4, 0.05)
-    assert fronts.hypervolume_reference(study) == (1.0, 0.08)
+    assert fronts.hypervolume_reference(study.trials) == (1.0, 0.08)
     assert volumes[-1] == pytest.approx(1.0 * 0.065 + 0.4 * 0.03)
 
 
 # ---------------------------------------------------------------------- fronts
 def test_fronts_and_confirmed_trials(study):
-    assert numbers(fronts.confirmed_trials(study)) == [0, 1, 2, 3, 4, 6]
-    assert numbers(fronts.proxy_front(study)) == [0, 3, 2, 4]
-    assert numbers(fronts.fid_front(study)) == [0, 1, 3, 2, 4]
-    trial_3 = next(t for t in fronts.trial_records(study) if t.number == 3)
-    assert fronts.speed_of(trial_3) == 1.95  # measured beats predicted
-    trial_5 = next(t for t in fronts.trial_records(study) if t.number == 5)
-    assert fronts.speed_of(trial_5) == 1.8
+    assert numbers(study.confirmed()) == [0, 1, 2, 3, 4, 6]
+    assert numbers(fronts.proxy_front(study.trials)) == [0, 3, 2, 4]
+    assert numbers(fronts.fid_front(study.trials)) == [0, 1, 3, 2, 4]
+    trial_3 = next(t for t in study.trials if t.number == 3)
+    assert trial_3.speed == 1.95  # measured beats predicted
+    trial_5 = next(t for t in study.trials if t.number == 5)
+    assert trial_5.speed == 1.8
     assert fronts.full_compute_fid(study) == 10.0
 
 
@@ -148,8 +150,8 @@ def test_knee(study):
 
 
 def test_proxy_measure_for_unconfirmed_studies():
-    unconfirmed = build_study(confirmed=False)
-    assert fronts.confirmed_trials(unconfirmed) == []
+    unconfirmed = StudyRecords.load(build_study(confirmed=False))
+    assert unconfirmed.confirmed() == []
     assert fronts.select_trial(unconfirmed, "fastest_within", measure="proxy", delta_abs=0.02).number == 3
     assert fronts.select_trial(unconfirmed, "best_at_speedup", measure="proxy", min_speedup=2.2).number == 2
     with pytest.raises(ConfigError, match="no FID-confirmed trials.*export.measure=proxy"):
@@ -176,20 +178,20 @@ def test_knee_needs_three_front_points():
         small.add_trial(create_trial(values=[speed, 0.1], user_attrs={"fid": fid, "predicted_speedup": speed},
                                      params={}, distributions={}))
     with pytest.raises(ConfigError, match="knee needs 3 trials.*has 2"):
-        fronts.select_trial(small, "knee")
+        fronts.select_trial(StudyRecords.load(small), "knee")
 
 
 # ---------------------------------------------------------------------- table
 def test_front_table_rows_and_text(study):
-    rows = fronts.front_table(study)
+    rows = front_table(study)
     assert [row["trial"] for row in rows] == [0, 6, 1, 3, 2, 4]  # by speed; trial 5 is neither front nor confirmed
     by_trial = {row["trial"]: row for row in rows}
     assert by_trial[0]["label"] == "full compute" and by_trial[0]["on_front"]
     assert not by_trial[6]["on_front"] and by_trial[3]["on_proxy_front"] and not by_trial[1]["on_proxy_front"]
     assert by_trial[3]["fid"] == 10.45 and by_trial[3]["measured_speedup"] == 1.95 and by_trial[3]["steps"] == STEPS
-    assert len(fronts.front_table(study, all_trials=True)) == 7
+    assert len(front_table(study, all_trials=True)) == 7
 
-    text = fronts.format_table(rows)
+    text = format_table(rows)
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["trial", "label", "steps"] and "FID vs full" in lines[0]
     assert len(lines) == 2 + len(rows)

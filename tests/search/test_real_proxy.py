@@ -12,10 +12,12 @@ from autofr.models import load_digits_images
 from autofr.quality import DigitFeatures, build_measure
 from autofr.quality.features import FeatureStats, extract_features
 from autofr.schedule import ReuseSchedule
-from autofr.search.front import CONFIRMED_PREFIX, schedule_key
-from autofr.search.objective import resolve_threshold
+from autofr.config import StudyConfig
+from autofr.search.front import metric_front
+from autofr.search.measures import resolve_threshold
+from autofr.search.records import CONFIRMED_PREFIX, StudyRecords, frozen_schedule_key
 from autofr.execution.storage import open_storage
-from autofr.search.study import load_model, metric_front, protocol_from_config
+from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
 N_TRIALS = 6
@@ -70,8 +72,9 @@ def test_search_scores_trials_by_fid_against_the_real_data(workdir):
         assert trial.user_attrs["constraint"] == pytest.approx(trial.values[1] - limit, rel=1e-6, abs=1e-9)
     # the stored proxy is FID of the trial's samples against the real statistics, recomputed here
     trial = max(complete, key=lambda t: t.values[0])
-    pipe = load_model(cfg)
-    protocol = protocol_from_config(cfg)
+    config = StudyConfig.from_hydra(cfg)
+    pipe = load_model(config.model)
+    protocol = protocol_for(config)
     schedule = ReuseSchedule.from_dict(trial.user_attrs["schedule"])
     samples = generate(pipe, protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
     fid = build_measure("fid", feature="digits", reference=str(workdir / "real.npz")).score(samples)
@@ -88,9 +91,9 @@ def test_confirm_proxies_confirms_the_latent_mse_front_of_a_fid_real_search(work
     cfg = compose("config", overrides(workdir, *extra))
     study = optuna.load_study(study_name="two_fronts", storage=open_storage(cfg.storage))
     confirmed = {int(key.split(":")[1]) for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
-    keys = {schedule_key(study.trials[n]) for n in confirmed}
-    proxy_front = {schedule_key(t) for t in study.best_trials}
-    latent_front = {schedule_key(t) for t in metric_front(study, "latent_mse")}
+    keys = {frozen_schedule_key(study.trials[n]) for n in confirmed}
+    proxy_front = {frozen_schedule_key(t) for t in study.best_trials}
+    latent_front = {t.schedule_key() for t in metric_front(StudyRecords.load(study).trials, "latent_mse")}
     assert proxy_front <= keys
     # every schedule on the latent_mse front is confirmed, including those the fid_real front leaves out
     assert latent_front - proxy_front, "this seed's fronts coincide: the test needs a study where they differ"

@@ -14,9 +14,10 @@ from autofr.cli import search as search_cli
 from autofr.cli._config import compose
 from autofr.evaluation import generate
 from autofr.quality import ReferenceCache, build_measure
-from autofr.search.objective import sample_grid_png
+from autofr.config import StudyConfig
+from autofr.report.grid import sample_grid_png
 from autofr.execution.storage import open_storage
-from autofr.search.study import load_model, protocol_from_config
+from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
 N_TRIALS = 10
@@ -119,8 +120,9 @@ def test_export_then_apply_reproduces_the_trial(searched, workdir):
     trial = study.trials[number]
     assert data["units"] == trial.user_attrs["schedule"]["units"]
     # a freshly loaded pipeline with the exported schedule gives the trial's samples again
-    pipe = load_model(cfg)
-    protocol = protocol_from_config(cfg)
+    config = StudyConfig.from_hydra(cfg)
+    pipe = load_model(config.model)
+    protocol = protocol_for(config)
     reference = ReferenceCache(cfg.cache_dir).samples(pipe, protocol, model_id=cfg.model.name)
     schedule = autofr.ReuseSchedule.from_json(out)
     samples = generate(pipe, protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
@@ -158,18 +160,21 @@ def test_a_repeated_schedule_is_scored_once(workdir, monkeypatch):
     from autofr.cost import measure_cost
     from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
     from autofr.search import objective as objective_module
-    from autofr.search.objective import Objective, SpeedModel
+    from autofr.search.measures import StudyMeasures
+    from autofr.search.objective import Objective
     from autofr.search.space import SearchSpace
+    from autofr.search.speed import SpeedModel
 
     cfg = compose("config", overrides(workdir))
-    pipe = load_model(cfg)
+    config = StudyConfig.from_hydra(cfg)
+    pipe = load_model(config.model)
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)
     space = SearchSpace.from_config(cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units), 8)
-    protocol = protocol_from_config(cfg)
+    protocol = protocol_for(config)
     reference = ReferenceCache(workdir / "dup_cache").samples(pipe, protocol, model_id="tiny")
-    objective = Objective(pipe, space, protocol, reference, "latent_mse", ("ssim",),
-                          SpeedModel(measure_cost(denoiser, units), 8), threshold=0.5)
+    measures = StudyMeasures("latent_mse", ("ssim",), {"feature": "digits"}, threshold=0.5)
+    objective = Objective(pipe, space, protocol, reference, measures, SpeedModel(measure_cost(denoiser, units), 8))
     calls = []
     real_generate = objective_module.generate
     monkeypatch.setattr(objective_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))

@@ -9,7 +9,8 @@ The Optuna storage is the source of truth; MLflow mirrors it for people:
   ``mixing.bias``, ``steps``, ...), metrics = speed and quality, artifacts = ``schedule.json`` and the
   sample grid. Logging a trial again *updates* its child run, so every trial appears exactly once;
 * the **study summary** on the parent: front plot (PNG + interactive HTML), front table (CSV +
-  markdown), hypervolume over trials, proxy-fidelity numbers as metrics.
+  markdown), hypervolume over trials, proxy-fidelity numbers as metrics (all made by
+  :mod:`autofr.report`; this module only logs what it is handed).
 
 Everything goes through an explicit :class:`mlflow.MlflowClient` (no global active run), which is safe
 with several worker processes. The default local store is SQLite (``conf/tracking/local.yaml``);
@@ -24,7 +25,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -32,76 +32,33 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from autofr.errors import AutoFRError, TrackingError
+from autofr.masking import mask_url
+from autofr.tracking.store import quick_http, reason_of, store_lock
+from autofr.tracking.params import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_PER_BATCH,
+    confirmation_metrics,
+    flatten_params,
+    flatten_schedule,
+    param_key,
+    record_metrics,
+    tag_text,
+)
 
 logger = logging.getLogger(__name__)
-
-#: MLflow limits per ``log_batch`` call and per value.
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 5000
 
 TRIAL_NUMBER_TAG = "autofr.trial_number"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
-_PASSWORD_IN_URI = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+):(?P<password>[^@\s/]+)@")
-_PASSWORD_IN_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&\s]*")
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
-
-
-def mask_uri(text: str) -> str:
-    """Replace the password of every ``scheme://user:password@host`` (and ``?password=``) in ``text``
-    with ``***``."""
-    masked = _PASSWORD_IN_URI.sub(lambda m: f"{m.group('head')}:***@", str(text))
-    return _PASSWORD_IN_QUERY.sub(r"\1***", masked)
 
 
 def ui_command(uri: str) -> str:
     """The command that browses the store: ``mlflow ui --backend-store-uri <uri>`` (a server URI is
     simply opened in a browser)."""
     if uri.startswith(("http://", "https://")):
-        return f"open {mask_uri(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {mask_uri(uri)}"
-
-
-def flatten_schedule(schedule: Mapping[str, Any]) -> dict[str, str]:
-    """A schedule dict (:meth:`ReuseSchedule.to_dict`) as MLflow params:
-    ``steps``, ``scheduler``, ``model.class_name``, ``model.fingerprint``, ``mixing.enabled``,
-    ``mixing.bias``, ``mixing.slope``, ``unit.<name>.interval`` / ``.offset`` / ``.steps``."""
-    params: dict[str, Any] = {
-        "steps": schedule.get("num_inference_steps"),
-        "scheduler": schedule.get("scheduler"),
-        "model.class_name": (schedule.get("model") or {}).get("class_name"),
-        "model.fingerprint": (schedule.get("model") or {}).get("fingerprint"),
-    }
-    mixing = schedule.get("mixing") or {"enabled": False}
-    params["mixing.enabled"] = bool(mixing.get("enabled", False))
-    if mixing.get("enabled"):
-        params["mixing.bias"] = mixing.get("bias")
-        params["mixing.slope"] = mixing.get("slope")
-    kind = (schedule.get("provenance") or {}).get("kind")
-    if kind:
-        params["kind"] = kind
-    for name, unit in (schedule.get("units") or {}).items():
-        if "steps" in unit:
-            params[f"unit.{name}.steps"] = ",".join(str(step) for step in unit["steps"])
-        else:
-            params[f"unit.{name}.interval"] = unit.get("interval", 1)
-            params[f"unit.{name}.offset"] = unit.get("offset", 0)
-    return {_param_key(key): _text(value, MAX_PARAM_VALUE_LENGTH) for key, value in params.items() if value is not None}
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mappings as dotted MLflow params; values as text with passwords masked."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, name))
-        else:
-            flat[_param_key(name)] = _text(mask_uri(value) if isinstance(value, str) else value, MAX_PARAM_VALUE_LENGTH)
-    return flat
+        return f"open {mask_url(uri)} in a browser"
+    return f"mlflow ui --backend-store-uri {mask_url(uri)}"
 
 
 class Tracker:
@@ -125,7 +82,7 @@ class Tracker:
         return cls(str(cfg.uri), str(cfg.get("experiment", "autofr")))
 
     def __repr__(self) -> str:
-        return f"Tracker({mask_uri(self.uri)!r}, {self.experiment!r})"
+        return f"Tracker({mask_url(self.uri)!r}, {self.experiment!r})"
 
     # ------------------------------------------------------------------ store
     @property
@@ -147,10 +104,29 @@ class Tracker:
     def check(self, timeout_s: float = 5.0) -> None:
         """Raise :class:`TrackingError` (one line) unless the store answers within ``timeout_s``
         (no retries); creates the experiment if missing."""
-        with _quick_http(timeout_s):
+        self._reachable(timeout_s, create=True)
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Raise :class:`TrackingError` (one line) unless the store can be used, creating nothing: a
+        server answers within ``timeout_s``; a SQLite store's folder (or its nearest existing parent)
+        is writable."""
+        self._reachable(timeout_s, create=False)
+
+    def _reachable(self, timeout_s: float, create: bool) -> None:
+        database = self._sqlite_path()
+        if database is not None and not create:
+            existing = database if database.exists() else next(p for p in database.parents if p.exists())
+            if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK):
+                raise TrackingError(f"cannot write the MLflow store {mask_url(self.uri)} (no write access to {existing}): "
+                                    "check the path is writable or pick another tracking.uri")
+            return
+        with quick_http(timeout_s):
             try:
-                with self._store_lock():
-                    self._experiment_id = self._get_or_create_experiment()
+                if create:
+                    with self._store_lock():
+                        self._experiment_id = self._get_or_create_experiment()
+                else:
+                    self.client.search_experiments(max_results=1)
             except AutoFRError:
                 raise
             except Exception as error:  # any failure of the store means "cannot track"
@@ -158,7 +134,7 @@ class Tracker:
                     hint = "start the tracking server or fix tracking.uri (tracking=local for a local store)"
                 else:
                     hint = "check the path is writable or pick another tracking.uri"
-                raise TrackingError(f"cannot reach MLflow tracking at {mask_uri(self.uri)} ({_reason(error)}): {hint}") from None
+                raise TrackingError(f"cannot reach MLflow tracking at {mask_url(self.uri)} ({reason_of(error)}): {hint}") from None
 
     def ui_command(self) -> str:
         return ui_command(self.uri)
@@ -181,7 +157,7 @@ class Tracker:
                 found = self.client.get_experiment_by_name(self.experiment)  # another worker created it
         if found.lifecycle_stage == "deleted":
             raise TrackingError(
-                f"MLflow experiment {self.experiment!r} is deleted in {mask_uri(self.uri)}: restore it "
+                f"MLflow experiment {self.experiment!r} is deleted in {mask_url(self.uri)}: restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or set tracking.experiment"
             )
         return found.experiment_id
@@ -196,28 +172,8 @@ class Tracker:
         database = self._sqlite_path()
         return (database.parent / "mlartifacts").resolve().as_uri() if database is not None else None
 
-    @contextlib.contextmanager
-    def _store_lock(self) -> Iterator[None]:
-        """Serialise a SQLite store's first-time table creation across processes (MLflow's migrations
-        collide when several workers open a fresh database at once)."""
-        database = self._sqlite_path()
-        if database is None:
-            yield
-            return
-        try:
-            database.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(database.parent / f".{database.name}.lock", "a")
-        except OSError as error:
-            raise TrackingError(f"cannot create the MLflow store folder {database.parent} ({error.strerror}): "
-                                "pick a writable tracking.uri") from None
-        with lock:
-            try:
-                import fcntl
-
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            except (ImportError, OSError):  # no POSIX locks (Windows, some network file systems)
-                pass
-            yield
+    def _store_lock(self):
+        return store_lock(self._sqlite_path())
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -226,7 +182,7 @@ class Tracker:
         except AutoFRError:
             raise
         except Exception as error:
-            raise TrackingError(f"MLflow at {mask_uri(self.uri)} failed to {action} ({_reason(error)}): "
+            raise TrackingError(f"MLflow at {mask_url(self.uri)} failed to {action} ({reason_of(error)}): "
                                 "check the tracking server or tracking.uri") from None
 
     # ------------------------------------------------------------------ runs
@@ -237,7 +193,7 @@ class Tracker:
         experiment_id = self.experiment_id
         with self._errors("create the study's parent run"):
             run = self.client.create_run(experiment_id, run_name=str(study_name), tags={
-                "autofr.study_name": str(study_name), "autofr.role": "study", **{k: _tag(v) for k, v in (tags or {}).items()}})
+                "autofr.study_name": str(study_name), "autofr.role": "study", **{k: tag_text(v) for k, v in (tags or {}).items()}})
             self._log_params(run.info.run_id, flatten_params(params or {}))
         logger.info("MLflow parent run %s for study %s", run.info.run_id, study_name)
         return run.info.run_id
@@ -319,7 +275,7 @@ class Tracker:
             self._log_params(run_id, {k: v for k, v in all_params.items() if k not in existing})
             self._log_metrics(run_id, metrics or {})
             for key, value in (tags or {}).items():
-                self.client.set_tag(run_id, str(key), _tag(value))
+                self.client.set_tag(run_id, str(key), tag_text(value))
             files = dict(artifacts or {})
             if schedule:
                 files["schedule.json"] = (json.dumps(dict(schedule), indent=2) + "\n").encode()
@@ -327,81 +283,41 @@ class Tracker:
             self.client.set_terminated(run_id, status=status, end_time=end_time_ms)
         return run_id
 
-    def log_trial_from_optuna(self, parent_run_id: str, trial, artifacts: Mapping[str, str | os.PathLike | bytes] | None = None) -> str:
-        """:meth:`log_trial` from an Optuna ``FrozenTrial`` following the autofr conventions
-        (``schedule``, ``origin``, ``label``, ``predicted_speedup``, ``proxy``, ``proxy_metrics``,
-        confirmation results, ``fail_reason`` in its user attrs)."""
-        from optuna.trial import TrialState
-
-        attrs = trial.user_attrs
-        status = {TrialState.COMPLETE: "FINISHED", TrialState.FAIL: "FAILED", TrialState.PRUNED: "KILLED"}.get(trial.state, "FAILED")
-        metrics = trial_metrics(attrs)
-        if trial.values and len(trial.values) == 2:
-            metrics.setdefault("predicted_speedup", trial.values[0])
-            metrics.setdefault("proxy", trial.values[1])
-        tags = {"autofr.origin": attrs.get("origin", "search"), "autofr.label": attrs.get("label", ""),
-                "autofr.state": trial.state.name}
-        if attrs.get("fail_reason"):
-            tags["autofr.fail_reason"] = attrs["fail_reason"]
+    def log_trial_record(self, parent_run_id: str, record, artifacts: Mapping[str, str | os.PathLike | bytes] | None = None) -> str:
+        """:meth:`log_trial` from a :class:`~autofr.search.records.TrialRecord`: the schedule, the
+        Optuna parameters, speed and quality metrics, origin/label/state/fail reason tags."""
+        status = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}.get(record.state.name, "FAILED")
+        metrics = record_metrics(record)
+        tags = {"autofr.origin": record.origin, "autofr.label": record.label, "autofr.state": record.state.name}
+        if record.fail_reason:
+            tags["autofr.fail_reason"] = record.fail_reason
         return self.log_trial(
-            parent_run_id, trial.number, attrs.get("schedule"), params={f"search.{k}": v for k, v in trial.params.items()},
+            parent_run_id, record.number, record.schedule, params={f"search.{k}": v for k, v in record.params.items()},
             metrics=metrics, artifacts=artifacts, status=status, tags=tags,
-            start_time_ms=_ms(trial.datetime_start), end_time_ms=_ms(trial.datetime_complete),
+            start_time_ms=_ms(record.datetime_start), end_time_ms=_ms(record.datetime_complete),
         )
 
-    def log_confirmation(self, parent_run_id: str, trial_number: int, record: Mapping[str, Any]) -> str:
-        """Add a trial's confirmation (``fid``, ``fid_vs_full``, ``measured_speedup``, ...) to its run."""
-        return self.log_trial(parent_run_id, trial_number, metrics=trial_metrics(record), tags={"autofr.confirmed": "true"})
+    def log_confirmation(self, parent_run_id: str, trial_number: int, confirmation) -> str:
+        """Add a trial's :class:`~autofr.search.records.Confirmation` to its run."""
+        return self.log_trial(parent_run_id, trial_number, metrics=confirmation_metrics(confirmation),
+                              tags={"autofr.confirmed": "true"})
 
-    def log_study_summary(self, parent_run_id: str, study, out_dir: str | os.PathLike,
-                          include_plotlyjs: str | bool = "cdn") -> dict[str, Path]:
-        """Write the study report into ``out_dir`` (:func:`autofr.report.write_study_report`) and log
-        it to the parent run under ``summary/``, with proxy fidelity (``proxy_fid_spearman``/``_kendall``
-        for the search proxy, ``fidelity.<proxy>.spearman``/``.kendall`` for every proxy), full-compute FID, trial counts,
-        hypervolume (per trial count) and the front's trial numbers. Returns the written paths."""
-        from optuna.trial import TrialState
+    def log_study_summary(self, parent_run_id: str, records, paths: Mapping[str, Path], summary) -> None:
+        """Log a finished study to its parent run: the report files (under ``summary/``), the
+        summary's metrics, the hypervolume series and the front's trial numbers
+        (``summary``: :func:`autofr.report.study_summary`)."""
+        from mlflow.entities import Metric
 
-        from autofr import report
-        from autofr.errors import ConfigError
-        from autofr.search import front as fronts
-
-        paths = report.write_study_report(study, out_dir, include_plotlyjs=include_plotlyjs)
-        metrics: dict[str, float] = {}
-        for key in ("proxy_fid_spearman", "proxy_fid_kendall", "fid_full_compute"):
-            metrics[key] = study.user_attrs.get(key)
-        for row in study.user_attrs.get("proxy_fidelity") or []:
-            if isinstance(row, Mapping) and row.get("proxy"):
-                metrics[f"fidelity.{row['proxy']}.spearman"] = row.get("spearman")
-                metrics[f"fidelity.{row['proxy']}.kendall"] = row.get("kendall")
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        metrics["trials_complete"] = states.count(TrialState.COMPLETE)
-        metrics["trials_failed"] = states.count(TrialState.FAIL)
-        metrics["trials_confirmed"] = len(fronts.confirmed_trials(study))
-        front = fronts.fid_front(study) or fronts.proxy_front(study)
-        metrics["front_size"] = len(front)
-        try:
-            chosen = fronts.select_trial(study, "fastest_within", delta=0.05)
-            metrics["speedup_within_5pct_fid"] = fronts.speed_of(chosen)
-        except ConfigError:
-            pass
-        history = fronts.hypervolume_history(study)
-        completion = {count: t for count, t in enumerate(sorted(
-            (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values),
-            key=lambda t: t.number), start=1)}
         with self._errors("log the study summary"):
-            self._log_metrics(parent_run_id, metrics)
-            self._log_metrics(parent_run_id, {"hypervolume": history[-1][1]} if history else {})
-            from mlflow.entities import Metric
-
-            series = [Metric("hypervolume_by_trials", volume, _ms(completion[count].datetime_complete) or count, count)
-                      for count, volume in history if math.isfinite(volume)]
+            self._log_metrics(parent_run_id, summary.metrics)
+            series = [Metric("hypervolume_by_trials", volume, stamp or count, count)
+                      for count, volume, stamp in summary.hypervolume if math.isfinite(volume)]
             for start in range(0, len(series), MAX_METRICS_PER_BATCH):
                 self.client.log_batch(parent_run_id, metrics=series[start:start + MAX_METRICS_PER_BATCH])
-            self.client.set_tag(parent_run_id, "autofr.front_trials", ",".join(str(t.number) for t in front))
+            self.client.set_tag(parent_run_id, "autofr.front_trials", ",".join(str(n) for n in summary.front_trials))
             self._log_artifacts(parent_run_id, {f"summary/{path.name}": path for path in paths.values()})
             self.client.set_terminated(parent_run_id, status="FINISHED")
-        logger.info("logged the summary of study %s to MLflow run %s", study.study_name, parent_run_id)
-        return paths
+        logger.info("logged the summary of study %s to MLflow run %s", records.name, parent_run_id)
 
     # ------------------------------------------------------------------ internals
     def _trial_runs(self, parent_run_id: str, trial_number: int) -> list:
@@ -423,7 +339,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_param_key(key), float(value), now, 0) for key, value in metrics.items()
+        items = [Metric(param_key(key), float(value), now, 0) for key, value in metrics.items()
                  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
@@ -443,60 +359,6 @@ class Tracker:
                 else:
                     shutil.copyfile(content, target)
             self.client.log_artifacts(run_id, staging)
-
-
-def trial_metrics(attrs: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric results among a trial's user attrs (or a confirmation record) as MLflow metrics;
-    ``proxy_metrics`` become ``proxy.<name>``."""
-    metrics: dict[str, float] = {}
-    for key in ("predicted_speedup", "proxy", "fid", "fid_vs_full", "measured_speedup", "latency_s", "speed_gap",
-                "sampling_seconds", "trial_seconds", "constraint", "num_inference_steps"):
-        value = attrs.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[key] = float(value)
-    for name, value in (attrs.get("proxy_metrics") or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[f"proxy.{name}"] = float(value)
-    return metrics
-
-
-@contextlib.contextmanager
-def _quick_http(timeout_s: float) -> Iterator[None]:
-    """No retries and a short timeout for MLflow's HTTP requests while inside the block."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(timeout_s))))}
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    for marker, short in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
-                          ("Name or service not known", "unknown host"), ("Failed to resolve", "unknown host"),
-                          ("nodename nor servname", "unknown host"), ("unable to open database file", "cannot open the database file")):
-        if marker in text:
-            return short
-    return mask_uri(text if len(text) <= 200 else text[:197] + "...")
-
-
-def _param_key(key: str) -> str:
-    return _KEY_UNSAFE.sub("_", str(key))[:250]
-
-
-def _text(value: Any, limit: int) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _tag(value: Any) -> str:
-    return _text(mask_uri(str(value)), MAX_TAG_VALUE_LENGTH)
 
 
 def _ms(moment) -> int | None:

@@ -1,0 +1,262 @@
+"""The speed-quality front as a person reads it, and hypervolume over trials.
+
+Two panels: the search proxy over every feasible trial, and FID-N over the confirmed trials. Quality
+is on a log axis where every value is positive; the quality target is a dashed line; the view is cut
+to the range around the target (points beyond it are counted in a note, not squashed into a corner);
+reference points (full compute, FRDiff, fewer steps, DeepCache-style) have their own markers and
+labels that are moved apart until none overlaps; the exported (or recommended) schedule is ringed.
+Matplotlib draws on an Agg canvas outside pyplot; the interactive version is a plotly page.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autofr.files import atomic_path
+from autofr.search import front as fronts
+from autofr.search.records import StudyRecords, TrialRecord
+
+REFERENCE_STYLE = {  # origin: (marker, colour, size, legend name); plotly symbol names beside
+    "baseline": ("*", "black", 14, "full compute"),
+    "frdiff": ("D", "tab:orange", 8, "FRDiff uniform"),
+    "reduced_steps": ("s", "tab:green", 8, "full compute, fewer steps"),
+    "deepcache": ("^", "tab:purple", 9, "DeepCache-style"),
+}
+_PLOTLY_SYMBOLS = {"baseline": "star", "frdiff": "diamond", "reduced_steps": "square", "deepcache": "triangle-up"}
+#: How far above the target (or full compute) the quality axis reaches, as a factor.
+VIEW_FACTOR = 2.0
+
+
+@dataclass
+class Panel:
+    measure: str
+    xlabel: str
+    ylabel: str
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+    x: object
+    y: object
+    line: float | None = None          # the target (FID) or the proxy threshold
+    line_label: str = ""
+    anchor: float | None = None        # what the view is cut around: the line, else full compute
+    view: tuple[float, float, int, bool] = field(default=(0.0, 1.0, 0, False))  # low, high, hidden, log
+
+
+def quality_view(values: Sequence[float], anchor: float | None, factor: float = VIEW_FACTOR) -> tuple[float, float, int, bool]:
+    """``(low, high, hidden, log)``: the quality range to show. ``high`` is ``factor`` x ``anchor``
+    (the target, or full compute's value) when some point lies beyond it, else just above the worst
+    point; ``hidden`` counts the points above ``high``; ``log`` when every shown value is positive.
+    Every point at or below the anchor is always inside the range."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return 0.0, 1.0, 0, False
+    if anchor is not None and math.isfinite(anchor) and anchor > 0 and finite[-1] > factor * anchor:
+        high = factor * anchor
+    else:
+        high = finite[-1]
+    shown = [v for v in finite if v <= high]
+    log = bool(shown) and shown[0] > 0
+    low = shown[0] if shown else finite[0]
+    if log:
+        low, high = low / 1.08, high * 1.08
+    else:
+        pad = 0.05 * ((high - low) or abs(high) or 1.0)
+        low, high = low - pad, high + pad
+    return low, high, sum(v > high for v in finite), log
+
+
+def panels(records: StudyRecords) -> list[Panel]:
+    """One panel per quality measure: the search proxy always, FID when trials were confirmed."""
+    completed = records.completed()
+    feasible = [t for t in completed if t.feasible]
+    baseline = records.baseline()
+    threshold = None
+    if baseline is not None and baseline.constraint is not None:
+        threshold = baseline.search_proxy - baseline.constraint  # constraint = proxy - threshold
+    full_proxy = baseline.search_proxy if baseline is not None else None
+    result = [Panel("proxy", "predicted speedup", f"{records.info.proxy_label} (proxy, lower is better)", feasible,
+                    fronts.proxy_front(feasible), lambda t: t.search_speedup, lambda t: t.search_proxy,
+                    threshold, "proxy threshold", threshold if threshold else full_proxy)]
+    confirmed = records.confirmed()
+    if confirmed:
+        limit = fronts.target_limit(records)
+        result.append(Panel("fid", "speedup (measured where timed)", f"{records.info.fid_label} (lower is better)",
+                            confirmed, fronts.fid_front(confirmed), lambda t: t.speed, lambda t: t.fid, limit,
+                            f"target: {fronts.study_target(records).describe()}",
+                            limit if limit is not None else fronts.full_compute_fid(records)))
+    for panel in result:
+        panel.view = quality_view([panel.y(t) for t in panel.trials], panel.anchor)
+    return result
+
+
+def plot_front_png(records: StudyRecords, path: str | os.PathLike, chosen: int | None = None):
+    """Write the front figure as PNG; returns the matplotlib figure (for inspection)."""
+    figure = front_figure(records, chosen)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120)
+    return figure
+
+
+def front_figure(records: StudyRecords, chosen: int | None = None):
+    shown_panels = panels(records)
+    figure = _figure(6.6 * len(shown_panels), 5.0)
+    axes = figure.subplots(1, len(shown_panels), squeeze=False)[0]
+    for axis, panel in zip(axes, shown_panels):
+        _draw_panel(axis, panel, chosen)
+    model = records.info.model_id
+    figure.suptitle(f"{records.name}: speed vs quality" + (f" ({model})" if model else ""))
+    figure.tight_layout()
+    for axis, panel in zip(axes, shown_panels):
+        _place_labels(figure, axis, [t for t in panel.trials if t.is_reference and _inside(panel, t)], panel)
+    return figure
+
+
+def _inside(panel: Panel, trial: TrialRecord) -> bool:
+    low, high, _, _ = panel.view
+    value = panel.y(trial)
+    return math.isfinite(value) and low <= value <= high
+
+
+def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
+    x, y = panel.x, panel.y
+    low, high, hidden, log = panel.view
+    searched = [t for t in panel.trials if not t.is_reference and _inside(panel, t)]
+    axis.scatter([x(t) for t in searched], [y(t) for t in searched], s=18, color="tab:blue", alpha=0.45,
+                 label="searched schedules")
+    front = [t for t in panel.front if _inside(panel, t)]
+    if front:
+        axis.step([x(t) for t in front], [y(t) for t in front], where="pre", color="tab:red", linewidth=1.4,
+                  label="Pareto front")
+        axis.scatter([x(t) for t in front], [y(t) for t in front], s=30, color="tab:red", zorder=3)
+    for origin, (marker, color, size, name) in REFERENCE_STYLE.items():
+        marked = [t for t in panel.trials if t.origin == origin and _inside(panel, t)]
+        if marked:
+            axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=marker, s=size ** 2, color=color,
+                         edgecolor="white", zorder=4, label=name)
+    pick = next((t for t in panel.trials if t.number == chosen and _inside(panel, t)), None)
+    if pick is not None:
+        axis.scatter([x(pick)], [y(pick)], s=260, facecolors="none", edgecolors="gold", linewidths=2.5, zorder=5,
+                     label=f"exported: trial {pick.number}")
+    if panel.line is not None and math.isfinite(panel.line):
+        axis.axhline(panel.line, color="tab:red", linestyle="--", linewidth=1, alpha=0.8, label=panel.line_label)
+    if log:
+        axis.set_yscale("log")
+    axis.set_ylim(low, high)
+    if hidden:
+        axis.text(0.99, 0.99, f"{hidden} point{'s' if hidden != 1 else ''} above {high:.3g} not shown",
+                  transform=axis.transAxes, ha="right", va="top", fontsize=8, color="dimgray")
+    axis.set_xlabel(panel.xlabel)
+    axis.set_ylabel(panel.ylabel)
+    axis.grid(True, which="both", alpha=0.25)
+    axis.legend(fontsize=7, loc="lower right")
+
+
+def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None:
+    """Label reference points, moving each label down until its box overlaps no label placed before."""
+    renderer = figure.canvas.get_renderer()
+    placed = []
+    for trial in sorted(trials, key=lambda t: (-panel.y(t), panel.x(t))):
+        color = REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
+        offset = 6
+        for _ in range(40):
+            text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
+                                 xytext=(6, offset), fontsize=7, color=color)
+            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            text.remove()
+            offset -= 9
+        else:
+            placed.append(text.get_window_extent(renderer))
+
+
+def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plotlyjs: str | bool = "cdn",
+                    chosen: int | None = None) -> Path:
+    """The front plot as an interactive plotly page (hover shows trial, label, speeds, quality)."""
+    import plotly.graph_objects as go
+    import plotly.io
+    from plotly.subplots import make_subplots
+
+    shown_panels = panels(records)
+    figure = make_subplots(rows=1, cols=len(shown_panels), subplot_titles=[p.measure.upper() for p in shown_panels])
+    for column, panel in enumerate(shown_panels, start=1):
+        front_numbers = {t.number for t in panel.front}
+        groups = {"searched schedules": [t for t in panel.trials if not t.is_reference]}
+        for origin, (_, _, _, name) in REFERENCE_STYLE.items():
+            groups[name] = [t for t in panel.trials if t.origin == origin]
+        symbols = {"searched schedules": "circle", **{REFERENCE_STYLE[o][3]: s for o, s in _PLOTLY_SYMBOLS.items()}}
+        for name, trials in groups.items():
+            if not trials:
+                continue
+            searched = name == "searched schedules"
+            figure.add_trace(go.Scatter(
+                x=[panel.x(t) for t in trials], y=[panel.y(t) for t in trials], mode="markers" if searched else "markers+text",
+                name=name, legendgroup=name, showlegend=column == 1,
+                marker={"symbol": symbols[name], "size": 9 if searched else 13},
+                text=None if searched else [t.label or name for t in trials], textposition="top right",
+                hovertext=[_hover(t, t.number in front_numbers) for t in trials], hoverinfo="text",
+            ), row=1, col=column)
+        if panel.front:
+            figure.add_trace(go.Scatter(x=[panel.x(t) for t in panel.front], y=[panel.y(t) for t in panel.front],
+                                        mode="lines", line={"shape": "vh", "color": "red"}, name="Pareto front",
+                                        legendgroup="front", showlegend=column == 1, hoverinfo="skip"), row=1, col=column)
+        pick = [t for t in panel.trials if t.number == chosen]
+        if pick:
+            figure.add_trace(go.Scatter(x=[panel.x(pick[0])], y=[panel.y(pick[0])], mode="markers", name="exported",
+                                        marker={"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "gold", "width": 3}},
+                                        showlegend=column == 1, hoverinfo="skip"), row=1, col=column)
+        low, high, hidden, log = panel.view
+        if panel.line is not None and math.isfinite(panel.line):
+            figure.add_hline(y=panel.line, line_dash="dash", line_color="red", annotation_text=panel.line_label,
+                             row=1, col=column)
+        axis_range = [math.log10(low), math.log10(high)] if log else [low, high]
+        figure.update_yaxes(title_text=panel.ylabel, type="log" if log else "linear", range=axis_range, row=1, col=column)
+        figure.update_xaxes(title_text=panel.xlabel + (f" ({hidden} above the view)" if hidden else ""), row=1, col=column)
+    figure.update_layout(title=f"{records.name}: speed vs quality", template="plotly_white")
+    with atomic_path(path) as tmp:
+        plotly.io.write_html(figure, str(tmp), include_plotlyjs=include_plotlyjs, full_html=True, auto_open=False)
+    return Path(path)
+
+
+def _hover(trial: TrialRecord, on_front: bool) -> str:
+    parts = [f"trial {trial.number}" + (" (front)" if on_front else ""), trial.label or trial.origin,
+             f"steps: {trial.num_inference_steps}"]
+    confirmation = trial.confirmation
+    values = {"predicted_speedup": trial.predicted_speedup, "proxy": trial.search_proxy,
+              "measured_speedup": confirmation.measured_speedup if confirmation else None,
+              "fid": confirmation.fid if confirmation else None, "fid_vs_full": confirmation.fid_vs_full if confirmation else None}
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            parts.append(f"{key}: {value:.4g}")
+    return "<br>".join(p for p in parts if p)
+
+
+def plot_hypervolume(history: Sequence[tuple[int, float]], path: str | os.PathLike, title: str = "hypervolume") -> Path:
+    """Hypervolume of the search front against the number of completed trials."""
+    figure = _figure(6.4, 4.0)
+    axis = figure.subplots()
+    if history:
+        axis.step([count for count, _ in history], [volume for _, volume in history], where="post", color="tab:green")
+    axis.set_xlabel("completed trials")
+    axis.set_ylabel("hypervolume")
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120)
+    return Path(path)
+
+
+def _figure(width: float, height: float):
+    """A matplotlib figure on the Agg canvas, outside pyplot (no global state, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure

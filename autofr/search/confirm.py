@@ -1,0 +1,205 @@
+"""Confirmation: the candidates that decide the answer, scored with FID-N at several seeds and timed.
+
+Order of candidates (:func:`confirm_candidates`): full compute first (every comparison needs it);
+then the proxy Pareto front (fastest first) interleaved with the references (FRDiff's settings, the
+calibrated and DeepCache-style schedules, then fewer steps), so both stand on the FID plot; then the
+next ``layers - 1`` non-dominated layers behind the proxy front; then the fronts of the other
+recorded metrics named in ``proxies``; then the ``top_k`` best proxies. With a quality target the
+front and the layers are ordered by how likely a member decides "the fastest schedule within the
+target": members predicted inside the target (or near it, within the proxy's noise) first, fastest
+first; members predicted far outside it last. A schedule proposed twice is confirmed once.
+
+Scoring (:class:`Confirmer`): FID-N against the real data (and against full compute's own samples)
+at every seed of ``fid_seeds``, each seed a paired comparison (the same initial noise for every
+candidate at that seed); full compute's FID at the same seeds is stored with each confirmation.
+Timing: the candidate and full compute alternate, ``repeats`` times each, and the speedup is the
+ratio of their medians, so machine noise hits both alike (full compute measures ~1.00x itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import optuna
+
+from autofr.evaluation import EvalProtocol, generate
+from autofr.schedule import ReuseSchedule
+from autofr.search import front as fronts
+from autofr.search.measures import StudyMeasures
+from autofr.search.records import Confirmation, StudyInfo, StudyRecords, TrialRecord, save_confirmation
+
+logger = logging.getLogger(__name__)
+
+
+def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = None, layers: int = 1,
+                       proxies: Sequence[str] = (), order: Callable[[TrialRecord], tuple] | None = None) -> list[TrialRecord]:
+    """Trials to confirm with FID, most important first, at most ``limit`` (see the module docstring).
+    ``order`` sorts each front layer (default: fastest first). Trials already confirmed, and trials
+    whose schedule repeats one already chosen or confirmed, are skipped."""
+    trials = records.completed()
+    if not trials:
+        return []
+    done = {t.number for t in trials if t.confirmation is not None}
+    baseline = [t for t in trials if t.origin == "baseline"]
+    front, *behind = fronts.proxy_layers(trials, layers)
+    if order is not None:
+        front = sorted(front, key=order)
+        behind = [sorted(layer, key=order) for layer in behind]
+    references = [t for origin in ("frdiff", "calibrated", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    interleaved = [t for pair in zip(front, references) for t in pair]
+    interleaved += front[len(references):] + references[len(front):]
+    interleaved += [t for layer in behind for t in layer]
+    interleaved += [t for metric in proxies for t in fronts.metric_front(trials, metric)]
+    by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
+    seen = {t.schedule_key() for t in trials if t.number in done}
+    ordered = []
+    for trial in baseline + interleaved + by_proxy:
+        key = trial.schedule_key()
+        if key not in seen:
+            seen.add(key)
+            ordered.append(trial)
+    return ordered[:limit] if limit else ordered
+
+
+def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int = 2) -> dict[str, float]:
+    """Median wall seconds of ``generate`` per schedule, interleaved so machine noise hits all alike."""
+    times: dict[str, list[float]] = {key: [] for key in schedules}
+    for _ in range(repeats):
+        for key, schedule in schedules.items():
+            steps = schedule.num_inference_steps if schedule is not None else protocol.num_inference_steps
+            began = time.perf_counter()
+            generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
+            times[key].append(time.perf_counter() - began)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def _computes_everything(schedule: ReuseSchedule, steps: int) -> bool:
+    """Full compute at the protocol's step count: every unit at every step (mixing then never applies)."""
+    return schedule.num_inference_steps == steps and all(
+        all(unit.compute_mask(steps)) for unit in schedule.units.values())
+
+
+class Confirmer:
+    """FID-N at ``fid_seeds`` seeds and interleaved timing for chosen trials of one study.
+
+    Args:
+        pipe: the pipeline (no schedule installed).
+        protocol: the study's protocol; ``num_samples`` is replaced by ``fid_samples``.
+        measures: the study's measures (feature extractor, real reference).
+        reference_samples: ``reference_samples(protocol) -> SampleBatch`` of full compute (cached).
+        fid_samples: N of FID-N.
+        fid_seeds: how many seeds (``protocol.seed``, ``+1``, ...), each paired across candidates.
+        timing_repeats: alternations of candidate and full compute per timed candidate (0: no timing).
+        timing_samples: samples per timed run (one batch).
+    """
+
+    def __init__(self, pipe, protocol: EvalProtocol, measures: StudyMeasures, reference_samples, fid_samples: int,
+                 fid_seeds: int = 1, timing_repeats: int = 3, timing_samples: int | None = None) -> None:
+        self.pipe = pipe
+        self.seeds = [protocol.seed + k for k in range(max(1, int(fid_seeds)))]
+        self.fid_protocol = protocol.replace(num_samples=int(fid_samples))
+        self.measures = measures
+        self.reference_samples = reference_samples
+        self.timing_repeats = int(timing_repeats)
+        self.timing_protocol = protocol.replace(num_samples=int(timing_samples or min(protocol.num_samples, protocol.batch_size)))
+        self._full: dict[int, tuple] = {}
+        self._fid_vs_real = measures.fid(measures.real_reference) if measures.real_reference is not None else None
+        self._warm = False
+
+    def _full_compute(self, seed: int):
+        """Full compute's samples, its FID against the real data, and an FID measure against them."""
+        if seed not in self._full:
+            samples = self.reference_samples(self.fid_protocol.replace(seed=seed))
+            against_full = self.measures.fid(samples)
+            self._full[seed] = (samples, against_full, self._score_real(samples))
+        return self._full[seed]
+
+    def _score_real(self, samples) -> float | None:
+        if self._fid_vs_real is None:
+            return None
+        self._fid_vs_real.reset()
+        return float(self._fid_vs_real.score(samples))
+
+    def full_compute(self) -> tuple[float, dict[str, float]]:
+        """Mean and per-seed FID of full compute (against the real data, else against itself: 0)."""
+        per_seed = {}
+        for seed in self.seeds:
+            _, _, real = self._full_compute(seed)
+            per_seed[str(seed)] = real if real is not None else 0.0
+        return statistics.fmean(per_seed.values()), per_seed
+
+    def score(self, trial: TrialRecord) -> Confirmation:
+        """FID-N of ``trial``'s schedule at every seed (not timed)."""
+        schedule = ReuseSchedule.from_dict(trial.schedule)
+        _, full_seeds = self.full_compute()
+        real_seeds, full_fids = {}, []
+        for seed in self.seeds:
+            full_samples, against_full, _ = self._full_compute(seed)
+            if _computes_everything(schedule, self.fid_protocol.num_inference_steps):
+                samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
+            else:
+                protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps)
+                samples = generate(self.pipe, protocol, schedule)
+            against_full.reset()
+            full_fids.append(float(against_full.score(samples)))
+            real = self._score_real(samples)
+            real_seeds[str(seed)] = real if real is not None else full_fids[-1]
+        return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
+                            fid_seeds=real_seeds, fid_full_seeds=dict(full_seeds))
+
+    def time(self, trial: TrialRecord, confirmation: Confirmation) -> Confirmation:
+        """Add the measured speedup: candidate and full compute alternate ``timing_repeats`` times."""
+        if self.timing_repeats < 1:
+            return confirmation
+        schedule = ReuseSchedule.from_dict(trial.schedule)
+        if not self._warm:  # first calls pay one-off allocation costs
+            timed_generation(self.pipe, self.timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
+            self._warm = True
+        seconds = timed_generation(self.pipe, self.timing_protocol, {"full": None, "trial": schedule},
+                                   repeats=self.timing_repeats)
+        confirmation.latency_s, confirmation.full_latency_s = seconds["trial"], seconds["full"]
+        confirmation.measured_speedup = seconds["full"] / seconds["trial"]
+        if trial.predicted_speedup:
+            confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
+        return confirmation
+
+    def confirm(self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None) -> list[tuple[int, Confirmation]]:
+        """Score, time and store each candidate (one failure does not lose the others)."""
+        mean, per_seed = self.full_compute()
+        StudyInfo.update(study, fid_full_compute=mean, fid_full_seeds=per_seed,
+                         fid_name=f"fid_{self.fid_protocol.num_samples}",
+                         fid_reference="real" if self._fid_vs_real is not None else "full_compute")
+        done = []
+        for trial in (progress(candidates, "confirming with FID") if progress else candidates):
+            try:
+                confirmation = self.time(trial, self.score(trial))
+            except Exception as error:  # one bad confirmation must not lose the others
+                logger.warning("confirming trial %d failed: %s", trial.number, error)
+                continue
+            save_confirmation(study, trial.number, confirmation)
+            done.append((trial.number, confirmation))
+            if on_confirmed is not None:
+                on_confirmed(trial, confirmation)
+        return done
+
+
+def record_proxy_fidelity(study: optuna.Study) -> list[dict] | None:
+    """Rank correlation of every recorded proxy with FID-N over the confirmed trials (3 or more)."""
+    from autofr.quality.fidelity import proxy_fidelity
+
+    records = StudyRecords.load(study)
+    confirmed = records.confirmed()
+    if len(confirmed) < 3:
+        return None
+    names = list(confirmed[0].proxy_metrics)
+    proxies = {name: [t.proxy_metrics.get(name, float("nan")) for t in confirmed] for name in names}
+    rows = proxy_fidelity(proxies, [t.fid for t in confirmed])
+    fields = {"proxy_fidelity": rows}
+    for row in rows:
+        if row.get("proxy") == records.info.proxy_name:
+            fields.update(proxy_fid_spearman=row.get("spearman"), proxy_fid_kendall=row.get("kendall"))
+    StudyInfo.update(study, **fields)
+    return rows
