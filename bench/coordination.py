@@ -16,7 +16,11 @@ budget claims: the production path). The objective returns at once, so all time 
 * ``% of 10 s``: (coord p95 + MLflow p95) / 10 s, the share of a 10-second trial lost to coordination.
 
     python bench/coordination.py                 # 300 trials per row (a few minutes on 2 cores)
+    python bench/coordination.py --trials 5000 --workers 1 8 --mlflow ''   # growth with the study size
     python bench/coordination.py --trials 100    # quicker
+
+* ``trial k ms``: autofr's bookkeeping per trial when the study holds k trials (median over the 50
+  trials numbered just below k); it must stay flat as the study grows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ if "autofr" not in sys.modules:
 
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per trial
 TRIAL_SECONDS = 10.0
+WINDOW = 50  # trials per checkpoint median
 
 
 def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | None, parent_run: tuple | None, out: str) -> None:
@@ -59,7 +64,7 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
 
         client = MlflowClient(mlflow_uri)
     study, _ = open_study(open_storage(storage_cfg), study_name, ["maximize", "minimize"], sampler=optuna.samplers.RandomSampler())
-    marks: list[tuple[float, float]] = []  # (objective entered, objective left)
+    marks: list[tuple[int, float, float]] = []  # (trial number, objective entered, objective left)
     mlflow_s: list[float] = []
     told: list[float] = []
 
@@ -78,7 +83,7 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
             )
             client.set_terminated(run.info.run_id)
             mlflow_s.append(time.perf_counter() - start)
-        marks.append((entered, time.perf_counter()))
+        marks.append((trial.number, entered, time.perf_counter()))
         return x, 1.0 - x
 
     started = time.perf_counter()
@@ -86,8 +91,8 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
     # Coordination of trial k: from the previous tell (or the start) to entering the objective, plus
     # from leaving the objective to the end of its tell. Only COMPLETE trials call the callback.
     coordination, previous = [], started
-    for (entered, left), done in zip(marks, told):
-        coordination.append((entered - previous) + (done - left))
+    for (number, entered, left), done in zip(marks, told):
+        coordination.append((number, (entered - previous) + (done - left)))
         previous = done
     offset = time.time() - time.perf_counter()  # one wall clock for all workers
     Path(out).write_text(json.dumps({
@@ -111,7 +116,8 @@ def fresh_postgres_database(url: str):
     return url.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None, scratch: Path) -> dict:
+def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None, scratch: Path,
+            checkpoints: tuple[int, ...] = ()) -> dict:
     import optuna
 
     from autofr.execution.storage import open_storage
@@ -152,7 +158,8 @@ def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None,
         raise SystemExit(f"the global budget was missed: {complete} COMPLETE trials, not {n_trials}")
     if drop is not None:
         drop()
-    coordination = sorted(s for result in results for s in result["coordination_s"])
+    by_number = sorted((number, s) for result in results for number, s in result["coordination_s"])
+    coordination = sorted(s for _, s in by_number)
     mlflow_s = sorted(s for result in results for s in result["mlflow_s"])
     wall = max(r["last"] for r in results) - min(r["first"] for r in results)
     return {
@@ -160,6 +167,9 @@ def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None,
         "trials_per_s": complete / wall,
         "p50_ms": 1000 * statistics.median(coordination), "p95_ms": 1000 * percentile(coordination, 95),
         "mlflow_p95_ms": 1000 * percentile(mlflow_s, 95) if mlflow_s else None,
+        # bookkeeping at a study size: median over the WINDOW trials numbered just below each checkpoint
+        "at_ms": {k: 1000 * statistics.median([s for number, s in by_number if k - WINDOW <= number < k])
+                  for k in checkpoints if k <= n_trials and k >= WINDOW},
     }
 
 
@@ -182,6 +192,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def growth_table(rows: list[dict], checkpoints: tuple[int, ...]) -> str:
+    """Per-trial bookkeeping at each study size; the last column is the largest size over the first."""
+    shown = [k for k in checkpoints if any(k in row["at_ms"] for row in rows)]
+    lines = ["| storage | workers | " + " | ".join(f"trial {k} ms" for k in shown) + " | last / first |",
+             "|---|---:|" + "---:|" * (len(shown) + 1)]
+    for row in rows:
+        values = [row["at_ms"].get(k) for k in shown]
+        present = [v for v in values if v is not None]
+        ratio = f"{present[-1] / present[0]:.2f}x" if len(present) > 1 else "-"
+        lines.append(f"| {row['storage']} | {row['workers']} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in values)
+                     + f" | {ratio} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     import optuna
 
@@ -189,17 +213,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=300, help="completed trials per study (global budget)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--mlflow", default=os.environ.get("AUTOFR_TEST_MLFLOW_URI"), help="MLflow tracking URI")
+    parser.add_argument("--mlflow", default=os.environ.get("AUTOFR_TEST_MLFLOW_URI"),
+                        help="MLflow tracking URI ('' for none: the growth columns measure autofr's own bookkeeping)")
+    parser.add_argument("--checkpoints", default="100,1000,5000",
+                        help="study sizes at which the per-trial cost is reported (median of the 50 trials before)")
     args = parser.parse_args()
     storages = ["journal"] + (["postgres"] if os.environ.get("AUTOFR_TEST_POSTGRES_URL") else [])
+    checkpoints = tuple(int(k) for k in args.checkpoints.split(",") if k)
     rows = []
     with tempfile.TemporaryDirectory(prefix="autofr-bench-") as scratch:
         for storage in storages:
             for n_workers in args.workers:
-                rows.append(measure(storage, n_workers, args.trials, args.mlflow, Path(scratch)))
+                rows.append(measure(storage, n_workers, args.trials, args.mlflow or None, Path(scratch), checkpoints))
                 print(f"done: {storage}, {n_workers} workers", file=sys.stderr, flush=True)
     print(f"{os.cpu_count()} CPU cores; {args.trials} trials per row; MLflow: {'server' if args.mlflow else 'off'}")
     print(table(rows))
+    print()
+    print(growth_table(rows, checkpoints))
 
 
 if __name__ == "__main__":
