@@ -186,6 +186,12 @@ class SearchSettings:
     measure_speed: bool = True
     speed_model: str = "macs"
     progress: bool = True
+    target: float | str | None = "5%"
+    fidelity: tuple[int, ...] | str | None = "auto"
+    fidelity_z: float = 2.0
+    fidelity_bootstrap: int = 32
+    fid_seeds: int = 2
+    timing_repeats: int = 3
 
     def check(self) -> None:
         if self.n_trials < 1:
@@ -200,6 +206,16 @@ class SearchSettings:
         if self.confirm_max is not None and self.confirm_max < 0:
             raise ConfigError(f"search.confirm_max={self.confirm_max} must be >= 0 (or null: all)")
         _choice(self.speed_model, SPEED_MODELS, "search.speed_model")
+        from autofr.search.target import QualityTarget
+
+        QualityTarget.parse(self.target)
+        if isinstance(self.fidelity, str) and self.fidelity not in ("auto", "off"):
+            raise ConfigError(f"search.fidelity={self.fidelity!r} must be auto, off or a list of sample counts")
+        if isinstance(self.fidelity, tuple) and any(n < 2 for n in self.fidelity):
+            raise ConfigError(f"search.fidelity={list(self.fidelity)} must be sample counts >= 2")
+        for key, low in (("fidelity_z", 0), ("fidelity_bootstrap", 2), ("fid_seeds", 1), ("timing_repeats", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"search.{key}={getattr(self, key)} must be >= {low}")
 
 
 @dataclass(frozen=True)

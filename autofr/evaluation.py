@@ -169,8 +169,12 @@ class SampleBatch:
         return self.images.shape[0]
 
 
-def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: bool = False) -> SampleBatch:
+def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: bool = False, first: int = 0) -> SampleBatch:
     """Sample ``protocol.num_samples`` images with ``pipe``, optionally under a reuse schedule.
+
+    Sample ``i`` depends only on ``i`` and the protocol (its noise, label or prompt and generator),
+    so ``first=k`` gives samples ``k..N-1`` exactly as a whole run would: it extends an earlier run
+    of the first ``k`` samples.
 
     Args:
         pipe: a diffusers pipeline (class-conditional, text-to-image or unconditional).
@@ -189,7 +193,7 @@ def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: 
     vae = getattr(pipe, "vae", None)
     images, latents, seconds = [], [], 0.0
     with _sampler(pipe, protocol.scheduler), _pipeline_progress_bar(pipe, disable=True), _reuse_schedule(pipe, schedule):
-        for start in _progress(range(0, protocol.num_samples, protocol.batch_size), progress):
+        for start in _progress(range(first, protocol.num_samples, protocol.batch_size), progress):
             stop = min(start + protocol.batch_size, protocol.num_samples)
             kwargs = _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop)
             began = time.perf_counter()

@@ -31,9 +31,8 @@ def search(config: StudyConfig) -> int:
     print(f"study {config.study_name!r} ({'new' if created else 'resumed'}) in {study.where}; "
           f"MLflow parent run {study.parent_run}")
     objective = study.objective()
-    if objective.threshold is not None:
-        print(f"constraint: {objective.proxy_name} <= {objective.threshold:.4g} "
-              f"(full compute scores {objective.full_compute_proxy:.4g})")
+    if objective.describe():
+        print(objective.describe())
     study.run(objective)
     if config.worker_only:
         return 0

@@ -28,7 +28,7 @@ REFERENCE_STYLE = {  # origin: (marker, colour, size, legend name); plotly symbo
 }
 _PLOTLY_SYMBOLS = {"baseline": "star", "frdiff": "diamond", "reduced_steps": "square", "deepcache": "triangle-up"}
 #: How far above the target (or full compute) the quality axis reaches, as a factor.
-VIEW_FACTOR = 2.0
+VIEW_FACTOR = 1.5
 
 
 @dataclass
@@ -103,7 +103,7 @@ def plot_front_png(records: StudyRecords, path: str | os.PathLike, chosen: int |
 
 def front_figure(records: StudyRecords, chosen: int | None = None):
     shown_panels = panels(records)
-    figure = _figure(6.6 * len(shown_panels), 5.0)
+    figure = _figure(6.6 * len(shown_panels), 6.0)
     axes = figure.subplots(1, len(shown_panels), squeeze=False)[0]
     for axis, panel in zip(axes, shown_panels):
         _draw_panel(axis, panel, chosen)
@@ -152,27 +152,37 @@ def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
     axis.set_xlabel(panel.xlabel)
     axis.set_ylabel(panel.ylabel)
     axis.grid(True, which="both", alpha=0.25)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=3, frameon=False)
+
+
+_LABEL_OFFSETS = [(6, 5), (6, -11), (-6, 5), (-6, -11), (6, 15), (6, -21), (-6, 15), (-6, -21), (6, 25), (6, -31),
+                  (-6, 25), (-6, -31), (14, 35), (14, -41), (-14, 35), (-14, -41)]
 
 
 def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None:
-    """Label reference points, moving each label down until its box overlaps no label placed before."""
+    """Label reference points: each label takes the first offset around its point whose box
+    overlaps no label placed before and no point of the panel (a dozen positions are tried)."""
+    from matplotlib.transforms import Bbox
+
     renderer = figure.canvas.get_renderer()
-    placed = []
+    points = [axis.transData.transform((panel.x(t), panel.y(t))) for t in panel.trials if _inside(panel, t)]
+    occupied = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
     for trial in sorted(trials, key=lambda t: (-panel.y(t), panel.x(t))):
         color = REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
-        offset = 6
-        for _ in range(40):
+        chosen = None
+        for dx, dy in _LABEL_OFFSETS:
             text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
-                                 xytext=(6, offset), fontsize=7, color=color)
-            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
-            if not any(box.overlaps(other) for other in placed):
-                placed.append(box)
+                                 xytext=(dx, dy), fontsize=7, color=color, ha="left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer).expanded(1.04, 1.1)
+            if not any(box.overlaps(other) for other in occupied):
+                chosen = box
                 break
             text.remove()
-            offset -= 9
-        else:
-            placed.append(text.get_window_extent(renderer))
+        if chosen is None:  # crowded: the first position, drawn faint
+            text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
+                                 xytext=_LABEL_OFFSETS[0], fontsize=7, color=color, alpha=0.5)
+            chosen = text.get_window_extent(renderer)
+        occupied.append(chosen)
 
 
 def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plotlyjs: str | bool = "cdn",

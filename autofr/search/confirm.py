@@ -34,21 +34,38 @@ from autofr.search.records import Confirmation, StudyInfo, StudyRecords, TrialRe
 logger = logging.getLogger(__name__)
 
 
+def possibly_within(trial: TrialRecord, z: float = 2.0) -> bool:
+    """Whether the trial may meet the quality target: its constraint is at most ``z`` standard
+    deviations of its estimate above zero (feasible trials always may)."""
+    if trial.constraint is None:
+        return True
+    return trial.constraint - z * (trial.fid_estimate_sd or 0.0) <= 0
+
+
+def deciding_order(trial: TrialRecord) -> tuple:
+    """Trials that may meet the target first, fastest first: they decide the answer."""
+    return (0 if possibly_within(trial) else 1, -trial.search_speedup, trial.number)
+
+
 def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = None, layers: int = 1,
-                       proxies: Sequence[str] = (), order: Callable[[TrialRecord], tuple] | None = None) -> list[TrialRecord]:
+                       proxies: Sequence[str] = (), order: Callable[[TrialRecord], tuple] | None = None,
+                       near_target: bool = False) -> list[TrialRecord]:
     """Trials to confirm with FID, most important first, at most ``limit`` (see the module docstring).
-    ``order`` sorts each front layer (default: fastest first). Trials already confirmed, and trials
-    whose schedule repeats one already chosen or confirmed, are skipped."""
+    ``order`` sorts each front layer and the references (default: fastest first); ``near_target``
+    adds the infeasible trials that may still meet the target right after the front. Trials already
+    confirmed, and trials whose schedule repeats one already chosen or confirmed, are skipped."""
     trials = records.completed()
     if not trials:
         return []
     done = {t.number for t in trials if t.confirmation is not None}
     baseline = [t for t in trials if t.origin == "baseline"]
     front, *behind = fronts.proxy_layers(trials, layers)
-    if order is not None:
-        front = sorted(front, key=order)
-        behind = [sorted(layer, key=order) for layer in behind]
+    if near_target:
+        front = front + [t for t in trials if not t.feasible and possibly_within(t)]
     references = [t for origin in ("frdiff", "calibrated", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    if order is not None:
+        front, references = sorted(front, key=order), sorted(references, key=order)
+        behind = [sorted(layer, key=order) for layer in behind]
     interleaved = [t for pair in zip(front, references) for t in pair]
     interleaved += front[len(references):] + references[len(front):]
     interleaved += [t for layer in behind for t in layer]

@@ -95,6 +95,16 @@ class StudyMeasures:
             self._feature = resolve_feature(self.feature_options["feature"], self.feature_options.get("inception_weights"))
         return self._feature
 
+    def real_stats(self):
+        """Feature statistics of the real data (computed once), for the adaptive scorer."""
+        from autofr.quality.features import FeatureStats, extract_features, reference_images_or_stats
+
+        if getattr(self, "_real_stats", None) is None:
+            reference = reference_images_or_stats(self.real_reference)
+            self._real_stats = reference if isinstance(reference, FeatureStats) else \
+                FeatureStats.from_features(extract_features(self.feature(), reference))
+        return self._real_stats
+
     def fid(self, reference):
         """An FID measure against ``reference`` with the study's feature extractor."""
         from autofr.quality import build_measure

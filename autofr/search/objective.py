@@ -1,11 +1,19 @@
-"""The per-trial objective: schedule -> samples -> (predicted speedup, quality proxy) -> TrialResult.
+"""The per-trial objective: schedule -> samples -> (predicted speedup, quality) -> TrialResult.
 
 Every trial is sampled with the study's fixed :class:`~autofr.evaluation.EvalProtocol` at the
-trial's own step count, from the same initial noise as the full-compute reference (made once at
-the model's reference step count and cached), so the paired proxy measures exactly what the
-schedule changed. Speed is predicted by the :class:`~autofr.search.speed.SpeedModel`, relative to
-full compute at the reference step count. What a trial measured is written once, as a
-:class:`~autofr.search.records.TrialResult`.
+trial's own step count, from the same initial noise as the full-compute reference, so paired
+measures see exactly what the schedule changed. Speed is predicted by the
+:class:`~autofr.search.speed.SpeedModel`.
+
+Quality, the second objective, is either
+
+* **target-driven** (an :class:`Adaptive` set-up: the ``fid_real`` proxy with a ``search.target``):
+  the FID-N estimate from :mod:`autofr.search.fidelity`, with more samples for trials near the
+  target, and the constraint ``fid_estimate - limit`` (feasible when <= 0), in FID terms; or
+* **a fixed proxy** (any measure, on ``quality.proxy_samples``), constrained by ``quality.threshold``
+  when one is given.
+
+What a trial measured is written once, as a :class:`~autofr.search.records.TrialResult`.
 """
 
 from __future__ import annotations
@@ -13,22 +21,48 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
 from autofr.errors import QualityError
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
 from autofr.report.grid import sample_grid_png
+from autofr.search.fidelity import AdaptiveScorer, Calibration, FidelityPlan
 from autofr.search.measures import StudyMeasures, resolve_threshold
 from autofr.search.records import TrialRecord, TrialResult, mark_origin, record_failure, schedule_key
 from autofr.search.space import SearchSpace
 from autofr.search.speed import SpeedModel
+from autofr.search.target import QualityTarget
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Adaptive:
+    """Target-driven scoring: the scorer, its plan, the target, and full compute's top-level FID."""
+
+    scorer: AdaptiveScorer
+    plan: FidelityPlan
+    target: QualityTarget
+
+    @property
+    def full_fid(self) -> float:
+        return self.scorer.full_fid[self.plan.top]
+
+    @property
+    def limit(self) -> float:
+        """The highest FID-N (top level) within the target."""
+        return self.target.limit(self.full_fid)
+
+    @property
+    def limit_delta(self) -> float:
+        """The highest FID difference to full compute within the target."""
+        return self.limit - self.full_fid
+
+
 class Objective:
-    """``objective(trial) -> (predicted speedup, proxy)``; records what it did as a TrialResult.
+    """``objective(trial) -> (predicted speedup, quality)``; records what it did as a TrialResult.
 
     Args:
         pipe: the pipeline, sampled through :func:`autofr.evaluation.generate`.
@@ -38,23 +72,34 @@ class Objective:
         measures: the study's proxy and the extra metrics every trial records.
         speed: the speed objective.
         keep_grids: keep a PNG grid of each trial's samples in :attr:`grids` (for MLflow).
+        adaptive: target-driven scoring (see the module docstring); None: the fixed proxy.
     """
 
     def __init__(self, pipe, space: SearchSpace, protocol: EvalProtocol, reference: SampleBatch,
-                 measures: StudyMeasures, speed: SpeedModel, keep_grids: bool = True) -> None:
+                 measures: StudyMeasures, speed: SpeedModel, keep_grids: bool = True, adaptive: Adaptive | None = None) -> None:
         self.pipe = pipe
         self.space = space
         self.protocol = protocol
         self.proxy_name = measures.proxy
         self.measures = {name: measures.build(name, reference) for name in (measures.proxy, *measures.extra)}
         self.speed = speed
+        self.adaptive = adaptive
         self.full_compute_proxy = float(self.measures[self.proxy_name].score(reference))
-        self.threshold = resolve_threshold(measures.threshold, self.proxy_name, self.full_compute_proxy)
+        self.threshold = None if adaptive else resolve_threshold(measures.threshold, self.proxy_name, self.full_compute_proxy)
         self.keep_grids = keep_grids
         self.grids: dict[int, bytes] = {}
         self._grid_by_schedule: dict[str, bytes] = {}
-        self._scored: dict[str, tuple[int, TrialResult]] = {}  # schedule key -> (trial, result)
-        self._seen: set[int] = set()
+        self._known: dict[int, TrialRecord] = {}  # finished trials of every worker, read once each
+
+    def describe(self) -> str | None:
+        """One line about the constraint, or None when there is none."""
+        if self.adaptive is not None:
+            a = self.adaptive
+            return (f"target: {a.target.describe()} (FID-{a.plan.top} <= {a.limit:.4g}; full compute "
+                    f"{a.full_fid:.4g}); fidelity {' -> '.join(map(str, a.plan.levels))} samples near it")
+        if self.threshold is not None:
+            return f"constraint: {self.proxy_name} <= {self.threshold:.4g} (full compute scores {self.full_compute_proxy:.4g})"
+        return None
 
     def __call__(self, trial) -> tuple[float, float]:
         schedule = self.space.suggest(trial)
@@ -62,13 +107,14 @@ class Objective:
         result = TrialResult(schedule=schedule.to_dict(), num_inference_steps=schedule.num_inference_steps,
                              predicted_speedup=self.speed.predicted_speedup(schedule))
         key = schedule_key(result.schedule)
-        twin = self._twin(trial, key)
+        known = self._refresh(trial)
+        twin = next((t for t in known.values() if t.proxy is not None and t.schedule_key() == key), None)
         if twin is not None:  # the sampler proposed a schedule already scored: same protocol, same result
-            number, earlier = twin
-            result.proxy, result.proxy_metrics, result.duplicate_of = earlier.proxy, earlier.proxy_metrics, number
-            result.sampling_seconds = result.trial_seconds = 0.0
-            self._finish(trial, result, key, grid=self._grid_by_schedule.get(key))
-            return result.predicted_speedup, result.proxy
+            copied = TrialResult.of(twin)
+            copied.schedule, copied.duplicate_of = result.schedule, twin.number
+            copied.sampling_seconds = copied.trial_seconds = 0.0
+            copied.samples_generated = 0
+            return self._finish(trial, copied, key, grid=self._grid_by_schedule.get(key))
         began = time.perf_counter()
         try:
             samples = generate(self.pipe, self.protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
@@ -85,28 +131,43 @@ class Objective:
             record_failure(trial, reason)
             raise QualityError(reason)
         result.proxy, result.proxy_metrics = proxy, metrics
+        result.samples_generated = len(samples)
+        if self.adaptive is not None:
+            self._score_adaptively(result, schedule, samples, known)
         result.sampling_seconds, result.trial_seconds = samples.seconds, time.perf_counter() - began
-        self._finish(trial, result, key, grid=sample_grid_png(samples.images) if self.keep_grids else None)
-        return result.predicted_speedup, proxy
+        return self._finish(trial, result, key, grid=sample_grid_png(samples.images) if self.keep_grids else None)
 
-    def _finish(self, trial, result: TrialResult, key: str, grid: bytes | None) -> None:
-        if self.threshold is not None:
-            result.constraint = result.proxy - self.threshold  # feasible when <= 0
-            trial.set_constraint("proxy_threshold", result.constraint)
+    def _score_adaptively(self, result: TrialResult, schedule, samples: SampleBatch, known: dict[int, TrialRecord]) -> None:
+        a = self.adaptive
+        trials = list(known.values())
+        calibration = Calibration.from_records(a.plan, trials)
+        within = [t.predicted_speedup or 0.0 for t in trials
+                  if a.plan.top in t.fidelity_deltas and t.fidelity_deltas[a.plan.top] <= a.limit_delta]
+        # a trial no faster than one already known to be within the target cannot be the answer
+        may_climb = result.predicted_speedup > max(within, default=0.0)
+        score = a.scorer.score(schedule, samples, a.limit_delta, calibration, may_climb=may_climb)
+        result.fidelity, result.fidelity_deltas, result.fidelity_sd = score.fidelity, score.deltas, score.sd
+        result.samples_generated = (result.samples_generated or 0) + score.samples
+        result.fid_estimate, result.fid_estimate_sd = a.full_fid + score.estimate, score.estimate_sd
+
+    def _finish(self, trial, result: TrialResult, key: str, grid: bytes | None) -> tuple[float, float]:
+        if self.adaptive is not None:
+            value = result.fid_estimate
+            result.constraint = value - self.adaptive.limit
+        else:
+            value = result.proxy
+            if self.threshold is not None:
+                result.constraint = result.proxy - self.threshold
+        if result.constraint is not None:
+            trial.set_constraint("quality_target", result.constraint)  # feasible when <= 0
         result.write(trial)
-        self._scored.setdefault(key, (trial.number, result))
         if self.keep_grids and grid is not None:
             self.grids[trial.number] = self._grid_by_schedule[key] = grid
+        return result.predicted_speedup, value
 
-    def _twin(self, trial, key: str) -> tuple[int, TrialResult] | None:
-        """An earlier complete trial with the same schedule (sampling is deterministic), or None.
-        Trials of other workers are indexed as they appear, each once."""
-        if key not in self._scored:
-            for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if other.number in self._seen or other.number == trial.number:
-                    continue
-                self._seen.add(other.number)
-                earlier = TrialRecord.from_frozen(other)
-                if earlier.proxy is not None:
-                    self._scored.setdefault(earlier.schedule_key(), (other.number, TrialResult.of(earlier)))
-        return self._scored.get(key)
+    def _refresh(self, trial) -> dict[int, TrialRecord]:
+        """The study's complete trials (all workers), each read into a record once."""
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.number not in self._known and other.number != trial.number:
+                self._known[other.number] = TrialRecord.from_frozen(other)
+        return self._known

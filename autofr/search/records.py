@@ -10,9 +10,10 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
   ``deepcache`` | ``search``), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
   ``num_inference_steps``, ``predicted_speedup``, ``proxy``, ``proxy_metrics`` (name -> value),
   ``constraint`` (feasible when <= 0; also Optuna's own constraint), ``sampling_seconds``,
-  ``trial_seconds``, ``duplicate_of``, ``fidelity`` (samples the proxy was computed on), ``fid_estimate``
-  (the proxy mapped to FID-N by the study's calibration), ``fid_estimate_sd``; plus ``fail_reason``
-  and ``over_budget``;
+  ``trial_seconds``, ``duplicate_of``, ``fidelity`` (the most samples the trial was scored on),
+  ``fidelity_deltas`` / ``fidelity_sd`` (samples -> FID difference to full compute and its bootstrap sd),
+  ``samples_generated``, ``fid_estimate`` (the calibrated top-level FID), ``fid_estimate_sd``; plus
+  ``fail_reason`` and ``over_budget``;
 * the study's values are ``(predicted speedup, proxy)``, directions ``(maximize, minimize)``;
 * **confirmations** (:class:`Confirmation`): finished trials cannot change in Optuna, so the FID
   confirmation of trial ``n`` is the study user attr ``confirmed:<n>`` (``fid``, ``fid_vs_full``,
@@ -54,6 +55,11 @@ def _finite(value: Any) -> bool:
 
 def _number(value: Any) -> float | None:
     return float(value) if _finite(value) else None
+
+
+def _by_level(data: Any) -> dict[int, float]:
+    """``{samples: value}`` (JSON keeps the keys as strings)."""
+    return {int(k): float(v) for k, v in (data or {}).items() if _finite(v)}
 
 
 # ---------------------------------------------------------------------- confirmation
@@ -124,6 +130,9 @@ class TrialResult:
     trial_seconds: float | None = None
     duplicate_of: int | None = None
     fidelity: int | None = None
+    fidelity_deltas: dict[int, float] | None = None
+    fidelity_sd: dict[int, float] | None = None
+    samples_generated: int | None = None
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
 
@@ -175,6 +184,9 @@ class TrialRecord:
     trial_seconds: float | None = None
     duplicate_of: int | None = None
     fidelity: int | None = None
+    fidelity_deltas: dict[int, float] = field(default_factory=dict)
+    fidelity_sd: dict[int, float] = field(default_factory=dict)
+    samples_generated: int | None = None
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
     fail_reason: str | None = None
@@ -206,6 +218,9 @@ class TrialRecord:
             trial_seconds=_number(attrs.get("trial_seconds")),
             duplicate_of=attrs.get("duplicate_of"),
             fidelity=attrs.get("fidelity"),
+            fidelity_deltas=_by_level(attrs.get("fidelity_deltas")),
+            fidelity_sd=_by_level(attrs.get("fidelity_sd")),
+            samples_generated=attrs.get("samples_generated"),
             fid_estimate=_number(attrs.get("fid_estimate")),
             fid_estimate_sd=_number(attrs.get("fid_estimate_sd")),
             fail_reason=attrs.get(FAIL_REASON_ATTR),

@@ -45,6 +45,7 @@ class SearchSpace:
     mixing_slope: tuple[float, float] = (5.0, 60.0)
     scheduler: str | None = None
     baseline_steps: tuple[int, ...] = ()
+    grouping: str = "stage"
 
     @staticmethod
     def settings(cfg) -> SpaceSettings:
@@ -89,7 +90,7 @@ class SearchSpace:
         baseline_steps = tuple(sorted(set(settings.baseline_steps) & set(steps), reverse=True))
         return cls(model_class, fingerprint, groups, steps, int(default_steps), settings.max_interval,
                    settings.offsets, settings.mixing, tuple(settings.mixing_bias), tuple(settings.mixing_slope),
-                   scheduler, baseline_steps)
+                   scheduler, baseline_steps, settings.grouping)
 
     # ------------------------------------------------------------------ trial -> schedule
     def suggest(self, trial) -> ReuseSchedule:
@@ -117,13 +118,13 @@ class SearchSpace:
         return schedule
 
     # ------------------------------------------------------------------ warm start
-    def params_for_uniform(self, interval: int, mixing: bool, steps: int | None = None) -> dict:
-        """Trial parameters that reproduce FRDiff's uniform setting (for ``study.enqueue_trial``)."""
+    def params_for(self, intervals: dict[str, int], mixing: bool, steps: int | None = None) -> dict:
+        """Trial parameters of a per-group schedule (for ``study.enqueue_trial``); mixing is FRDiff's."""
         params: dict = {}
         if len(self.steps) > 1:
             params["steps"] = steps or self.default_steps
         for group in self.groups:
-            params[f"interval.{group}"] = interval
+            params[f"interval.{group}"] = int(min(max(1, intervals[group]), self.max_interval))
             if self.offsets and self.max_interval > 1:
                 params[f"offset.{group}"] = 0
         if self.mixing == "choice":
@@ -133,19 +134,39 @@ class SearchSpace:
             params["mixing_slope"] = min(max(FRDIFF_MIXING_SLOPE, self.mixing_slope[0]), self.mixing_slope[1])
         return params
 
-    def warm_start(self) -> list[tuple[str, str, dict]]:
-        """(origin, label, params) of the reference points every study starts from.
+    def params_for_uniform(self, interval: int, mixing: bool, steps: int | None = None) -> dict:
+        """Trial parameters that reproduce FRDiff's uniform setting."""
+        return self.params_for({group: interval for group in self.groups}, mixing, steps)
 
-        The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, and full
-        compute at each of ``baseline_steps`` (plain step reduction, the other way to be faster).
+    def deepcache_intervals(self, interval: int) -> dict[str, int] | None:
+        """DeepCache's idea in this space: the deep stages reuse every ``interval`` steps, the
+        shallowest ones (the first and the last stage in network order) compute every step. Only
+        with ``grouping=stage`` and three or more stages; None otherwise."""
+        if self.grouping != "stage" or len(self.groups) < 3:
+            return None
+        names = list(self.groups)
+        return {group: 1 if group in (names[0], names[-1]) else interval for group in names}
+
+    def warm_start(self) -> list[tuple[str, str, dict]]:
+        """(origin, label, params) of the hand-set reference points every study starts from.
+
+        The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, DeepCache-style
+        reuse of the deep stages (every 3 and 5 steps), and full compute at each of
+        ``baseline_steps`` (plain step reduction, the other way to be faster).
         """
         entries = [("baseline", "full compute", self.params_for_uniform(1, False))]
         for interval in (2, 3, 4):
             if interval > self.max_interval:
                 continue
-            entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
+            if self.mixing != "on":
+                entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
             if self.mixing != "off":
                 entries.append(("frdiff", f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True)))
+        for interval in (3, 5):
+            deep = self.deepcache_intervals(min(interval, self.max_interval))
+            if deep is not None and self.mixing != "on":
+                entries.append(("deepcache", f"DeepCache-style N={min(interval, self.max_interval)}",
+                                self.params_for(deep, False)))
         for steps in self.baseline_steps:
             if steps != self.default_steps and len(self.steps) > 1:
                 entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))

@@ -26,12 +26,15 @@ from autofr.config import ModelSettings, SamplerSettings, StudyConfig
 from autofr.errors import ConfigError, StorageError
 from autofr.evaluation import EvalProtocol
 from autofr.execution import check_storage, mask_url, open_storage, open_study, run_worker, wait_for_user_attr
-from autofr.search.confirm import Confirmer, confirm_candidates, record_proxy_fidelity
-from autofr.search.measures import StudyMeasures
-from autofr.search.objective import Objective
+from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order, record_proxy_fidelity
+from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
+from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
+from autofr.search.objective import Adaptive, Objective
 from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
+from autofr.search.target import QualityTarget
+from autofr.search.warmstart import calibrated_entries
 from autofr.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -164,8 +167,9 @@ class AutoFRStudy:
             StudyInfo.update(study, model_id=config.model.name, protocol=self.protocol.describe(),
                              space=self.space.describe(), proxy_name=config.quality.proxy,
                              baseline_steps=config.model.num_inference_steps, storage=where)
+            StudyInfo.update(study, target=QualityTarget.parse(config.search.target).to_info())
             if config.search.warm_start:
-                for origin, label, params in self.space.warm_start():
+                for origin, label, params in self.warm_start():
                     enqueue_reference(study, params, origin, label)
             parent = self.tracker.create_parent_run(config.study_name, config.flat)
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
@@ -187,6 +191,16 @@ class AutoFRStudy:
         return self._references.samples(self.model.pipe, protocol or self.protocol, model_id=self.config.model.name,
                                          progress=self.config.search.progress and protocol is None)
 
+    def fidelity_plan(self) -> FidelityPlan | None:
+        """The adaptive-fidelity levels, or None when trials are scored at one fidelity: adaptive
+        scoring needs the ``fid_real`` proxy (FID against real data) and no ``quality.threshold``."""
+        search, quality = self.config.search, self.config.quality
+        if search.fidelity == "off" or quality.proxy != REAL_DATA_PROXY or quality.threshold is not None:
+            return None
+        levels = search.fidelity if isinstance(search.fidelity, tuple) else None
+        return FidelityPlan.default(quality.proxy_samples, quality.fid_samples, levels, search.fidelity_z,
+                                    search.fidelity_bootstrap)
+
     def objective(self) -> Objective:
         from autofr.quality import default_cache_dir
 
@@ -195,8 +209,25 @@ class AutoFRStudy:
         batch = config.quality.batch_size * (2 if guidance > 1 else 1)
         speed = build_speed_model(config.search.speed_model, self.model.denoiser, self.model.units, self.model.cost,
                                   config.model.num_inference_steps, batch, config.cache_dir or default_cache_dir())
+        adaptive = None
+        plan = self.fidelity_plan()
+        if plan is not None:
+            full_top = self.reference_samples(self.protocol.replace(num_samples=plan.top))
+            scorer = AdaptiveScorer(self.model.pipe, self.protocol, plan, self.measures.feature(),
+                                    self.measures.real_stats(), full_top)
+            adaptive = Adaptive(scorer, plan, QualityTarget.parse(config.search.target))
         return Objective(self.model.pipe, self.space, self.protocol, self.reference_samples(), self.measures, speed,
-                         keep_grids=config.tracking.log_samples)
+                         keep_grids=config.tracking.log_samples, adaptive=adaptive)
+
+    def warm_start(self) -> list[tuple[str, str, dict]]:
+        """The hand-set references and the calibrated schedules (read off a full-compute run)."""
+        entries = self.space.warm_start()
+        steps = self.config.model.num_inference_steps
+        wanted = sorted({min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in (0.7, 0.5)} - {steps},
+                        reverse=True)
+        probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
+        entries += calibrated_entries(self.space, self.model.pipe, probe, self.model.units, (steps, *wanted))
+        return entries
 
     def run(self, objective: Objective | None = None):
         """Run this process's worker until the global budget is complete; trials go to MLflow."""
@@ -231,10 +262,10 @@ class AutoFRStudy:
         search = self.config.search
         records = self.records()
         candidates = confirm_candidates(records, search.confirm_top_k, search.confirm_max, layers=search.confirm_layers,
-                                        proxies=self.measures.confirm_proxies)
+                                        proxies=self.measures.confirm_proxies, order=deciding_order, near_target=True)
         confirmer = Confirmer(self.model.pipe, self.protocol, self.measures, self.reference_samples,
-                              self.config.quality.fid_samples, fid_seeds=1,
-                              timing_repeats=3 if search.measure_speed else 0)
+                              self.config.quality.fid_samples, fid_seeds=search.fid_seeds,
+                              timing_repeats=search.timing_repeats if search.measure_speed else 0)
         done = confirmer.confirm(self.study, candidates, progress=progress,
                                  on_confirmed=lambda trial, c: self.tracker.log_confirmation(self.parent_run, trial.number, c))
         record_proxy_fidelity(self.study)

@@ -54,11 +54,20 @@ def test_warm_start_reproduces_frdiff_uniform_settings_and_fewer_step_baselines(
     entries = space.warm_start()
     assert [label for _, label, _ in entries] == [
         "full compute", "FRDiff M=2", "FRDiff M=2 +mixing", "FRDiff M=3", "FRDiff M=3 +mixing",
-        "FRDiff M=4", "FRDiff M=4 +mixing", "8 steps", "6 steps"]
+        "FRDiff M=4", "FRDiff M=4 +mixing", "DeepCache-style N=3", "DeepCache-style N=4", "8 steps", "6 steps"]
+    stages = list(space.groups)
     for origin, label, params in entries:
         study.enqueue_trial(params)
         trial = study.ask()
         schedule = space.suggest(trial)
+        if origin == "deepcache":  # the deep stages reuse, the first and the last stage compute every step
+            interval = int(label.split("N=")[1])
+            for stage, names in space.groups.items():
+                shallow = stage in (stages[0], stages[-1])
+                assert all(schedule.units[name].interval == (1 if shallow else interval) for name in names)
+            assert schedule.mixing is None and schedule.num_inference_steps == 10
+            study.tell(trial, (1.0, 1.0))
+            continue
         if origin == "reduced_steps":
             steps = int(label.split()[0])
             expected = ReuseSchedule.full_compute(pipe, steps)
