@@ -162,11 +162,10 @@ class SearchSpace:
                 entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
             if self.mixing != "off":
                 entries.append(("frdiff", f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True)))
-        for interval in (3, 5):
-            deep = self.deepcache_intervals(min(interval, self.max_interval))
+        for interval in sorted({min(n, self.max_interval) for n in (3, 5)} - {1}):
+            deep = self.deepcache_intervals(interval)
             if deep is not None and self.mixing != "on":
-                entries.append(("deepcache", f"DeepCache-style N={min(interval, self.max_interval)}",
-                                self.params_for(deep, False)))
+                entries.append(("deepcache", f"DeepCache-style N={interval}", self.params_for(deep, False)))
         for steps in self.baseline_steps:
             if steps != self.default_steps and len(self.steps) > 1:
                 entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))
