@@ -92,7 +92,7 @@ def _panels(study: optuna.Study) -> list[dict]:
     panels = [{
         "measure": "proxy",
         "ylabel": f"{_proxy_name(study)} (proxy, lower is better)",
-        "xlabel": "predicted speedup",
+        "xlabel": _speed_name(study),
         "trials": feasible,
         "x": lambda t: float(t.values[0]),
         "y": lambda t: fronts.quality_of(t, "proxy"),
@@ -256,4 +256,10 @@ def _figure(width: float, height: float):
 
 
 def _proxy_name(study: optuna.Study) -> str:
-    return str(study.user_attrs.get("proxy_name", "proxy"))
+    names = study.metric_names  # the objectives' names, as optuna-dashboard shows them
+    return str(names[1]) if names and len(names) == 2 else str(study.user_attrs.get("proxy_name", "proxy"))
+
+
+def _speed_name(study: optuna.Study) -> str:
+    names = study.metric_names
+    return str(names[0]).replace("_", " ") if names and len(names) == 2 else "predicted speedup"

@@ -43,6 +43,11 @@ MAX_TAG_VALUE_LENGTH = 5000
 
 TRIAL_NUMBER_TAG = "autofr.trial_number"
 PARENT_TAG = "mlflow.parentRunId"
+#: MLflow 3's experiment kind ("Machine learning" in the experiment's header): training runs, not
+#: GenAI traces. MLflow 3.17's UI picks its view from the sidebar switch instead (see experiment_page).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
 _PASSWORD_IN_URI = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+):(?P<password>[^@\s/]+)@")
@@ -57,12 +62,20 @@ def mask_uri(text: str) -> str:
     return _PASSWORD_IN_QUERY.sub(r"\1***", masked)
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
     """The command that browses the store: ``mlflow ui --backend-store-uri <uri>`` (a server URI is
-    simply opened in a browser)."""
+    simply opened in a browser); with ``experiment_id``, the page that shows its runs."""
     if uri.startswith(("http://", "https://")):
-        return f"open {mask_uri(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {mask_uri(uri)}"
+        return f"open {experiment_page(mask_uri(uri), experiment_id) if experiment_id else mask_uri(uri)} in a browser"
+    command = f"mlflow ui --backend-store-uri {mask_uri(uri)}"
+    return f"{command}, then open {experiment_page(LOCAL_UI_URL, experiment_id)}" if experiment_id else command
+
+
+def experiment_page(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI. MLflow 3.17 opens every experiment in the sidebar's
+    "GenAI" view unless the "Model training" view is asked for (``workflowType``; the UI remembers
+    the view once a person switches it)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def flatten_schedule(schedule: Mapping[str, Any]) -> dict[str, str]:
@@ -161,7 +174,7 @@ class Tracker:
                 raise TrackingError(f"cannot reach MLflow tracking at {mask_uri(self.uri)} ({_reason(error)}): {hint}") from None
 
     def ui_command(self) -> str:
-        return ui_command(self.uri)
+        return ui_command(self.uri, self._experiment_id)
 
     def store_exists(self) -> bool:
         """False only for a SQLite store whose database file does not exist yet."""
@@ -174,7 +187,8 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location(),
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as error:
                 if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -184,6 +198,8 @@ class Tracker:
                 f"MLflow experiment {self.experiment!r} is deleted in {mask_uri(self.uri)}: restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or set tracking.experiment"
             )
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before autofr set the kind; a kind set by hand stays
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
 
     def _sqlite_path(self) -> Path | None:
@@ -402,6 +418,15 @@ class Tracker:
             self.client.set_terminated(parent_run_id, status="FINISHED")
         logger.info("logged the summary of study %s to MLflow run %s", study.study_name, parent_run_id)
         return paths
+
+    def log_exported_schedule(self, parent_run_id: str, path: str | os.PathLike, description: str = "") -> str:
+        """Log an exported schedule file to the study's parent run as ``export/<file name>`` (tag
+        ``autofr.exported_schedule``: ``description``). Returns the artifact path."""
+        name = f"export/{Path(path).name}"
+        with self._errors("log the exported schedule"):
+            self._log_artifacts(parent_run_id, {name: path})
+            self.client.set_tag(parent_run_id, "autofr.exported_schedule", _tag(f"{name}: {description}" if description else name))
+        return name
 
     # ------------------------------------------------------------------ internals
     def _trial_runs(self, parent_run_id: str, trial_number: int) -> list:

@@ -144,8 +144,31 @@ def export(cfg: DictConfig) -> Path:
     if attrs.get("proxy") is not None:
         print(f"  proxy     {study.user_attrs.get('proxy_name', 'proxy')} {attrs['proxy']:.4g}")
     print(f"wrote {path}")
+    _log_to_parent_run(cfg, study, path, f"trial {trial.number} ({label}) chosen by {policy}")
     print(f"use it: autofr.apply_schedule(pipe, {str(path)!r})  or  autofr-sample schedule={path}")
     return path
+
+
+def _log_to_parent_run(cfg: DictConfig, study, path: Path, description: str) -> None:
+    """Log the exported schedule to the study's MLflow parent run; a tracking problem is a note."""
+    from autofr.errors import TrackingError
+    from autofr.tracking import Tracker, mask_uri
+
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    tracker = Tracker.from_config(cfg.tracking)
+    if not parent or not tracker.store_exists():
+        return
+    try:
+        tracker.check()
+        if not tracker.run_exists(parent):
+            print(f"note: the study's MLflow parent run {parent} is not in {mask_uri(tracker.uri)}; "
+                  "the schedule is not logged there", file=sys.stderr)
+            return
+        name = tracker.log_exported_schedule(parent, path, description)
+    except TrackingError as error:
+        print(f"note: {error}; the schedule is not logged to MLflow", file=sys.stderr)
+        return
+    print(f"logged to MLflow run {parent} as {name}")
 
 
 def _describe(options: dict) -> str:

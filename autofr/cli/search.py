@@ -23,6 +23,8 @@ from autofr.cli._config import compose, conf_dir, run_cli
 from autofr.errors import AutoFRError, ConfigError
 
 logger = logging.getLogger("autofr.search")
+#: The name of the study's first objective (its second is the proxy's name, ``quality.proxy``).
+SPEED_OBJECTIVE = "predicted_speedup"
 
 
 def _progress(iterable, desc: str, total: int | None = None, enabled: bool = True):
@@ -36,6 +38,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     import optuna
 
     from autofr.cost import measure_cost
+    from autofr.devices import check_device_dtype
     from autofr.quality import ReferenceCache
     from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
     from autofr.search.objective import EXTRA_METRICS, Objective
@@ -54,6 +57,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     SearchSpace.check_config(cfg.space)
     real = proxy_real_reference(cfg)  # proxy and threshold settings, before anything is written
     confirm_proxies(cfg)
+    check_device_dtype(cfg.model.get("device", "cpu"), cfg.model.get("dtype", "float32"))
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     tracker.check()
     pipe = load_model(cfg)
@@ -72,6 +76,8 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     print(space.size_summary())
 
     study, created = open_study(storage, cfg.study_name, directions=["maximize", "minimize"], sampler=sampler)
+    if study.metric_names is None:  # the objectives' names in optuna-dashboard and Optuna's plots
+        _name_objectives(study, [SPEED_OBJECTIVE, str(cfg.quality.proxy)])
     if created:
         study.set_user_attr("model_id", str(cfg.model.name))
         study.set_user_attr("protocol", protocol.describe())
@@ -121,6 +127,16 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     tracker.log_study_summary(parent, study, out_dir)
     _print_summary(cfg, study, out_dir, tracker)
     return 0
+
+
+def _name_objectives(study, names: list[str]) -> None:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 def _wait_for_running_trials(study, timeout_s: float) -> None:

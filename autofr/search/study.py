@@ -61,7 +61,7 @@ def protocol_from_config(cfg) -> EvalProtocol:
 def load_model(cfg):
     from autofr.models import load_pipeline
 
-    dtype = getattr(torch, str(cfg.model.get("dtype", "float32")))
+    dtype = str(cfg.model.get("dtype", "float32"))  # load_pipeline checks the name and the device
     pipe = load_pipeline(cfg.model.path, device=cfg.model.get("device", "cpu"), dtype=dtype,
                          scheduler=cfg.model.get("scheduler"))
     return pipe
