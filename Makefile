@@ -23,13 +23,15 @@ demo: $(VENV)/.autofr-installed
 
 install: $(VENV)/.autofr-installed
 
-# torch first and pinned: an unpinned or ranged torch pulls a multi-GB CUDA build
+# torch first and pinned: an unpinned or ranged torch pulls a multi-GB CUDA build.
+# (PYTHONWARNINGS: setuptools warns about every editable install; nothing to act on either)
 $(VENV)/.autofr-installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip $(QUIET)
-	$(VENV)/bin/python -m pip install -q $(TORCH) $(QUIET)
-	$(VENV)/bin/python -m pip install -q -e ".[dashboard]" $(QUIET)
-	touch $@
+	@echo "make: $(VENV) with $(TORCH) and autofr (a few minutes the first time)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade pip $(QUIET)
+	@$(VENV)/bin/python -m pip install -q $(TORCH) $(QUIET)
+	@PYTHONWARNINGS=ignore::UserWarning $(VENV)/bin/python -m pip install -q -e ".[dashboard]" $(QUIET)
+	@touch $@
 
 test:
 	bash .ci/run
