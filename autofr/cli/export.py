@@ -47,8 +47,31 @@ def export(cfg: DictConfig) -> Path:
                                str(cfg.export.out))
     print("\n".join(exported.lines))
     print(f"wrote {exported.path}")
+    _log_to_parent_run(cfg, study, exported)
     print(f"use it: autofr.apply_schedule(pipe, {str(exported.path)!r})  or  autofr-sample schedule={exported.path}")
     return exported.path
+
+
+def _log_to_parent_run(cfg: DictConfig, study, exported) -> None:
+    """Log the exported schedule to the study's MLflow parent run; a tracking problem is a note."""
+    from autofr.errors import TrackingError
+    from autofr.search.records import StudyInfo
+    from autofr.tracking import Tracker
+
+    parent = StudyInfo.read(study).mlflow_parent_run_id
+    tracker = Tracker.from_config(cfg.tracking)
+    if not parent or not tracker.store_exists():
+        return
+    problem = tracker.parent_run_problem(parent)
+    try:
+        if problem is None:
+            label = exported.trial.label or exported.trial.origin
+            name = tracker.log_exported_schedule(parent, exported.path, f"trial {exported.trial.number} ({label})")
+            print(f"logged to MLflow run {parent} as {name}")
+            return
+    except TrackingError as error:
+        problem = str(error)
+    print(f"note: {problem}; the schedule is not logged to MLflow", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ def report(cfg: DictConfig) -> dict:
     parent = info.mlflow_parent_run_id
     if cfg.report.get("log_to_tracking", True) and parent:
         tracker = Tracker.from_config(cfg.tracking)
-        note = _tracking_note(tracker, parent)
+        note = tracker.parent_run_problem(parent)
         if note is None:
             try:
                 tracker.log_study_summary(parent, records, paths, study_summary(records))
@@ -58,21 +58,6 @@ def report(cfg: DictConfig) -> dict:
         if note is not None:
             print(f"note: {note}; plots written locally only", file=sys.stderr)
     return paths
-
-
-def _tracking_note(tracker, parent: str) -> str | None:
-    """Why the report cannot be logged to the parent run, or None (a tracking problem is a note)."""
-    from autofr.masking import mask_url
-
-    if not tracker.store_exists():
-        return f"no MLflow store at {mask_url(tracker.uri)}"
-    try:
-        tracker.check()
-    except TrackingError as error:
-        return str(error)
-    if not tracker.run_exists(parent):
-        return f"the study's MLflow parent run {parent} is not in {mask_url(tracker.uri)}"
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from autofr.devices import check_device_dtype
 from autofr.errors import ConfigError, ModelLoadError
 from autofr.models.classifier import DigitClassifier
 from autofr.models.digits_data import load_digits_images
@@ -124,7 +125,7 @@ def _load_from_hub(model_id: str, dtype: torch.dtype):
 def load_pipeline(
     name_or_path: str,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     scheduler: str | None = None,
 ):
     """Load a diffusion pipeline by embedded name, local directory or hub id.
@@ -134,14 +135,15 @@ def load_pipeline(
             directory written by ``save_pretrained``, or a hub id ``org/name`` (from the local
             Hugging Face cache only when ``HF_HUB_OFFLINE`` is set).
         device: where the pipeline runs.
-        dtype: weight dtype.
+        dtype: weight dtype (a ``torch.dtype`` or its name).
         scheduler: optional sampler to swap in: ``"ddim"``, ``"dpmsolver++"`` or ``"euler"``
             (built from the pipeline's own scheduler config); ``None`` keeps the saved one.
 
     Raises:
         ModelLoadError: the name is unknown, the path does not exist, or the weights are missing.
-        ConfigError: the scheduler name is unknown.
+        ConfigError: the scheduler name is unknown, or the device or dtype cannot run on this machine.
     """
+    device, dtype = check_device_dtype(device, dtype)
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
     name_or_path = str(name_or_path)

@@ -78,7 +78,10 @@ def panels(records: StudyRecords) -> list[Panel]:
     if baseline is not None and baseline.constraint is not None:
         threshold = baseline.search_proxy - baseline.constraint  # constraint = proxy - threshold
     full_proxy = baseline.search_proxy if baseline is not None else None
-    result = [Panel("proxy", "predicted speedup", f"{records.info.proxy_label} (proxy, lower is better)", feasible,
+    adaptive = any(t.fid_estimate is not None for t in feasible)
+    ylabel = (f"FID estimate from {records.info.proxy_label} (search objective, lower is better)" if adaptive
+              else f"{records.info.proxy_label} (proxy, lower is better)")
+    result = [Panel("proxy", "predicted speedup", ylabel, feasible,
                     fronts.proxy_front(feasible), lambda t: t.search_speedup, lambda t: t.search_proxy,
                     threshold, "proxy threshold", threshold if threshold else full_proxy)]
     confirmed = records.confirmed()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import torch
 
 from autofr.config import ModelSettings, SamplerSettings, StudyConfig
 from autofr.errors import ConfigError, StorageError
@@ -40,6 +39,8 @@ from autofr.tracking import Tracker
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
+#: The name of the study's first objective (its second is the quality measure's, ``quality.proxy``).
+SPEED_OBJECTIVE = "predicted_speedup"
 
 
 def build_sampler(settings: SamplerSettings) -> optuna.samplers.BaseSampler:
@@ -60,10 +61,8 @@ def load_model(model: ModelSettings):
     """The pipeline of ``model.*`` on its device and dtype."""
     from autofr.models import load_pipeline
 
-    dtype = getattr(torch, model.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ConfigError(f"model.dtype={model.dtype!r} is not a torch dtype: use float32, float16 or bfloat16")
-    return load_pipeline(model.path, device=model.device, dtype=dtype, scheduler=model.scheduler)
+    # load_pipeline checks the device and the dtype name before anything is loaded
+    return load_pipeline(model.path, device=model.device, dtype=model.dtype, scheduler=model.scheduler)
 
 
 def protocol_for(config: StudyConfig) -> EvalProtocol:
@@ -131,7 +130,10 @@ class AutoFRStudy:
         from autofr.cost import measure_cost
         from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
 
+        from autofr.devices import check_device_dtype
+
         sampler = build_sampler(config.sampler)
+        check_device_dtype(config.model.device, config.model.dtype)
         SearchSpace.check_config(config.space)
         measures = StudyMeasures.resolve(config.quality, config.model, config.search.confirm_proxies)
         check_storage(config.storage)
@@ -162,7 +164,7 @@ class AutoFRStudy:
             study = self.study
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(["speedup", config.quality.proxy])  # what optuna-dashboard shows
+                study.set_metric_names([SPEED_OBJECTIVE, config.quality.proxy])  # what optuna-dashboard shows
             where = mask_url(config.storage.url) if config.storage.url else str(config.storage.journal_path)
             StudyInfo.update(study, model_id=config.model.name, protocol=self.protocol.describe(),
                              space=self.space.describe(), proxy_name=config.quality.proxy,
@@ -175,6 +177,7 @@ class AutoFRStudy:
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
             StudyInfo.update(study, **{READY_ATTR: parent})
         self.parent_run = wait_for_user_attr(self.study, READY_ATTR, timeout_s=120)
+        self.tracker.experiment_id  # known from here on: the printed MLflow link opens the experiment's runs
         return self.created
 
     @property

@@ -33,7 +33,14 @@ from typing import Any, Iterator, Mapping
 
 from autofr.errors import AutoFRError, TrackingError
 from autofr.masking import mask_url
-from autofr.tracking.store import quick_http, reason_of, store_lock
+from autofr.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    quick_http,
+    reason_of,
+    store_lock,
+    ui_command,
+)
 from autofr.tracking.params import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_PER_BATCH,
@@ -51,14 +58,6 @@ TRIAL_NUMBER_TAG = "autofr.trial_number"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
-
-
-def ui_command(uri: str) -> str:
-    """The command that browses the store: ``mlflow ui --backend-store-uri <uri>`` (a server URI is
-    simply opened in a browser)."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {mask_url(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {mask_url(uri)}"
 
 
 class Tracker:
@@ -137,7 +136,7 @@ class Tracker:
                 raise TrackingError(f"cannot reach MLflow tracking at {mask_url(self.uri)} ({reason_of(error)}): {hint}") from None
 
     def ui_command(self) -> str:
-        return ui_command(self.uri)
+        return ui_command(self.uri, self._experiment_id)
 
     def store_exists(self) -> bool:
         """False only for a SQLite store whose database file does not exist yet."""
@@ -150,7 +149,8 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location(),
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as error:
                 if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -160,6 +160,8 @@ class Tracker:
                 f"MLflow experiment {self.experiment!r} is deleted in {mask_url(self.uri)}: restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or set tracking.experiment"
             )
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before autofr set the kind; a kind set by hand stays
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
 
     def _sqlite_path(self) -> Path | None:
@@ -318,6 +320,30 @@ class Tracker:
             self._log_artifacts(parent_run_id, {f"summary/{path.name}": path for path in paths.values()})
             self.client.set_terminated(parent_run_id, status="FINISHED")
         logger.info("logged the summary of study %s to MLflow run %s", records.name, parent_run_id)
+
+    def log_exported_schedule(self, parent_run_id: str, path: str | os.PathLike, description: str = "") -> str:
+        """Log an exported schedule file to the study's parent run as ``export/<file name>`` (tag
+        ``autofr.exported_schedule``: ``description``). Returns the artifact path."""
+        name = f"export/{Path(path).name}"
+        with self._errors("log the exported schedule"):
+            self._log_artifacts(parent_run_id, {name: path})
+            self.client.set_tag(parent_run_id, "autofr.exported_schedule", tag_text(f"{name}: {description}" if description else name))
+        return name
+
+    def parent_run_problem(self, run_id: str | None) -> str | None:
+        """Why a command cannot log to the study's parent run ``run_id`` (no store, unreachable, no
+        such run), or None when it can. Commands print the reason as a note and go on."""
+        if not run_id:
+            return "the study has no MLflow parent run"
+        if not self.store_exists():
+            return f"no MLflow store at {mask_url(self.uri)}"
+        try:
+            self.check()
+        except TrackingError as error:
+            return str(error)
+        if not self.run_exists(run_id):
+            return f"the study's MLflow parent run {run_id} is not in {mask_url(self.uri)}"
+        return None
 
     # ------------------------------------------------------------------ internals
     def _trial_runs(self, parent_run_id: str, trial_number: int) -> list:

@@ -13,6 +13,29 @@ from autofr.errors import TrackingError
 from autofr.masking import mask_url
 
 
+#: MLflow 3's experiment kind ("Machine learning" in the experiment's header): training runs, not
+#: GenAI traces. MLflow 3.17's UI picks its view from the sidebar switch instead (see experiment_page).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """The command that browses the store: ``mlflow ui --backend-store-uri <uri>`` (a server URI is
+    simply opened in a browser); with ``experiment_id``, the page that shows its runs."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {experiment_page(mask_url(uri), experiment_id) if experiment_id else mask_url(uri)} in a browser"
+    command = f"mlflow ui --backend-store-uri {mask_url(uri)}"
+    return f"{command}, then open {experiment_page(LOCAL_UI_URL, experiment_id)}" if experiment_id else command
+
+
+def experiment_page(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI. MLflow 3.17 opens every experiment in the sidebar's
+    "GenAI" view unless the "Model training" view is asked for (``workflowType``; the UI remembers
+    the view once a person switches it)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 @contextlib.contextmanager
 def store_lock(database: Path | None) -> Iterator[None]:
     """Serialise a SQLite store's first-time table creation across processes (MLflow's migrations
