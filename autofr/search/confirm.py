@@ -18,14 +18,18 @@ ratio of their medians, so machine noise hits both alike (full compute measures 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import optuna
 
 from autofr.evaluation import EvalProtocol, generate
+from autofr.files import atomic_write_text
 from autofr.schedule import ReuseSchedule
 from autofr.search import front as fronts
 from autofr.search.measures import StudyMeasures
@@ -114,7 +118,8 @@ class Confirmer:
     """
 
     def __init__(self, pipe, protocol: EvalProtocol, measures: StudyMeasures, reference_samples, fid_samples: int,
-                 fid_seeds: int = 1, timing_repeats: int = 3, timing_samples: int | None = None) -> None:
+                 fid_seeds: int = 1, timing_repeats: int = 3, timing_samples: int | None = None,
+                 cache_dir: str | Path | None = None, model_id: str | None = None) -> None:
         self.pipe = pipe
         self.seeds = [protocol.seed + k for k in range(max(1, int(fid_seeds)))]
         self.fid_protocol = protocol.replace(num_samples=int(fid_samples))
@@ -125,6 +130,7 @@ class Confirmer:
         self._full: dict[int, tuple] = {}
         self._fid_vs_real = measures.fid(measures.real_reference) if measures.real_reference is not None else None
         self._warm = False
+        self._cache = ScoreCache(cache_dir, pipe, measures, model_id) if cache_dir is not None else None
 
     def _full_compute(self, seed: int):
         """Full compute's samples, its FID against the real data, and an FID measure against them."""
@@ -154,16 +160,20 @@ class Confirmer:
         _, full_seeds = self.full_compute()
         real_seeds, full_fids = {}, []
         for seed in self.seeds:
-            full_samples, against_full, _ = self._full_compute(seed)
-            if _computes_everything(schedule, self.fid_protocol.num_inference_steps):
-                samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
-            else:
-                protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps)
-                samples = generate(self.pipe, protocol, schedule)
-            against_full.reset()
-            full_fids.append(float(against_full.score(samples)))
-            real = self._score_real(samples)
-            real_seeds[str(seed)] = real if real is not None else full_fids[-1]
+            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps)
+            cached = self._cache.get(protocol, trial.schedule) if self._cache is not None else None
+            if cached is None:
+                full_samples, against_full, _ = self._full_compute(seed)
+                if _computes_everything(schedule, self.fid_protocol.num_inference_steps):
+                    samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
+                else:
+                    samples = generate(self.pipe, protocol, schedule)
+                against_full.reset()
+                cached = {"fid_vs_full": float(against_full.score(samples)), "fid": self._score_real(samples)}
+                if self._cache is not None:
+                    self._cache.put(protocol, trial.schedule, cached)
+            full_fids.append(cached["fid_vs_full"])
+            real_seeds[str(seed)] = cached["fid"] if cached["fid"] is not None else full_fids[-1]
         return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
                             fid_seeds=real_seeds, fid_full_seeds=dict(full_seeds))
 
@@ -201,6 +211,36 @@ class Confirmer:
             if on_confirmed is not None:
                 on_confirmed(trial, confirmation)
         return done
+
+
+class ScoreCache:
+    """FID-N of a schedule at a seed, kept on disk: the same model, protocol, schedule, feature and
+    real data always give the same value, so a resumed study, a second study of the same model or
+    another search seed never samples a reference schedule again (``<cache_dir>/scores/``)."""
+
+    def __init__(self, cache_dir: str | Path, pipe, measures: StudyMeasures, model_id: str | None) -> None:
+        from autofr.quality._identity import feature_id, pipeline_fingerprint
+
+        self.folder = Path(cache_dir).expanduser() / "scores"
+        real = measures.real_stats() if measures.real_reference is not None else None
+        real_id = hashlib.sha256(real.mu.tobytes() + real.sigma.tobytes()).hexdigest()[:16] if real is not None else None
+        self._identity = {"model": model_id, "pipeline": pipeline_fingerprint(pipe),
+                          "feature": feature_id(measures.feature()), "real": real_id}
+
+    def _path(self, protocol: EvalProtocol, schedule: dict) -> Path:
+        key = json.dumps({**self._identity, "protocol": protocol.cache_key(),
+                          "schedule": {k: v for k, v in schedule.items() if k != "provenance"}}, sort_keys=True)
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+    def get(self, protocol: EvalProtocol, schedule: dict) -> dict | None:
+        path = self._path(protocol, schedule)
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
+            return None
+
+    def put(self, protocol: EvalProtocol, schedule: dict, scores: dict) -> None:
+        atomic_write_text(self._path(protocol, schedule), json.dumps(scores))
 
 
 def record_proxy_fidelity(study: optuna.Study) -> list[dict] | None:

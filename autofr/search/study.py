@@ -266,9 +266,12 @@ class AutoFRStudy:
         records = self.records()
         candidates = confirm_candidates(records, search.confirm_top_k, search.confirm_max, layers=search.confirm_layers,
                                         proxies=self.measures.confirm_proxies, order=deciding_order, near_target=True)
+        from autofr.quality import default_cache_dir
+
         confirmer = Confirmer(self.model.pipe, self.protocol, self.measures, self.reference_samples,
                               self.config.quality.fid_samples, fid_seeds=search.fid_seeds,
-                              timing_repeats=search.timing_repeats if search.measure_speed else 0)
+                              timing_repeats=search.timing_repeats if search.measure_speed else 0,
+                              cache_dir=self.config.cache_dir or default_cache_dir(), model_id=self.config.model.name)
         done = confirmer.confirm(self.study, candidates, progress=progress,
                                  on_confirmed=lambda trial, c: self.tracker.log_confirmation(self.parent_run, trial.number, c))
         record_proxy_fidelity(self.study)

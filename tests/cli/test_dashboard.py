@@ -18,12 +18,13 @@ import pytest
 import torch
 
 from autofr.cli import search as search_cli
+from autofr.search.study import SPEED_OBJECTIVE
 from tests.cluster.conftest import fresh_postgres_url  # noqa: F401  (a fixture)
 from tests.conftest import save_tiny_digit_pipeline
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PROXY = "ssim"
-OBJECTIVES = [search_cli.SPEED_OBJECTIVE, PROXY]
+OBJECTIVES = [SPEED_OBJECTIVE, PROXY]
 
 
 def readme_command(fragment: str) -> str:
