@@ -1,0 +1,313 @@
+"""The quality-targeted search on the embedded digit models, end to end, in resumable stages.
+
+    python bench/target_search.py search  --model digits_unet --sampler tpe --seed 0    # 100 trials, no FID yet
+    python bench/target_search.py samplers --model digits_unet                          # compare the samplers' studies
+    python bench/target_search.py confirm --model digits_unet --sampler tpe --seed 0    # FID-2000 at the study's seed
+    python bench/target_search.py rescore --model digits_unet --sampler tpe --seed 0    # deciding points at 2 more seeds
+    python bench/target_search.py time    --model digits_unet                           # one interleaved timing run
+    python bench/target_search.py report  --model digits_unet --sampler tpe             # tables, JSON, the plot
+
+Every study of a model shares one workdir (``--workdir``, default ``bench/work``): one journal, one
+MLflow store, one cache (full-compute references, FID scores: a hand-set schedule is scored once per
+seed for all studies). Settings: target 5% of full compute's FID-2000, adaptive fidelity 64 -> 256
+-> 1024 samples, FID-2000 against real digits with digit-classifier features, 1 thread per process.
+
+* ``search --fixed N --timeout-of SAMPLER:SEED``: the fixed-fidelity control, every trial on N samples,
+  for the wall time the named adaptive study took.
+* "within target": the mean FID over the seeds a point was scored at is at most 1.05 x full compute's
+  mean at the same seeds (paired: the same noise for every point at a seed).
+* The deciding points (fastest searched and fastest hand-set within target, and every point within 1%
+  of the limit) are re-scored until each has three seeds; the answer is read after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+GOALS = {"digits_unet": 2.5, "digits_dit": 4.0}
+
+
+def overrides(args, sampler: str, seed: int, fixed: int | None = None, timeout: float | None = None) -> list[str]:
+    work = Path(args.workdir) / args.model
+    name = f"{args.model}_{sampler}_s{seed}" + (f"_fixed{fixed}" if fixed else "")
+    fidelity = f"[{fixed}]" if fixed else "[64,256,1024]"
+    extra = [f"quality.proxy_samples={fixed}"] if fixed else []
+    if timeout:
+        extra += [f"search.timeout_s={timeout}", "search.n_trials=100000"]
+    return [f"model={args.model}", f"study_name={name}", f"seed={seed}", f"sampler={sampler}",
+            f"search.n_trials={args.trials}", "quality.fid_samples=2000", f"search.fidelity={fidelity}",
+            "search.fid_seeds=1", "search.measure_speed=false", f"search.confirm_max={args.confirm_max}",
+            "search.progress=false", f"search.target={args.target}",
+            f"storage.journal_path={work / 'journal.log'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+            f"cache_dir={work / 'cache'}", f"out_dir={work / 'out' / name}", *extra]
+
+
+def study_config(args, sampler, seed, fixed=None, timeout=None):
+    from autofr.cli._config import compose
+    from autofr.config import StudyConfig
+
+    return StudyConfig.from_hydra(compose("config", overrides(args, sampler, seed, fixed, timeout)))
+
+
+def log_path(args) -> Path:
+    return Path(args.workdir) / args.model / "runs.json"
+
+
+def load_log(args) -> dict:
+    path = log_path(args)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_log(args, log: dict) -> None:
+    from autofr.files import atomic_write_text
+
+    atomic_write_text(log_path(args), json.dumps(log, indent=1))
+
+
+def stage_search(args) -> None:
+    from autofr.search.study import AutoFRStudy
+
+    log = load_log(args)
+    timeout = log[f"{args.model}_{args.timeout_of.replace(':', '_s')}"]["seconds"] if args.timeout_of else None
+    config = study_config(args, args.sampler, args.seed, args.fixed, timeout)
+    began = time.perf_counter()
+    study = AutoFRStudy.prepare(config)
+    study.open()
+    study.run()
+    records = study.records()
+    completed = records.completed()
+    log[config.study_name] = {
+        "seconds": time.perf_counter() - began, "trials": len(completed),
+        "samples": sum(t.samples_generated or 0 for t in completed),
+        "by_fidelity": {str(n): sum(t.fidelity == n for t in completed) for n in sorted({t.fidelity for t in completed if t.fidelity})},
+    }
+    save_log(args, log)
+    print(json.dumps({config.study_name: log[config.study_name]}))
+
+
+def fastest_at_top(records, top: int = 1024):
+    """The fastest trial whose exact top-level FID difference meets the target (None if none)."""
+    from autofr.search import front as fronts
+
+    target = fronts.study_target(records)
+    baseline = records.baseline()
+    full = baseline.fid_estimate if baseline is not None else None
+    inside = [t for t in records.completed() if top in t.fidelity_deltas and full is not None
+              and full + t.fidelity_deltas[top] <= target.limit(full) and t.search_speedup > 1]
+    return max(inside, key=lambda t: t.search_speedup, default=None)
+
+
+def open_records(args, sampler, seed, fixed=None):
+    from autofr.search.records import StudyRecords
+    from autofr.search.study import open_existing
+
+    config = study_config(args, sampler, seed, fixed)
+    return config, StudyRecords.load(open_existing(config.storage, config.study_name))
+
+
+def stage_samplers(args) -> None:
+    """Per sampler and seed: the fastest predicted speedup whose exact FID-1024 (at the study's seed)
+    meets the target, trials and samples at each fidelity, wall time."""
+    log = load_log(args)
+    rows = []
+    for sampler in args.samplers.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            try:
+                config, records = open_records(args, sampler, seed)
+            except Exception as error:  # a study not run yet
+                print(f"{sampler} seed {seed}: {error}", file=sys.stderr)
+                continue
+            best = fastest_at_top(records)
+            run = log.get(config.study_name, {})
+            rows.append({"sampler": sampler, "seed": seed, "fastest_within_at_1024": best.search_speedup if best else None,
+                         "trial": best.number if best else None, "origin": best.origin if best else None,
+                         "minutes": run.get("seconds", 0) / 60, "samples": run.get("samples"), **run.get("by_fidelity", {})})
+    print("| sampler | seed | fastest within target (FID-1024, predicted x) | trial (origin) | trials at 64/256/1024 | samples | minutes |")
+    print("|---|---:|---:|---|---|---:|---:|")
+    for row in rows:
+        best = "-" if row["fastest_within_at_1024"] is None else f"{row['fastest_within_at_1024']:.2f}"
+        counts = "/".join(str(row.get(str(n), 0)) for n in (64, 256, 1024))
+        print(f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {counts} | "
+              f"{row['samples']} | {row['minutes']:.1f} |")
+    (RESULTS / f"samplers_{args.model}.json").write_text(json.dumps(rows, indent=1))
+
+
+def stage_confirm(args) -> None:
+    from autofr.search.study import AutoFRStudy
+
+    config = study_config(args, args.sampler, args.seed, args.fixed)
+    study = AutoFRStudy.prepare(config)
+    study.open()
+    began = time.perf_counter()
+    done = study.confirm()
+    print(f"{config.study_name}: {len(done)} confirmed in {(time.perf_counter() - began) / 60:.1f} min")
+
+
+def deciding_points(records):
+    """Fastest searched and hand-set within the target, and every point within 1% of its limit."""
+    from autofr.search import front as fronts
+
+    confirmed = [t for t in records.confirmed() if t.origin != "baseline"]
+    inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
+    points = {max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
+              max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)}
+    for trial in confirmed:
+        limit = fronts.target_limit(records, trial)
+        if limit and abs(trial.fid / limit - 1) <= 0.01:
+            points.add(trial)
+    return sorted((p for p in points if p is not None), key=lambda t: t.number)
+
+
+def stage_rescore(args) -> None:
+    from autofr.search.confirm import Confirmer
+    from autofr.search.records import save_confirmation
+    from autofr.search.study import AutoFRStudy
+
+    config = study_config(args, args.sampler, args.seed, args.fixed)
+    study = AutoFRStudy.prepare(config)
+    study.open()
+    confirmer = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 2000,
+                          fid_seeds=3, timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
+    while True:
+        records = study.records()
+        todo = [t for t in deciding_points(records) if len(t.confirmation.fid_seeds) < 3]
+        if not todo:
+            break
+        for trial in todo:
+            began = time.perf_counter()
+            save_confirmation(study.study, trial.number, confirmer.score(trial))
+            print(f"trial {trial.number} ({trial.label or trial.origin}) at 3 seeds [{time.perf_counter() - began:.0f} s]",
+                  flush=True)
+    print(f"{config.study_name}: deciding points {[t.number for t in deciding_points(study.records())]}")
+
+
+def stage_time(args) -> None:
+    """Every confirmed schedule of the model's studies and full compute, timed interleaved (median)."""
+    from autofr.schedule import ReuseSchedule
+    from autofr.search.confirm import timed_generation
+    from autofr.search.records import save_confirmation
+    from autofr.search.study import AutoFRStudy, open_existing
+
+    log = load_log(args)
+    names = [name for name in log if name.startswith(args.model)]
+    configs = {}
+    for name in names:
+        sampler, seed = name[len(args.model) + 1:].split("_s")[0], int(name.split("_s")[1].split("_")[0])
+        fixed = int(name.split("_fixed")[1]) if "_fixed" in name else None
+        configs[name] = study_config(args, sampler, seed, fixed)
+    first = AutoFRStudy.prepare(next(iter(configs.values())))
+    schedules = {"full": None}
+    for config in configs.values():
+        from autofr.search.records import StudyRecords
+
+        for trial in StudyRecords.load(open_existing(config.storage, config.study_name)).confirmed():
+            schedules.setdefault(trial.schedule_key(), ReuseSchedule.from_dict(trial.schedule))
+    protocol = first.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
+    timed_generation(first.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
+    began = time.perf_counter()
+    seconds = timed_generation(first.model.pipe, protocol, schedules, repeats=args.repeats)
+    print(f"timed {len(schedules)} schedules x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min; "
+          f"full compute {seconds['full']:.3f} s")
+    for config in configs.values():
+        study = open_existing(config.storage, config.study_name)
+        from autofr.search.records import StudyRecords
+
+        for trial in StudyRecords.load(study).confirmed():
+            confirmation = trial.confirmation
+            confirmation.latency_s, confirmation.full_latency_s = seconds[trial.schedule_key()], seconds["full"]
+            confirmation.measured_speedup = seconds["full"] / seconds[trial.schedule_key()]
+            confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
+            save_confirmation(study, trial.number, confirmation)
+    (Path(args.workdir) / args.model / "timing.json").write_text(json.dumps(seconds, indent=1))
+
+
+def stage_report(args) -> None:
+    from autofr.report import write_study_report
+    from autofr.search import front as fronts
+
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        try:
+            config, records = open_records(args, args.sampler, seed, args.fixed)
+        except Exception as error:
+            print(f"seed {seed}: {error}", file=sys.stderr)
+            continue
+        inside = [t for t in records.confirmed() if fronts.within_target(records, t) and t.speed > 1]
+        searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
+        handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
+        paths = write_study_report(records, config.out_dir)
+        rows.append({"seed": seed, "searched": _point(records, searched), "handset": _point(records, handset),
+                     "ratio": searched.speed / handset.speed if searched and handset else None,
+                     "plot": str(paths["front_png"])})
+    goal = GOALS.get(args.model)
+    print(f"| seed | fastest searched within target | FID (seeds) / limit | fastest hand-set within target | "
+          f"ratio | >= {goal}x | >= 1.3x hand-set |")
+    print("|---:|---|---|---|---:|---|---|")
+    for row in rows:
+        s, h = row["searched"], row["handset"]
+        print(f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | "
+              f"{row['ratio']:.2f}x | {'yes' if s and s['speed'] >= goal else 'no'} | "
+              f"{'yes' if row['ratio'] and row['ratio'] >= 1.3 else 'no'} |" if row["ratio"] else
+              f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | - | - | - |")
+    suffix = f"_fixed{args.fixed}" if args.fixed else ""
+    (RESULTS / f"target_{args.model}_{args.sampler}{suffix}.json").write_text(json.dumps(rows, indent=1))
+
+
+def _point(records, trial):
+    from autofr.search import front as fronts
+
+    if trial is None:
+        return None
+    return {"trial": trial.number, "label": trial.label or trial.origin, "steps": trial.num_inference_steps,
+            "speed": trial.speed, "measured": trial.confirmation.measured_speedup is not None,
+            "fid": trial.fid, "seeds": trial.confirmation.fid_seeds, "limit": fronts.target_limit(records, trial)}
+
+
+def _cell(point) -> str:
+    if point is None:
+        return "none"
+    return f"{point['label'] if point['label'] != 'search' else 'trial ' + str(point['trial'])} ({point['steps']} steps), {point['speed']:.2f}x"
+
+
+def _fid(point) -> str:
+    if point is None:
+        return "-"
+    return f"{point['fid']:.4f} ({len(point['seeds'])}) / {point['limit']:.4f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=["search", "samplers", "confirm", "rescore", "time", "report"])
+    parser.add_argument("--model", default="digits_unet")
+    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--samplers", default="tpe,gp,nsga2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--target", default="5%")
+    parser.add_argument("--confirm-max", type=int, default=12)
+    parser.add_argument("--fixed", type=int, default=None, help="fixed-fidelity control: every trial on N samples")
+    parser.add_argument("--timeout-of", default=None, help="SAMPLER:SEED: run for the wall time that study took")
+    parser.add_argument("--timing-samples", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workdir", default=str(ROOT / "bench" / "work"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    {"search": stage_search, "samplers": stage_samplers, "confirm": stage_confirm, "rescore": stage_rescore,
+     "time": stage_time, "report": stage_report}[args.stage](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
