@@ -29,6 +29,14 @@ def first_input(args, kwargs) -> Any:
     raise ScheduleError("could not find the input tensor of a hooked module; please report this model")
 
 
+def input_shape(args, kwargs) -> Any:
+    """The shape of a denoiser call's main input (the first tensor argument when none is named as usual)."""
+    try:
+        return shape_of(first_input(args, kwargs))
+    except ScheduleError:
+        return next((shape_of(v) for v in kwargs.values() if shape_of(v) is not None), None)
+
+
 def shape_of(value: Any) -> Any:
     """A comparable shape of a tensor or a list of tensors (per-sample inputs)."""
     if isinstance(value, torch.Tensor):

@@ -244,7 +244,7 @@ class DenoiserHook(ModelHook):
             clock.calls_in_step += 1
         else:
             branch = name if name is not None else 0
-            step = clock.step = self._bare_step(branch, _outputs.shape_of(_outputs.first_input(args, kwargs)))
+            step = clock.step = self._bare_step(branch, _outputs.input_shape(args, kwargs))
         clock.branch = branch
         clock.call += 1
         plan = self.plan
