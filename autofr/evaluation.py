@@ -86,6 +86,9 @@ class EvalProtocol:
             ``None`` means the model's native size.
         num_classes: class-conditional models: sample ``i`` gets label ``i % num_classes``.
         prompts: text models: sample ``i`` gets ``prompts[i % len(prompts)]``.
+        call_options: extra keyword arguments of every pipeline call (``true_cfg_scale``,
+            ``negative_prompt``, ``num_frames``, ``max_sequence_length``, ...), as ``(name, value)``
+            pairs or a mapping; each must be a parameter of the pipeline's ``__call__``.
     """
 
     num_samples: int = 256
@@ -97,12 +100,20 @@ class EvalProtocol:
     resolution: int | None = None
     num_classes: int | None = None
     prompts: tuple[str, ...] = ()
+    call_options: tuple[tuple[str, Any], ...] = ()
 
     #: Bumped whenever the meaning of a protocol (noise drawing, label rule) changes.
     FORMAT_VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        options = self.call_options.items() if hasattr(self.call_options, "items") else self.call_options
+        object.__setattr__(self, "call_options", tuple(sorted((str(k), v) for k, v in options)))
+        reserved = {"num_inference_steps", "prompt", "class_labels", "latents", "generator", "guidance_scale",
+                    "height", "width", "output_type", "batch_size"}
+        clash = sorted(reserved & {key for key, _ in self.call_options})
+        if clash:
+            raise ConfigError(f"evaluation protocol call_options sets {clash[0]!r}, which the protocol itself sets: remove it")
         for name in ("num_samples", "batch_size", "num_inference_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -132,6 +143,9 @@ class EvalProtocol:
         """Plain-JSON description of the protocol, recorded with every result."""
         description = dataclasses.asdict(self)
         description["prompts"] = list(self.prompts)
+        description["call_options"] = {key: value for key, value in self.call_options}
+        if not self.call_options:
+            del description["call_options"]  # keeps the cache keys of protocols made before the field existed
         description["format_version"] = self.FORMAT_VERSION
         description["noise"] = "torch.randn((N, C, h, w), generator=torch.Generator('cpu').manual_seed(seed))"
         description["labels"] = "i % num_classes" if self.num_classes is not None else None
@@ -237,6 +251,10 @@ def _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop) -
         if "guidance_scale" not in parameters:
             raise ConfigError(f"{type(pipe).__name__} has no guidance: set guidance_scale to null in the evaluation protocol")
         kwargs["guidance_scale"] = protocol.guidance_scale
+    for key, value in protocol.call_options:
+        if key not in parameters:
+            raise ConfigError(f"{type(pipe).__name__} takes no {key!r}: remove it from the protocol's call_options")
+        kwargs[key] = value
     if protocol.resolution is not None and "height" in parameters and "width" in parameters:
         kwargs["height"] = kwargs["width"] = protocol.resolution
     return kwargs

@@ -23,7 +23,6 @@ def body(argv: list[str]) -> int:
     import autofr
     from autofr.cost import measure_cost
     from autofr.evaluation import generate
-    from autofr.reuse import resolve_denoiser
     from autofr.schedule import ReuseSchedule
     from autofr.search.objective import sample_grid_png
     from autofr.search.study import load_model, protocol_from_config
@@ -31,11 +30,10 @@ def body(argv: list[str]) -> int:
     if cfg.schedule:  # validate the file before loading any model
         schedule = ReuseSchedule.from_json(cfg.schedule)
     pipe = load_model(cfg)
-    denoiser = resolve_denoiser(pipe)
     if not cfg.schedule:
         schedule = ReuseSchedule.uniform(pipe, int(cfg.num_inference_steps), int(cfg.interval), mixing=bool(cfg.mixing))
-    cost = measure_cost(denoiser)
     protocol = protocol_from_config_for_sampling(cfg, protocol_from_config)
+    cost = measure_cost(pipe, protocol=protocol)  # inputs built from the config, or captured from the pipeline
     # warm-up (first calls pay one-off allocation costs), then full compute and the schedule
     generate(pipe, protocol.replace(num_samples=1, batch_size=1, num_inference_steps=2))
     began = time.perf_counter()

@@ -60,7 +60,7 @@ def search(cfg: DictConfig, worker_only: bool = False) -> int:
     denoiser = resolve_denoiser(pipe)
     units = discover_units(denoiser)
     protocol = protocol_from_config(cfg)
-    cost = measure_cost(denoiser, units)
+    cost = measure_cost(pipe, units, protocol=protocol)  # inputs built from the config, or captured from the pipeline
     space = SearchSpace.from_config(
         cfg.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
         int(cfg.model.num_inference_steps), type(pipe.scheduler).__name__,

@@ -55,6 +55,7 @@ def protocol_from_config(cfg) -> EvalProtocol:
         resolution=None,
         num_classes=model.get("num_classes") if not model.get("prompts") else None,
         prompts=tuple(model.get("prompts") or ()),
+        call_options=dict(model.get("call_options") or {}),
     )
 
 
@@ -63,7 +64,7 @@ def load_model(cfg):
 
     dtype = getattr(torch, str(cfg.model.get("dtype", "float32")))
     pipe = load_pipeline(cfg.model.path, device=cfg.model.get("device", "cpu"), dtype=dtype,
-                         scheduler=cfg.model.get("scheduler"))
+                         scheduler=cfg.model.get("scheduler"), unit_rules=cfg.model.get("units"))
     return pipe
 
 

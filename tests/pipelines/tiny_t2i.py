@@ -88,7 +88,7 @@ def tiny_sd_pipeline(directory: Path):
                                 attention_head_dim=4, norm_num_groups=4).eval()
     return StableDiffusionPipeline(
         vae=tiny_vae(), text_encoder=clip_text_encoder(len(tokenizer)), tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False), safety_checker=None,
+        scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
 
@@ -109,3 +109,21 @@ def tiny_flux_pipeline(directory: Path, guidance_embeds: bool = False):
                         text_encoder=clip_text_encoder(len(tokenizer)), tokenizer=tokenizer,
                         text_encoder_2=t5_text_encoder(len(tokenizer_2)), tokenizer_2=tokenizer_2,
                         transformer=transformer)
+
+
+def tiny_sd3_pipeline(directory: Path):
+    """A Stable Diffusion 3 pipeline (two CLIP encoders and a T5): 32 px images, flow matching."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer = clip_tokenizer(directory / "_tokenizer")
+    tokenizer_3 = t5_tokenizer(directory / "_tokenizer_3")
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=16,
+                                        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(shift_factor=0.1),
+        text_encoder=clip_text_encoder(len(tokenizer), projection=True), tokenizer=tokenizer,
+        text_encoder_2=clip_text_encoder(len(tokenizer), projection=True), tokenizer_2=tokenizer,
+        text_encoder_3=t5_text_encoder(len(tokenizer_3), width=64), tokenizer_3=tokenizer_3,
+    )
