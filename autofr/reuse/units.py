@@ -341,6 +341,8 @@ def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> l
         setting = "include" if unused[0] in rules.include else "exclude"
         raise ConfigError(f"model.units.{setting} pattern {unused[0]!r} matches no module of {type(model).__name__}: "
                           "patterns match dotted module paths such as 'transformer_blocks.0.attn'")
+    order = {name: index for index, (name, _) in enumerate(model.named_modules())}
+    found.sort(key=lambda entry: order[entry[0]])
     units = []
     for name, kind, module, _ in found:
         override = rules.kinds.get(kind, True)
