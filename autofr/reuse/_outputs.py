@@ -95,9 +95,10 @@ def add(residual: Any, branch: Any) -> Any:
 
 
 def tensor_versions(value: Any) -> tuple:
-    """In-place version counters of the tensors in ``value`` (Python ints: reading them never syncs)."""
+    """In-place version counters of the tensors in ``value`` (Python ints: reading them never syncs).
+    Tensors made under ``torch.inference_mode`` have none and count as unchanged."""
     if isinstance(value, torch.Tensor):
-        return (value._version,)
+        return (0,) if value.is_inference() else (value._version,)
     if isinstance(value, (tuple, list)):
         return tuple(v for item in value for v in tensor_versions(item))
     if dataclasses.is_dataclass(value):

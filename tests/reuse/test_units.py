@@ -85,3 +85,11 @@ def test_residual_units_cache_only_the_branch():
     rules = UnitRules.coerce({"include": {"conv_in": "stem"}, "kinds": {"stem": "output"}})
     assert discover_units(unet, rules)[0].mode == "output"
     assert torch.is_tensor(next(unet.parameters()))
+
+
+def test_reuse_works_under_inference_mode():
+    dit = case("DiTTransformer2DModel")
+    model = dit.build()
+    with torch.inference_mode():
+        result = check_denoiser(dit.class_name, model, dit.inputs(), dit.sample, dit.timestep, dit.scale, measure=False)
+    assert result.passed, result.error
