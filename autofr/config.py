@@ -107,6 +107,7 @@ class ModelSettings:
     device: str = "cpu"
     feature: str = "inception"
     units: dict | None = None
+    call_options: dict | None = None
 
     def check(self) -> None:
         _choice(self.scheduler, SCHEDULERS, "model.scheduler")

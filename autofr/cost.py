@@ -18,7 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autofr.reuse.units import ReusableUnit, _model_family, discover_units, resolve_denoiser
+from autofr.errors import ScheduleError, UnsupportedModelError
+from autofr.inputs import batched_inputs, capture_inputs, example_inputs  # noqa: F401  (public here too)
+from autofr.reuse._outputs import first_input, shape_of
+from autofr.reuse.units import ReusableUnit, discover_units, resolve_denoiser
 from autofr.schedule import ReuseSchedule, StepPlan
 
 logger = logging.getLogger(__name__)
@@ -38,68 +41,37 @@ class ModelCost:
         return sum(self.unit_macs.values()) / max(1, self.total_macs)
 
 
-def example_inputs(model: torch.nn.Module, sample_size: int | tuple[int, int] | None = None) -> dict:
-    """Batch-1 keyword inputs of the right shapes for a supported denoiser, built from its config."""
-    config = model.config
-    family = _model_family(model)
-    size = sample_size if sample_size is not None else config.sample_size
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    parameter = next(model.parameters())
-    device, dtype = parameter.device, parameter.dtype
-    inputs: dict = {
-        "timestep": torch.tensor([500], device=device),
-    }
-    sample = torch.randn(1, config.in_channels, height, width, device=device, dtype=dtype)
-    if family == "UNet2DModel":
-        inputs["sample"] = sample
-        if config.num_class_embeds is not None or config.class_embed_type is not None:
-            inputs["class_labels"] = torch.zeros(1, dtype=torch.long, device=device)
-    elif family == "UNet2DConditionModel":
-        inputs["sample"] = sample
-        dim = config.cross_attention_dim
-        dim = dim[0] if isinstance(dim, (list, tuple)) else dim
-        inputs["encoder_hidden_states"] = torch.randn(1, 77, dim, device=device, dtype=dtype)
-        if config.addition_embed_type == "text_time":
-            text_dim = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
-            inputs["added_cond_kwargs"] = {
-                "text_embeds": torch.randn(1, text_dim, device=device, dtype=dtype),
-                "time_ids": torch.zeros(1, 6, device=device, dtype=dtype),
-            }
-        if config.num_class_embeds is not None:
-            inputs["class_labels"] = torch.zeros(1, dtype=torch.long, device=device)
-    elif family == "DiTTransformer2DModel":
-        inputs["hidden_states"] = sample
-        inputs["class_labels"] = torch.zeros(1, dtype=torch.long, device=device)
-    else:  # PixArtTransformer2DModel
-        inputs["hidden_states"] = sample
-        inputs["encoder_hidden_states"] = torch.randn(1, 120, config.caption_channels, device=device, dtype=dtype)
-        if config.use_additional_conditions:
-            inputs["added_cond_kwargs"] = {
-                "resolution": torch.tensor([[height * 8.0, width * 8.0]], device=device, dtype=dtype),
-                "aspect_ratio": torch.tensor([[1.0]], device=device, dtype=dtype),
-            }
-        else:
-            inputs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
-    return inputs
-
-
 def measure_cost(
     pipe_or_model,
     units: list[ReusableUnit] | None = None,
     sample_size: int | tuple[int, int] | None = None,
     inputs: dict | None = None,
+    protocol=None,
 ) -> ModelCost:
     """Measure MACs of one forward and of each unit; fills ``unit.macs`` and caches per input shape.
 
-    Call it before a schedule is applied (hooks would change what runs).
+    The inputs are ``inputs``, else built from the config (:func:`autofr.inputs.example_inputs`),
+    else, for a pipeline and an evaluation ``protocol``, captured from one pipeline call
+    (:func:`autofr.inputs.capture_inputs`). Call it before a schedule is applied (hooks would change
+    what runs).
     """
     model = resolve_denoiser(pipe_or_model)
     units = units if units is not None else discover_units(model)
-    inputs = inputs if inputs is not None else example_inputs(model, sample_size)
-    shape = tuple((inputs.get("sample") if "sample" in inputs else inputs["hidden_states"]).shape)
+    if inputs is None:
+        try:
+            inputs = example_inputs(model, sample_size)
+        except UnsupportedModelError:
+            if protocol is None or isinstance(pipe_or_model, torch.nn.Module):
+                raise
+            inputs = capture_inputs(pipe_or_model, protocol)
+    try:
+        shape = shape_of(first_input((), inputs))
+    except ScheduleError:
+        shape = None
     cache = model.__dict__.setdefault("_autofr_cost_cache", {})
-    if shape in cache:
-        cost = cache[shape]
+    key = (shape, tuple(unit.name for unit in units))
+    if key in cache:
+        cost = cache[key]
     else:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -111,10 +83,10 @@ def measure_cost(
         }
         unit_macs = {}
         for unit in units:
-            key = unit.name + ".conv1" if unit.kind == "resnet" else unit.name
-            unit_macs[unit.name] = int(per_module.get(key, 0))
+            path = unit.name + ".conv1" if unit.mode == "conv1" else unit.name
+            unit_macs[unit.name] = int(per_module.get(path, 0))
         cost = ModelCost(int(counter.get_total_flops() // 2), unit_macs, shape)
-        cache[shape] = cost
+        cache[key] = cost
         logger.debug("measured %s: %.3g MMACs per forward, %.0f%% in reusable units",
                      type(model).__name__, cost.total_macs / 1e6, 100 * cost.reusable_fraction)
     for unit in units:
@@ -169,7 +141,7 @@ def calibrate_latency(
     samples: dict[str, list[float]] = {u.name: [] for u in units}
     handles = []
     for unit in units:
-        target = unit.module.conv1 if unit.kind == "resnet" else unit.module
+        target = unit.cached_module
         name = unit.name
 
         def pre(module, args, name=name):
@@ -202,16 +174,3 @@ def calibrate_latency(
     if total > forward:  # timer overhead must not make reuse look free
         unit_seconds = {name: s * forward / total for name, s in unit_seconds.items()}
     return forward, unit_seconds
-
-
-def batched_inputs(inputs: dict, batch: int) -> dict:
-    """``inputs`` (batch 1, from :func:`example_inputs`) repeated to ``batch`` along dim 0."""
-
-    def grow(value):
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return value.expand(batch, *value.shape[1:]).contiguous()
-        if isinstance(value, dict):
-            return {k: grow(v) for k, v in value.items()}
-        return value
-
-    return {key: grow(value) for key, value in inputs.items()}

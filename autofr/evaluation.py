@@ -49,6 +49,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 
 from autofr.errors import ConfigError, QualityError
+from autofr.pipeline_io import denoiser_of, initial_noise, run_batch  # noqa: F401  (denoiser_of is public here)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class EvalProtocol:
             ``None`` means the model's native size.
         num_classes: class-conditional models: sample ``i`` gets label ``i % num_classes``.
         prompts: text models: sample ``i`` gets ``prompts[i % len(prompts)]``.
+        call_options: extra keyword arguments of every pipeline call (``true_cfg_scale``,
+            ``negative_prompt``, ``num_frames``, ``max_sequence_length``, ...), as ``(name, value)``
+            pairs or a mapping; each must be a parameter of the pipeline's ``__call__``.
     """
 
     num_samples: int = 256
@@ -96,12 +100,20 @@ class EvalProtocol:
     resolution: int | None = None
     num_classes: int | None = None
     prompts: tuple[str, ...] = ()
+    call_options: tuple[tuple[str, Any], ...] = ()
 
     #: Bumped whenever the meaning of a protocol (noise drawing, label rule) changes.
     FORMAT_VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        options = self.call_options.items() if hasattr(self.call_options, "items") else self.call_options
+        object.__setattr__(self, "call_options", tuple(sorted((str(k), v) for k, v in options)))
+        reserved = {"num_inference_steps", "prompt", "class_labels", "latents", "generator", "guidance_scale",
+                    "height", "width", "output_type", "batch_size"}
+        clash = sorted(reserved & {key for key, _ in self.call_options})
+        if clash:
+            raise ConfigError(f"evaluation protocol call_options sets {clash[0]!r}, which the protocol itself sets: remove it")
         for name in ("num_samples", "batch_size", "num_inference_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -131,6 +143,9 @@ class EvalProtocol:
         """Plain-JSON description of the protocol, recorded with every result."""
         description = dataclasses.asdict(self)
         description["prompts"] = list(self.prompts)
+        description["call_options"] = {key: value for key, value in self.call_options}
+        if not self.call_options:
+            del description["call_options"]  # keeps the cache keys of protocols made before the field existed
         description["format_version"] = self.FORMAT_VERSION
         description["noise"] = "torch.randn((N, C, h, w), generator=torch.Generator('cpu').manual_seed(seed))"
         description["labels"] = "i % num_classes" if self.num_classes is not None else None
@@ -189,7 +204,7 @@ def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: 
     """
     parameters = inspect.signature(pipe.__call__).parameters
     conditioning = _conditioning(pipe, protocol, parameters)
-    noise = _initial_noise(pipe, protocol, parameters)
+    noise = initial_noise(pipe, protocol, parameters)
     vae = getattr(pipe, "vae", None)
     images, latents, seconds = [], [], 0.0
     with _sampler(pipe, protocol.scheduler), _pipeline_progress_bar(pipe, disable=True), _reuse_schedule(pipe, schedule):
@@ -197,22 +212,13 @@ def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: 
             stop = min(start + protocol.batch_size, protocol.num_samples)
             kwargs = _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop)
             began = time.perf_counter()
-            batch_images, batch_latents = _run_batch(pipe, vae, parameters, kwargs)
+            batch_images, batch_latents = run_batch(pipe, vae, parameters, kwargs)
             seconds += time.perf_counter() - began
             _check_finite(batch_images, batch_latents, start)
             images.append(batch_images)
             latents.append(batch_latents)
     logger.debug("generated %d samples in %.2f s (%s)", protocol.num_samples, seconds, protocol.cache_key())
     return SampleBatch(images=torch.cat(images), latents=torch.cat(latents), seconds=seconds, protocol=protocol)
-
-
-def denoiser_of(pipe: Any) -> torch.nn.Module:
-    """The pipeline's denoising network (``unet``, ``transformer`` or ``denoiser``)."""
-    for name in ("unet", "transformer", "denoiser", "prior"):
-        module = getattr(pipe, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ConfigError(f"{type(pipe).__name__} has no unet, transformer or denoiser: autofr evaluates diffusers denoising pipelines")
 
 
 def _conditioning(pipe: Any, protocol: EvalProtocol, parameters: Any) -> tuple[str, list] | None:
@@ -233,36 +239,6 @@ def _conditioning(pipe: Any, protocol: EvalProtocol, parameters: Any) -> tuple[s
     return None
 
 
-def _spatial_size(sample_size: Any) -> tuple[int, int]:
-    if isinstance(sample_size, int):
-        return sample_size, sample_size
-    return tuple(sample_size)  # type: ignore[return-value]
-
-
-def _initial_noise(pipe: Any, protocol: EvalProtocol, parameters: Any) -> torch.Tensor | None:
-    if "latents" not in parameters:
-        return None
-    denoiser = denoiser_of(pipe)
-    channels = denoiser.config.in_channels
-    vae = getattr(pipe, "vae", None)
-    if vae is not None:
-        factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(vae.config.block_out_channels) - 1)
-        if protocol.resolution is not None:
-            height = width = protocol.resolution // factor
-        else:
-            height, width = _spatial_size(denoiser.config.sample_size)
-    else:
-        height, width = _spatial_size(denoiser.config.sample_size)
-        if protocol.resolution is not None and (height, width) != (protocol.resolution, protocol.resolution):
-            if "height" not in parameters:
-                raise ConfigError(
-                    f"{type(pipe).__name__} samples {height}x{width} pixels only: set resolution to {height} or null"
-                )
-            height = width = protocol.resolution
-    generator = torch.Generator("cpu").manual_seed(protocol.seed)
-    return torch.randn((protocol.num_samples, channels, height, width), generator=generator, dtype=torch.float32)
-
-
 def _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"num_inference_steps": protocol.num_inference_steps}
     if conditioning is None:
@@ -279,79 +255,22 @@ def _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop) -
         if "guidance_scale" not in parameters:
             raise ConfigError(f"{type(pipe).__name__} has no guidance: set guidance_scale to null in the evaluation protocol")
         kwargs["guidance_scale"] = protocol.guidance_scale
+    for key, value in protocol.call_options:
+        if key not in parameters:
+            raise ConfigError(f"{type(pipe).__name__} takes no {key!r}: remove it from the protocol's call_options")
+        kwargs[key] = value
     if protocol.resolution is not None and "height" in parameters and "width" in parameters:
         kwargs["height"] = kwargs["width"] = protocol.resolution
     return kwargs
 
 
-def _run_batch(pipe, vae, parameters, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pipeline call -> (images in [0, 1], latents), both float32 on the CPU."""
-    if vae is None:
-        final: list[torch.Tensor] = []
-        if "callback_on_step_end" in parameters:
-            kwargs["callback_on_step_end"] = _record_latents(final)
-        images = _as_tensor(pipe(**kwargs, output_type="pt").images, type(pipe).__name__)
-        latents = final[-1] if final else images * 2 - 1
-        return images.float().cpu(), latents.float().cpu()
-    if "latents" in parameters:
-        latents = _as_tensor(pipe(**kwargs, output_type="latent").images, type(pipe).__name__)
-        return _decode(vae, latents).float().cpu(), latents.float().cpu()
-    # Legacy VAE pipelines (DiTPipeline) have no latent output: record what they decode.
-    recorded: list[torch.Tensor] = []
-    original_decode = vae.decode
-
-    def recording_decode(z, *args, **decode_kwargs):
-        recorded.append(z.detach())
-        return original_decode(z, *args, **decode_kwargs)
-
-    vae.decode = recording_decode
-    try:
-        images = _as_tensor(pipe(**kwargs, output_type="pt").images, type(pipe).__name__)
-    finally:
-        del vae.decode
-    scaling = vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    latents = (recorded[-1].float() - shift) * scaling
-    return images.float().cpu(), latents.cpu()
-
-
-def _record_latents(final: list[torch.Tensor]):
-    """A diffusers ``callback_on_step_end`` that keeps the latents after the last step."""
-
-    def record(pipe, step_index, timestep, callback_kwargs):
-        final[:] = [callback_kwargs["latents"].detach()]
-        return {}
-
-    return record
-
-
-def _as_tensor(images: Any, pipeline_name: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise ConfigError(f"{pipeline_name} did not return a tensor for output_type='pt'/'latent': it cannot be evaluated")
-    return images
-
-
-@torch.no_grad()
-def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    scaling = vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    original_dtype = vae.dtype
-    if upcast:  # SDXL's fp16 VAE overflows; its pipeline decodes in float32 too.
-        vae.to(torch.float32)
-    try:
-        decoded = vae.decode((latents / scaling + shift).to(vae.dtype), return_dict=False)[0]
-    finally:
-        if upcast:
-            vae.to(original_dtype)
-    return (decoded / 2 + 0.5).clamp(0, 1)
-
-
 def _check_finite(images: torch.Tensor, latents: torch.Tensor, start: int) -> None:
-    bad = ~(torch.isfinite(images).flatten(1).all(1) & torch.isfinite(latents).flatten(1).all(1))
-    if bad.any():
+    bad_images = ~torch.isfinite(images).flatten(1).all(1)
+    bad_latents = ~torch.isfinite(latents).flatten(1).all(1)
+    if bad_images.any() or bad_latents.any():
+        bad = max(int(bad_images.sum()) * len(latents) // max(1, len(images)), int(bad_latents.sum()))
         raise QualityError(
-            f"sampling produced NaN or inf in {int(bad.sum())} of {len(bad)} samples (batch at sample {start}): "
+            f"sampling produced NaN or inf in {max(1, bad)} of {len(latents)} samples (batch at sample {start}): "
             "the schedule is unstable; reuse fewer steps or layers"
         )
 

@@ -196,3 +196,13 @@ def test_dit_pipelines_without_latent_output_still_give_latents():
     assert torch.allclose(decoded, batch.images, atol=1e-5)
     assert "decode" not in vae.__dict__  # the recording wrapper is gone
     assert torch.allclose(generate(pipe, dit_protocol.replace(batch_size=3)).images, batch.images, atol=1e-5)
+
+
+def test_call_options_reach_the_pipeline_and_enter_the_cache_key_only_when_set(pipe):
+    plain = protocol()
+    with_options = protocol(call_options={"guidance_scale_unused": 1})
+    assert "call_options" not in plain.describe() and plain.cache_key() != with_options.cache_key()
+    with pytest.raises(ConfigError, match="takes no 'guidance_scale_unused'"):
+        generate(pipe, with_options)
+    with pytest.raises(ConfigError, match="which the protocol itself sets"):
+        protocol(call_options={"num_inference_steps": 3})

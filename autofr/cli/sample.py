@@ -28,7 +28,6 @@ def body(argv: list[str]) -> int:
     from autofr.evaluation import EvalProtocol, generate
     from autofr.files import atomic_write_bytes
     from autofr.report.grid import sample_grid_png
-    from autofr.reuse import resolve_denoiser
     from autofr.schedule import ReuseSchedule
     from autofr.search.study import load_model
 
@@ -38,11 +37,11 @@ def body(argv: list[str]) -> int:
     pipe = load_model(model)
     if not cfg.schedule:
         schedule = ReuseSchedule.uniform(pipe, int(cfg.num_inference_steps), int(cfg.interval), mixing=bool(cfg.mixing))
-    cost = measure_cost(resolve_denoiser(pipe))
     protocol = EvalProtocol(num_samples=int(cfg.num_samples), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
                             num_inference_steps=model.num_inference_steps, guidance_scale=model.guidance_scale,
                             scheduler=model.scheduler, num_classes=None if model.prompts else model.num_classes,
-                            prompts=model.prompts)
+                            prompts=model.prompts, resolution=model.resolution, call_options=dict(model.call_options or {}))
+    cost = measure_cost(pipe, protocol=protocol)  # inputs built from the config, or captured from the pipeline
     # warm-up (first calls pay one-off allocation costs), then full compute and the schedule
     generate(pipe, protocol.replace(num_samples=1, batch_size=1, num_inference_steps=2))
     began = time.perf_counter()

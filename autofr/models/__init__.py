@@ -91,12 +91,35 @@ def _pipeline_class(directory: Path):
     return ClassConditionalPipeline if class_name == ClassConditionalPipeline.__name__ else DiffusionPipeline
 
 
+T2I_EXTRA_HINT = "pip install 'autofr[t2i]'"
+
+
+def _check_component_libraries(directory: Path) -> None:
+    """A one-line error when the pipeline's text encoders or tokenizers need ``transformers`` and it is missing."""
+    try:
+        index = json.loads((directory / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return
+    libraries = {value[0] for value in index.values() if isinstance(value, list) and value and value[0]}
+    if "transformers" in libraries:
+        _require_transformers(f"the pipeline in {directory}")
+
+
+def _require_transformers(what: str) -> None:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(f"{what} has text encoders or tokenizers from `transformers`, which is not installed: "
+                             f"{T2I_EXTRA_HINT}") from None
+
+
 def _load_local(directory: Path, dtype: torch.dtype):
     if not (directory / "model_index.json").is_file():
         raise ModelLoadError(
             f"{directory} is not a diffusers pipeline directory (no model_index.json): "
             "pass a directory written by save_pretrained"
         )
+    _check_component_libraries(directory)
     try:
         with _quiet_loading():
             return _pipeline_class(directory).from_pretrained(directory, dtype=dtype)
@@ -114,6 +137,9 @@ def _load_from_hub(model_id: str, dtype: torch.dtype):
     try:
         with _quiet_loading():
             return DiffusionPipeline.from_pretrained(model_id, dtype=dtype, local_files_only=offline)
+    except AttributeError as error:  # diffusers' error for a component class it cannot import
+        _require_transformers(f"hub model {model_id!r}")
+        raise ModelLoadError(f"cannot load hub model {model_id!r}: {error}") from error
     except (OSError, ValueError) as error:
         where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub or cache"
         raise ModelLoadError(
@@ -127,6 +153,7 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     scheduler: str | None = None,
+    unit_rules=None,
 ):
     """Load a diffusion pipeline by embedded name, local directory or hub id.
 
@@ -138,6 +165,9 @@ def load_pipeline(
         dtype: weight dtype (a ``torch.dtype`` or its name).
         scheduler: optional sampler to swap in: ``"ddim"``, ``"dpmsolver++"`` or ``"euler"``
             (built from the pipeline's own scheduler config); ``None`` keeps the saved one.
+        unit_rules: user rules for unit discovery (the ``model.units`` config: include/exclude
+            patterns and per-kind overrides, see :class:`autofr.reuse.UnitRules`), attached to the
+            denoiser so every later ``discover_units`` sees the same units; ``None``: the rule table.
 
     Raises:
         ModelLoadError: the name is unknown, the path does not exist, or the weights are missing.
@@ -171,6 +201,10 @@ def load_pipeline(
             )
     if scheduler is not None:
         swap_scheduler(pipeline, scheduler)
+    if unit_rules is not None:
+        from autofr.reuse import attach_unit_rules
+
+        attach_unit_rules(pipeline, unit_rules)
     pipeline.set_progress_bar_config(disable=True)
     logger.info("loaded %s (%s) on %s", name_or_path, type(pipeline).__name__, device)
     return pipeline.to(device)

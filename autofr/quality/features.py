@@ -11,6 +11,9 @@ Feature extractors (``feature=`` of :class:`~autofr.quality.fid.FID`, ``KID`` an
     ``inception_weights`` path, else ``$AUTOFR_INCEPTION_WEIGHTS``, else torch-fidelity's own download
     location in the torch hub cache. Missing weights raise :class:`~autofr.errors.QualityError`;
     there is no fallback network and no download.
+``"pixels"``
+    Smoke tests only: each image average-pooled to 4x4 per channel (48 features for RGB). Needs no
+    weights and measures little; FID on it is not comparable to any published FID.
 any ``nn.Module``
     Maps images (N, C, H, W) in [0, 1] to features (N, D) and has an integer ``num_features``
     attribute (D). An optional ``feature_id`` string names it in reference-cache keys.
@@ -94,6 +97,18 @@ class InceptionFeatures(nn.Module):
         return self.inception((images.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
+class PixelFeatures(nn.Module):
+    """Images average-pooled to 4x4 per channel: an offline feature for smoke tests (grey repeated to RGB)."""
+
+    num_features = 48
+    feature_id = "pixels-4x4-rgb"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        return torch.nn.functional.adaptive_avg_pool2d(images.float(), 4).flatten(1)
+
+
 def find_inception_weights(weights_path: str | os.PathLike | None = None) -> Path:
     """The local Inception weights file: ``weights_path``, else ``$AUTOFR_INCEPTION_WEIGHTS``, else torch hub's cache.
 
@@ -123,7 +138,9 @@ def resolve_feature(feature: str | nn.Module, inception_weights: str | os.PathLi
         return DigitFeatures()
     if feature == "inception":
         return InceptionFeatures(inception_weights)
-    raise QualityError(f"unknown feature extractor {feature!r}: use 'digits', 'inception' or an nn.Module")
+    if feature == "pixels":
+        return PixelFeatures()
+    raise QualityError(f"unknown feature extractor {feature!r}: use 'digits', 'inception', 'pixels' or an nn.Module")
 
 
 @torch.no_grad()

@@ -69,8 +69,7 @@ class ReuseAccounting:
         silent = []
         for hook in unit_hooks:
             self.units[hook.name] = UnitCount(hook.computed, hook.reused)
-            if hook.cached is not None:
-                cache_bytes += hook.cached.numel() * hook.cached.element_size()
+            cache_bytes += hook.cache_bytes()
             if hook.computed + hook.reused == 0 or (self.planned[hook.name][1] > 0 and hook.reused == 0):
                 silent.append(hook.name)
             hook.computed = hook.reused = 0

@@ -3,25 +3,30 @@
 ``apply_schedule(pipe_or_model, schedule)`` registers, per module instance, through diffusers'
 ``HookRegistry`` (classes are never changed):
 
-* one :class:`DenoiserHook` on the denoiser: it keeps the step index, skips the network where the
+* one :class:`DenoiserHook` on the denoiser: it knows the step index, skips the network where the
   mixing weight is 0, and mixes the output with the jump score (see :mod:`autofr.schedule`);
 * one :class:`UnitHook` per reusable unit: at its compute steps the unit runs as usual (its output
   is cached if a later step will reuse it); at its other steps the cached value is used and only the
-  cheap, timestep-dependent part is recomputed;
+  cheap, timestep-dependent part is recomputed (see the kinds in :mod:`autofr.reuse.units`);
 * for resnet units, a :class:`Conv1CaptureHook` on ``conv1`` that caches its output.
 
-The step index is a plain Python int advanced once per denoiser call, so the hot path has no
-host-device synchronisation. It resets at the start of every pipeline call: when applied to a
-pipeline, the scheduler's ``set_timesteps`` (called once at the start of every diffusers pipeline
-call) is wrapped on the instance to reset the state and check the step count; for a bare model the
-state resets after ``num_inference_steps`` calls and whenever the batch shape changes at a step
-other than 0. ``reset_schedule_state(model)`` resets it by hand.
+The step clock. Applied to a pipeline, the scheduler's ``set_timesteps`` (called once at the start
+of every diffusers pipeline call) and ``step`` are wrapped on the instance, signatures kept: the
+first starts a run and checks the step count, the second advances the step. Every denoiser call
+between two scheduler steps belongs to one step, so pipelines that call the denoiser twice per step
+(true classifier-free guidance) work; each call is a *branch* with its own caches and jump score,
+named by the pipeline's ``cache_context(name)`` where it uses one (Flux, Wan, Qwen-Image, ...) and
+by its order within the step otherwise. A bare model (no scheduler) counts one step per call and
+resets after ``num_inference_steps`` calls and whenever the batch shape changes at a step other
+than 0; ``reset_schedule_state(model)`` resets it by hand. Steps and branches are plain Python
+values, so the hot path has no host-device synchronisation.
 
-``remove_schedule`` removes every hook and the wrapper and gives the original modules back.
+``remove_schedule`` removes every hook and wrapper and gives the original modules back.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -29,9 +34,17 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from autofr.errors import ScheduleError
+from autofr.reuse import _outputs
+from autofr.reuse._outputs import _resnet2d_tail as _resnet_tail  # noqa: F401  (kept for callers and tests)
 from autofr.reuse.accounting import ReuseAccounting
-from autofr.reuse.units import ReusableUnit, discover_units, model_fingerprint, resolve_denoiser
+from autofr.reuse.unit_hook import Conv1CaptureHook, StepClock, UnitHook
+from autofr.reuse.units import discover_units, model_fingerprint, resolve_denoiser
 from autofr.schedule import ReuseSchedule, StepPlan
+
+try:  # diffusers hands cache_context(name) to every StateManager of a stateful hook
+    from diffusers.hooks.hooks import BaseState, StateManager
+except ImportError:  # pragma: no cover - diffusers without per-context hook state
+    BaseState, StateManager = object, object
 
 logger = logging.getLogger(__name__)
 
@@ -40,89 +53,30 @@ _CAPTURE_HOOK_NAME = "autofr_reuse_capture"
 _SESSION_ATTRIBUTE = "_autofr_session"
 
 
-class StepClock:
-    """The step index shared by all hooks of one applied schedule."""
+class _NoState(BaseState):
+    def reset(self, *args, **kwargs) -> None:
+        pass
 
-    __slots__ = ("step",)
+
+class _ContextName(StateManager):
+    """Receives the name a pipeline gives a denoiser call with ``cache_context(name)``."""
 
     def __init__(self) -> None:
-        self.step = 0
+        super().__init__(_NoState)
+        self.name = None
 
+    def set_context(self, context) -> None:  # diffusers >= 0.40: a CacheContext or None
+        self.name = None if context is None else getattr(context, "name", context)
 
-class UnitHook(ModelHook):
-    """Computes or reuses one unit at each step (see the kinds in :mod:`autofr.reuse.units`)."""
+    def _set_context(self, name) -> None:  # older diffusers: the name
+        self.name = name
 
-    _is_stateful = True
-
-    def __init__(self, unit: ReusableUnit, plan: StepPlan, clock: StepClock) -> None:
-        super().__init__()
-        self.name = unit.name
-        self.kind = unit.kind
-        self.clock = clock
-        self.compute = plan.unit_compute[unit.name]
-        # Cache after computing at step i only if the unit reuses before it computes again.
-        self.store = _store_mask(self.compute, plan.run)
-        self.cached: torch.Tensor | None = None
-        self.computed = 0
-        self.reused = 0
-        if self.kind == "attention":
-            self.rescale = float(getattr(unit.module, "rescale_output_factor", 1.0))
-
-    def reset_state(self, module):
-        self.cached = None
-        return module
-
-    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        step = self.clock.step
-        if self.compute[step]:
-            self.computed += 1
-            if self.kind == "resnet":
-                # conv1's capture hook stores its output when self.store[step]
-                return self.fn_ref.original_forward(*args, **kwargs)
-            output = self.fn_ref.original_forward(*args, **kwargs)
-            if self.store[step]:
-                self.cached = self._branch(output, args, kwargs)
-            return output
-        self.reused += 1
-        if self.kind == "resnet":
-            return _resnet_tail(module, self.cached, *args, **kwargs)
-        if self.kind in ("attention", "transformer"):
-            residual = _first_input(args, kwargs)
-            if self.kind == "attention" and self.rescale != 1.0:
-                residual = residual / self.rescale
-            output = residual + self.cached
-            if self.kind == "transformer":
-                return _wrap_like_transformer(output, kwargs)
-            return output
-        return self.cached  # DiT / PixArt branch output
-
-    def _branch(self, output, args, kwargs) -> torch.Tensor:
-        """What to cache: the branch without the residual for residual units, the output otherwise."""
-        if self.kind == "attention":
-            residual = _first_input(args, kwargs)
-            return output - (residual / self.rescale if self.rescale != 1.0 else residual)
-        if self.kind == "transformer":
-            sample = output[0] if isinstance(output, tuple) else output.sample
-            return sample - _first_input(args, kwargs)
-        return output
-
-
-class Conv1CaptureHook(ModelHook):
-    """Caches a resnet block's ``conv1`` output into its :class:`UnitHook` when the plan says so."""
-
-    def __init__(self, owner: UnitHook) -> None:
-        super().__init__()
-        self.owner = owner
-
-    def post_forward(self, module, output):
-        owner = self.owner
-        if owner.store[owner.clock.step]:
-            owner.cached = output
-        return output
+    def reset(self, *args, **kwargs) -> None:
+        self.name = None
 
 
 class DenoiserHook(ModelHook):
-    """Advances the step index, skips the network where lambda is 0, and mixes scores."""
+    """Knows the step and branch, skips the network where lambda is 0, and mixes scores."""
 
     _is_stateful = True
 
@@ -134,107 +88,137 @@ class DenoiserHook(ModelHook):
         self.unit_hooks = unit_hooks
         self.num_steps = plan.num_steps
         self.mixing_on = schedule.mixing is not None
-        self.keyframe_score: torch.Tensor | None = None
-        self.keyframe_output: Any = None
-        self.batch_shape: tuple | None = None
+        self.context = _ContextName()
+        self.keyframes: dict[Any, tuple] = {}  # branch -> (jump score, output it came in)
+        self.bare_steps: dict[Any, int] = {}  # bare model: next step of each branch
+        self.bare_finished: set = set()
+        self.batch_shape: Any = None
         self.accounting = ReuseAccounting.empty(schedule, [h.name for h in unit_hooks])
 
     def reset_state(self, module):
-        self.clock.step = 0
-        self.keyframe_score = None
-        self.keyframe_output = None
+        clock = self.clock
+        clock.step = clock.calls_in_step = 0
+        clock.driven = False
+        self.keyframes.clear()
+        self.bare_steps.clear()
+        self.bare_finished.clear()
         self.batch_shape = None
         for hook in self.unit_hooks:
-            hook.cached = None
+            hook.caches.clear()
         return module
 
-    def begin_call(self) -> None:
-        """Start a new sampling run (called at the start of every pipeline call)."""
-        if self.clock.step != 0:
+    def begin_call(self, driven: bool = False) -> None:
+        """Start a new sampling run (at the start of every pipeline call, or by hand)."""
+        if self.clock.step != 0 or self.bare_steps:
             logger.warning("the previous sampling run stopped at step %d of %d; starting a new run",
-                           self.clock.step, self.num_steps)
+                           max([self.clock.step, *self.bare_steps.values()]), self.num_steps)
         self.reset_state(None)
+        self.clock.driven = driven
         self.accounting.begin_run()
         for hook in self.unit_hooks:
             hook.computed = hook.reused = 0
 
+    def end_step(self) -> None:
+        """The scheduler finished a step: the next denoiser calls belong to the next one."""
+        clock = self.clock
+        if not clock.driven:
+            return
+        clock.step += 1
+        clock.calls_in_step = 0
+        if clock.step >= self.num_steps:
+            self._finish_run()
+
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        step = self.clock.step
-        sample = _first_input(args, kwargs)
-        if step == 0:
-            if self.batch_shape is not None or self.accounting.calls:
-                # A bare model run back to back: a new run starts after the last step.
-                self.begin_call()
-            self.batch_shape = sample.shape
-        elif sample.shape != self.batch_shape:
-            logger.warning("input shape changed from %s to %s at step %d: starting a new run",
-                           tuple(self.batch_shape), tuple(sample.shape), step)
-            self.begin_call()
-            self.batch_shape = sample.shape
-            step = 0
+        clock = self.clock
+        name = self.context.name
+        if clock.driven:
+            step = clock.step
+            branch = name if name is not None else clock.calls_in_step
+            clock.calls_in_step += 1
+        else:
+            branch = name if name is not None else 0
+            step = clock.step = self._bare_step(branch, _outputs.input_shape(args, kwargs))
+        clock.branch = branch
+        clock.call += 1
         plan = self.plan
         self.accounting.calls += 1
-        if not plan.run[step]:
-            output = self._rebuild(self.keyframe_output, self.keyframe_score, kwargs)
+        keyframe = self.keyframes.get(branch)
+        if not plan.run[step] and keyframe is not None:
+            output = _outputs.with_sample(keyframe[1], keyframe[0])
             self.accounting.skipped += 1
         else:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if self.mixing_on:
-                score = _sample_of(output)
-                if plan.full_keyframe[step]:
-                    self.keyframe_score = score
-                    self.keyframe_output = output
+                score = _outputs.sample_of(output)
+                if plan.full_keyframe[step] or keyframe is None:
+                    self.keyframes[branch] = (score, output)
                 else:
                     weight = plan.mixing_weight[step]
                     if weight < 1.0:
-                        output = self._rebuild(output, torch.lerp(self.keyframe_score, score, weight), kwargs)
-        self._advance(step)
+                        output = _outputs.with_sample(output, _outputs.lerp(keyframe[0], score, weight))
+        if not clock.driven:
+            self._bare_advance(branch, step)
         return output
 
-    def _advance(self, step: int) -> None:
-        step += 1
-        if step == self.num_steps:
-            self.accounting.end_run(self.unit_hooks)
-            for hook in self.unit_hooks:  # free cached features between runs
-                hook.cached = None
-            self.keyframe_score = self.keyframe_output = None
-            step = 0
-        self.clock.step = step
+    # ------------------------------------------------------------------ bare models: one step per call
+    def _bare_step(self, branch, shape) -> int:
+        step = self.bare_steps.get(branch, 0)
+        if step == 0:
+            if branch in self.bare_finished or (not self.bare_steps and self.batch_shape is not None):
+                self.begin_call()  # a bare model run back to back: a new run starts after the last step
+            self.batch_shape = shape
+        elif shape != self.batch_shape:
+            logger.warning("input shape changed from %s to %s at step %d: starting a new run", self.batch_shape, shape, step)
+            self.begin_call()
+            self.batch_shape, step = shape, 0
+        return step
 
-    @staticmethod
-    def _rebuild(template, score: torch.Tensor, kwargs):
-        if kwargs.get("return_dict", True) is False or isinstance(template, tuple):
-            return (score,)
-        return type(template)(sample=score)
+    def _bare_advance(self, branch, step: int) -> None:
+        step += 1
+        if step < self.num_steps:
+            self.bare_steps[branch] = step
+            return
+        self.bare_steps.pop(branch, None)
+        self.bare_finished.add(branch)
+        if not self.bare_steps:
+            shape = self.batch_shape
+            self._finish_run()
+            self.batch_shape = shape  # so the next call starts a new run
+
+    def _finish_run(self) -> None:
+        self.accounting.end_run(self.unit_hooks)
+        self.reset_state(None)  # free cached features between runs
 
 
 class _ReuseSession:
     """Everything one ``apply_schedule`` installed, so ``remove_schedule`` can undo it."""
 
-    def __init__(self, denoiser, schedule, units, denoiser_hook, scheduler, original_set_timesteps):
+    def __init__(self, denoiser, schedule, units, denoiser_hook, scheduler, originals):
         self.denoiser = denoiser
         self.schedule = schedule
         self.units = units
         self.denoiser_hook = denoiser_hook
         self.scheduler = scheduler
-        self.original_set_timesteps = original_set_timesteps
+        self.originals = originals  # scheduler attribute -> what its instance __dict__ held (or None)
 
     @property
     def accounting(self) -> ReuseAccounting:
         return self.denoiser_hook.accounting
 
 
-def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=None) -> ReuseAccounting:
+def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=None, rules=None) -> ReuseAccounting:
     """Install a reuse schedule on a diffusers pipeline or denoiser; returns its live accounting.
 
     ``schedule`` is a :class:`ReuseSchedule` or a path to a schedule JSON file. The schedule is fully
     validated against the model before anything is installed; a schedule already installed is
-    replaced. ``cost`` (a :class:`autofr.cost.ModelCost`) lets the accounting report MACs.
+    replaced. ``cost`` (a :class:`autofr.cost.ModelCost`) lets the accounting report MACs. ``rules``
+    (see :class:`autofr.reuse.units.UnitRules`) must be the unit rules the schedule was made with,
+    unless they are attached to the model (:func:`autofr.reuse.attach_unit_rules`).
     """
     if not isinstance(schedule, ReuseSchedule):
         schedule = ReuseSchedule.from_json(schedule)
     denoiser = resolve_denoiser(pipe_or_model)
-    units = discover_units(denoiser)
+    units = discover_units(denoiser, rules)
     names = [u.name for u in units]
     schedule.check_model(type(denoiser).__name__, model_fingerprint(denoiser, units), names)
     scheduler = None if isinstance(pipe_or_model, torch.nn.Module) else getattr(pipe_or_model, "scheduler", None)
@@ -250,34 +234,47 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     for unit in units:
         hook = UnitHook(unit, plan, clock)
         HookRegistry.check_if_exists_or_initialize(unit.module).register_hook(hook, HOOK_NAME)
-        if unit.kind == "resnet":
+        if unit.mode == "conv1":
             HookRegistry.check_if_exists_or_initialize(unit.module.conv1).register_hook(
                 Conv1CaptureHook(hook), _CAPTURE_HOOK_NAME
             )
         unit_hooks.append(hook)
     denoiser_hook = DenoiserHook(schedule, plan, clock, unit_hooks)
-    HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(denoiser_hook, HOOK_NAME)
+    registry = HookRegistry.check_if_exists_or_initialize(denoiser)
+    registry.register_hook(denoiser_hook, HOOK_NAME)
+    _invalidate_registry_cache(registry)
     if cost is not None:
         denoiser_hook.accounting.set_cost(cost)
 
-    original_set_timesteps = None
+    originals = {}
     if scheduler is not None and hasattr(scheduler, "set_timesteps"):
-        original_set_timesteps = scheduler.__dict__.get("set_timesteps")
-        bound = scheduler.set_timesteps
+        originals = {name: scheduler.__dict__.get(name) for name in ("set_timesteps", "step")}
+        bound_set_timesteps = scheduler.set_timesteps
 
+        @functools.wraps(bound_set_timesteps)  # pipelines inspect its signature (sigmas=, timesteps=)
         def set_timesteps(*args, **kwargs):
-            result = bound(*args, **kwargs)
+            result = bound_set_timesteps(*args, **kwargs)
             calls = len(scheduler.timesteps)
             if calls != schedule.num_inference_steps:
                 raise ScheduleError(
                     f"the schedule is for {schedule.num_inference_steps} steps but the pipeline runs {calls}: "
                     f"call it with num_inference_steps={schedule.num_inference_steps} or export a schedule for {calls} steps"
                 )
-            denoiser_hook.begin_call()
+            denoiser_hook.begin_call(driven=hasattr(scheduler, "step"))
             return result
 
         scheduler.set_timesteps = set_timesteps
-    session = _ReuseSession(denoiser, schedule, units, denoiser_hook, scheduler, original_set_timesteps)
+        if hasattr(scheduler, "step"):
+            bound_step = scheduler.step
+
+            @functools.wraps(bound_step)
+            def step(*args, **kwargs):
+                result = bound_step(*args, **kwargs)
+                denoiser_hook.end_step()
+                return result
+
+            scheduler.step = step
+    session = _ReuseSession(denoiser, schedule, units, denoiser_hook, scheduler, originals)
     setattr(denoiser, _SESSION_ATTRIBUTE, session)
     logger.info("applied reuse schedule to %s: %s", type(denoiser).__name__, schedule.describe())
     return denoiser_hook.accounting
@@ -290,7 +287,7 @@ def remove_schedule(pipe_or_model) -> None:
     if session is None:
         return
     for module in [denoiser] + [u.module for u in session.units] + [
-        u.module.conv1 for u in session.units if u.kind == "resnet"
+        u.module.conv1 for u in session.units if u.mode == "conv1"
     ]:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
@@ -298,11 +295,15 @@ def remove_schedule(pipe_or_model) -> None:
         for name in (HOOK_NAME, _CAPTURE_HOOK_NAME):
             registry.remove_hook(name, recurse=False)
         _drop_empty_registry(module)
+    registry = getattr(denoiser, "_diffusers_hook", None)
+    if registry is not None:
+        _invalidate_registry_cache(registry)
     if session.scheduler is not None:
-        if session.original_set_timesteps is not None:
-            session.scheduler.set_timesteps = session.original_set_timesteps
-        else:
-            session.scheduler.__dict__.pop("set_timesteps", None)
+        for name, original in session.originals.items():
+            if original is not None:
+                setattr(session.scheduler, name, original)
+            else:
+                session.scheduler.__dict__.pop(name, None)
     delattr(denoiser, _SESSION_ATTRIBUTE)
 
 
@@ -322,68 +323,10 @@ def reset_schedule_state(pipe_or_model) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-def _store_mask(compute: list[bool], run: list[bool]) -> list[bool]:
-    steps = len(compute)
-    store = [False] * steps
-    reuse_ahead = False
-    for i in range(steps - 1, -1, -1):
-        if not run[i]:
-            continue
-        if compute[i]:
-            store[i] = reuse_ahead
-            reuse_ahead = False
-        else:
-            reuse_ahead = True
-    return store
-
-
-def _first_input(args, kwargs) -> torch.Tensor:
-    if args:
-        return args[0]
-    for key in ("hidden_states", "sample", "input_tensor", "x"):
-        if key in kwargs:
-            return kwargs[key]
-    raise ScheduleError("could not find the input tensor of a hooked module; please report this model")
-
-
-def _sample_of(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output.sample
-
-
-def _wrap_like_transformer(output: torch.Tensor, kwargs):
-    if kwargs.get("return_dict", True) is False:
-        return (output,)
-    from diffusers.models.modeling_outputs import Transformer2DModelOutput
-
-    return Transformer2DModelOutput(sample=output)
-
-
-def _resnet_tail(block, hidden_states: torch.Tensor, input_tensor: torch.Tensor, temb: torch.Tensor | None = None, *args, **kwargs):
-    """``ResnetBlock2D.forward`` from just after ``conv1``, with ``conv1``'s output given."""
-    if block.upsample is not None:
-        input_tensor = block.upsample(input_tensor)
-    elif block.downsample is not None:
-        input_tensor = block.downsample(input_tensor)
-    if block.time_emb_proj is not None and temb is not None:
-        if not block.skip_time_act:
-            temb = block.nonlinearity(temb)
-        temb = block.time_emb_proj(temb)[:, :, None, None]
-    if block.time_embedding_norm == "default":
-        if temb is not None:
-            hidden_states = hidden_states + temb
-        hidden_states = block.norm2(hidden_states)
-    elif block.time_embedding_norm == "scale_shift":
-        time_scale, time_shift = torch.chunk(temb, 2, dim=1)
-        hidden_states = block.norm2(hidden_states)
-        hidden_states = hidden_states * (1 + time_scale) + time_shift
-    else:
-        hidden_states = block.norm2(hidden_states)
-    hidden_states = block.nonlinearity(hidden_states)
-    hidden_states = block.dropout(hidden_states)
-    hidden_states = block.conv2(hidden_states)
-    if block.conv_shortcut is not None:
-        input_tensor = block.conv_shortcut(input_tensor)
-    return (input_tensor + hidden_states) / block.output_scale_factor
+def _invalidate_registry_cache(registry) -> None:
+    invalidate = getattr(registry, "invalidate_child_registries_cache", None)
+    if invalidate is not None:
+        invalidate()
 
 
 def _drop_empty_registry(module: torch.nn.Module) -> None:

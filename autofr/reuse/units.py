@@ -1,49 +1,76 @@
 """Reusable units: the places in a diffusers denoiser whose output can be cached and reused.
 
 A *unit* is one sub-module whose (expensive) output is computed at some sampling steps and reused
-from a cache at the others, following FRDiff:
+from a cache at the others, while the cheap, timestep-dependent work around it still runs
+(FRDiff). Units are found in the model itself by a short rule table, applied top-down over the
+module tree (a module that becomes a unit is not searched further):
 
-========================  ============================  ==================================================
-model family              unit kind                     what is cached / what is recomputed every step
-========================  ============================  ==================================================
-UNet (both classes)       ``resnet`` (ResnetBlock2D)    output of ``conv1`` (after norm1, act, resampling);
-                                                        time-embedding add, norm2, conv2, shortcut recomputed
-UNet2DModel               ``attention`` (Attention      the attention branch (output minus residual);
-                          with a residual connection)   added to the *current* residual
-UNet2DConditionModel      ``transformer``               the whole inner output of the spatial transformer;
-                          (Transformer2DModel)          added to the *current* residual
-DiT / PixArt              ``self_attention`` (attn1),   the module output (before the adaLN gate); the
-                          ``cross_attention`` (attn2),  norms and gates are recomputed with the current
-                          ``feed_forward`` (ff)         timestep
-========================  ============================  ==================================================
+=====================  ==========================================  ==============================================
+kind                   what the rule matches                       what is cached / recomputed every step
+=====================  ==========================================  ==============================================
+``resnet``             ``ResnetBlock2D``, ``TemporalResnetBlock``   ``conv1``'s output (after norm1, act,
+                                                                   resampling); time-embedding add, norm2, conv2,
+                                                                   shortcut are recomputed
+``transformer``        a UNet's spatial / temporal transformer     its inner output (output minus input), added
+                       (``Transformer2DModel``, ``TransformerTem-  to the *current* input
+                       poralModel``, ``TransformerSpatioTemporal-
+                       Model``, ``AnimateDiffTransformer3D``)
+``temporal_conv``      ``TemporalConvLayer`` (3-D UNets)          its inner output, added to the current input
+``attention``          ``Attention`` with a residual connection    the attention branch, added to the current
+                       (``UNet2DModel``)                           residual
+``self_attention``     per transformer block, each attention       the module output, before the block's
+``cross_attention``    module (``Attention``, every                adaLN modulation and gate, which are
+``joint_attention``    ``AttentionModuleMixin``, ``*Attention``);  recomputed with the current timestep; a
+                       kind from its name: ``attn2``/``cross``     dual-stream (joint) attention caches both the
+                       -> cross, added text projections -> joint   image and the text stream it returns
+``feed_forward``       per block, its feed-forward (``FeedForward``  the module output, before the gate; in
+``context_feed_forward``  or a child named ``ff``/``ffn``/``mlp``/    single-stream blocks (attention beside an
+                       ``feed_forward``...; ``ff_context``/``txt_*``  MLP, Flux) the MLP's input projection
+                       -> context) and single-stream ``proj_mlp``  ``proj_mlp``; ``proj_out`` still runs
+=====================  ==========================================  ==============================================
 
-Units are discovered from the model itself, so a search space built from them fits every model of
-a supported family. Each unit carries a stable name (its module path), a kind, a *stage* (used to
-group units in a search space) and, once measured, its cost in MACs at the run's input shape.
+User rules (:class:`UnitRules`: ``include`` / ``exclude`` patterns on module paths and per-kind
+overrides) extend or replace the table, so a model it does not know can be scheduled without code.
+
+Each unit carries a stable name (its module path), a kind, a *stage* (used to group units in a
+search space) and, once measured, its cost in MACs at the run's input shape.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 
-from autofr.errors import UnsupportedModelError
+from autofr.errors import ConfigError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
-UNIT_KINDS = ("resnet", "attention", "transformer", "self_attention", "cross_attention", "feed_forward")
-
-SUPPORTED_MODEL_CLASSES = (
-    "UNet2DModel",
-    "UNet2DConditionModel",
-    "DiTTransformer2DModel",
-    "PixArtTransformer2DModel",
+UNIT_KINDS = (
+    "resnet", "attention", "transformer", "temporal_conv", "self_attention", "cross_attention",
+    "joint_attention", "feed_forward", "context_feed_forward",
 )
+#: How a unit's hook caches: ``conv1`` (a resnet's conv1 output, the block's tail recomputed),
+#: ``residual`` (output minus input, added to the current input) or ``output`` (the module output).
+CACHE_MODES = ("conv1", "residual", "output")
+_KIND_MODES = {"resnet": "conv1", "attention": "residual", "transformer": "residual", "temporal_conv": "residual"}
 
-_DIT_BRANCHES = {"attn1": "self_attention", "attn2": "cross_attention", "ff": "feed_forward"}
+#: The classes whose units and fingerprints predate the rule table (kept exactly as they were).
+SUPPORTED_MODEL_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
+
+RESNET_CLASSES = ("ResnetBlock2D", "TemporalResnetBlock")
+RESIDUAL_TRANSFORMER_CLASSES = (
+    "Transformer2DModel", "TransformerTemporalModel", "TransformerSpatioTemporalModel", "AnimateDiffTransformer3D",
+)
+_FF_NAME = re.compile(r"^(ff|ffn|mlp|feed_forward|ff_[a-z0-9]+|[a-z0-9]+_(ff|ffn|mlp)|mlp_[a-z0-9_]+)$")
+_CONTEXT_FF_NAME = re.compile(r"(context|txt|text|caption)|^ff_t$")
+_FF_CLASS = re.compile(r"(FeedForward|MLP|Mlp|SwiGLU|GLUMBConv|GLUMBTempConv)")
+_UNITS_SETTING = "model.units.include (API: discover_units(model, rules={'include': {PATTERN: KIND}}))"
 
 
 @dataclass
@@ -52,12 +79,13 @@ class ReusableUnit:
 
     Attributes:
         name: module path inside the denoiser (``down_blocks.1.resnets.0``); stable across loads.
-        kind: one of :data:`UNIT_KINDS`; decides what is cached (see the module docstring).
+        kind: one of :data:`UNIT_KINDS` or a user kind; decides the search-space group by kind.
         stage: coarse position in the network (``down_blocks.1``, ``mid_block``, ``blocks.early``),
             used to share one reuse interval among neighbouring units in a search space.
         module: the hooked ``nn.Module``.
         macs: multiply-accumulates skipped when the unit is reused, per sample, at the measured
-            input shape (``None`` until :func:`measure_unit_macs` ran).
+            input shape (``None`` until :func:`autofr.cost.measure_cost` ran).
+        mode: what is cached, one of :data:`CACHE_MODES` (from the kind unless a rule says otherwise).
     """
 
     name: str
@@ -65,36 +93,178 @@ class ReusableUnit:
     stage: str
     module: torch.nn.Module = field(repr=False)
     macs: int | None = None
+    mode: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.mode:
+            self.mode = _KIND_MODES.get(self.kind, "output")
 
     @property
     def cached_module(self) -> torch.nn.Module:
         """The module whose output is cached (``conv1`` for resnet units, the unit itself otherwise)."""
-        return self.module.conv1 if self.kind == "resnet" else self.module
+        return self.module.conv1 if self.mode == "conv1" else self.module
+
+
+@dataclass(frozen=True)
+class UnitRules:
+    """User rules for unit discovery (config key ``model.units``).
+
+    Patterns match dotted module paths inside the denoiser: shell-style globs (``*`` also crosses
+    dots: ``transformer_blocks.*.attn``) or, with a ``re:`` prefix, full-match regular expressions.
+
+    Attributes:
+        include: ``{pattern: kind}``: every matching module becomes a unit of that kind (checked
+            before the table; a list of patterns gives kind ``module``). Unknown kinds cache the
+            module output unless ``kinds`` sets their mode.
+        exclude: patterns of modules in which the table finds no units (``include`` still can).
+        kinds: per-kind overrides: ``false`` drops every unit of the kind, a cache mode
+            (``output``/``residual``) sets how units of that kind are cached, ``true`` keeps them.
+        table: ``False`` turns the built-in rule table off: only ``include`` finds units.
+    """
+
+    include: Mapping[str, str] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    kinds: Mapping[str, Any] = field(default_factory=dict)
+    table: bool = True
+
+    @classmethod
+    def coerce(cls, rules: "UnitRules | Mapping | None") -> "UnitRules":
+        """A :class:`UnitRules` from itself, a mapping (a config node) or ``None`` (the table only)."""
+        if rules is None:
+            return cls()
+        if isinstance(rules, cls):
+            return rules
+        if hasattr(rules, "items") and not isinstance(rules, Mapping):  # an OmegaConf node
+            from omegaconf import OmegaConf
+
+            rules = OmegaConf.to_container(rules, resolve=True)
+        if not isinstance(rules, Mapping):
+            raise ConfigError(f"model.units must be a mapping with include/exclude/kinds/table, not {rules!r}")
+        unknown = sorted(set(rules) - {"include", "exclude", "kinds", "table"})
+        if unknown:
+            raise ConfigError(f"model.units: unknown key {unknown[0]!r}; use include, exclude, kinds, table")
+        include = rules.get("include") or {}
+        if isinstance(include, (list, tuple)):
+            include = {str(pattern): "module" for pattern in include}
+        if not isinstance(include, Mapping):
+            raise ConfigError("model.units.include must map module-path patterns to kinds (or list patterns)")
+        exclude = rules.get("exclude") or ()
+        if isinstance(exclude, str):
+            exclude = (exclude,)
+        kinds = dict(rules.get("kinds") or {})
+        for kind, value in kinds.items():
+            if not (isinstance(value, bool) or value in ("output", "residual")):
+                raise ConfigError(f"model.units.kinds.{kind}={value!r}: use true, false, output or residual")
+        return cls({str(k): str(v) for k, v in include.items()}, tuple(str(p) for p in exclude), kinds,
+                   bool(rules.get("table", True)))
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.include or self.exclude or self.kinds) and self.table
+
+
+_RULES_ATTRIBUTE = "_autofr_unit_rules"
+
+
+def attach_unit_rules(pipe_or_model, rules: UnitRules | Mapping | None) -> None:
+    """Make ``rules`` the default of every later :func:`discover_units` on this denoiser instance
+    (so ``apply_schedule``, ``ReuseSchedule.uniform`` and the cost model all see the same units)."""
+    model = resolve_denoiser(pipe_or_model)
+    coerced = UnitRules.coerce(rules)
+    if coerced.is_default:
+        model.__dict__.pop(_RULES_ATTRIBUTE, None)
+    else:
+        discover_units(model, coerced)  # fail now on rules that do not fit the model
+        model.__dict__[_RULES_ATTRIBUTE] = coerced
 
 
 def resolve_denoiser(pipe_or_model) -> torch.nn.Module:
     """The denoiser of a diffusers pipeline (``unet``/``transformer``/``denoiser``) or the model itself."""
     if isinstance(pipe_or_model, torch.nn.Module):
         return pipe_or_model
-    for attribute in ("unet", "transformer", "denoiser"):
+    for attribute in ("unet", "transformer", "denoiser", "prior"):
         model = getattr(pipe_or_model, attribute, None)
         if isinstance(model, torch.nn.Module):
             return model
     raise UnsupportedModelError(
         f"{type(pipe_or_model).__name__} has no denoiser: pass a diffusers pipeline with a `unet` or "
-        f"`transformer` component, or the model itself ({', '.join(SUPPORTED_MODEL_CLASSES)})"
+        "`transformer` component, or the denoiser itself"
     )
 
 
 def _model_family(model: torch.nn.Module) -> str:
-    # Match on class names along the MRO so subclasses of the supported diffusers classes work too.
+    """The class name that enters fingerprints: a supported base class for subclasses, else the class."""
     for cls in type(model).__mro__:
         if cls.__name__ in SUPPORTED_MODEL_CLASSES:
             return cls.__name__
-    raise UnsupportedModelError(
-        f"{type(model).__name__} is not supported: autofr discovers reusable units in "
-        f"{', '.join(SUPPORTED_MODEL_CLASSES)}"
-    )
+    return type(model).__name__
+
+
+# --------------------------------------------------------------------------- the rule table
+def _is_attention(module: torch.nn.Module) -> bool:
+    from diffusers.models.attention import AttentionModuleMixin
+    from diffusers.models.attention_processor import Attention
+
+    if isinstance(module, (Attention, AttentionModuleMixin)):
+        return True
+    return type(module).__name__.endswith("Attention") and any(True for _ in module.parameters())
+
+
+def _is_feed_forward(name: str, module: torch.nn.Module) -> bool:
+    from diffusers.models.attention import FeedForward
+
+    if isinstance(module, FeedForward):
+        return True
+    if not any(True for _ in module.parameters()) or "norm" in name:
+        return False
+    return bool(_FF_NAME.match(name)) or bool(_FF_CLASS.search(type(module).__name__))
+
+
+def _attention_kind(name: str, module: torch.nn.Module, block: torch.nn.Module | None) -> str:
+    joint = getattr(module, "added_kv_proj_dim", None) is not None or getattr(module, "add_q_proj", None) is not None
+    if block is not None and not joint:
+        joint = any(_CONTEXT_FF_NAME.search(child) and _is_feed_forward(child, m) for child, m in block.named_children())
+    if joint:
+        return "joint_attention"
+    if "attn2" in name or "cross" in name.lower() or "_to_" in name or "Cross" in type(module).__name__:
+        return "cross_attention"
+    return "self_attention"
+
+
+def _table_kind(name: str, module: torch.nn.Module) -> str | None:
+    """The kind the rule table gives a module on its own (before its block is looked at)."""
+    cls = type(module).__name__
+    if cls in RESNET_CLASSES:
+        return "resnet"
+    if cls in RESIDUAL_TRANSFORMER_CLASSES and name:
+        return "transformer"
+    if cls == "TemporalConvLayer":
+        return "temporal_conv"
+    if cls == "Attention" and getattr(module, "residual_connection", False):
+        return "attention"
+    return None
+
+
+def _block_units(block_name: str, block: torch.nn.Module) -> list[tuple[str, str, torch.nn.Module]]:
+    """(path, kind, module) of the attention and feed-forward units of one transformer block."""
+    children = list(block.named_children())
+    if not any(_is_attention(m) for _, m in children) or isinstance(block, torch.nn.ModuleList):
+        return []
+    prefix = f"{block_name}." if block_name else ""
+    found = []
+    names = {name for name, _ in children}
+    for name, module in children:
+        kind = _table_kind(name, module)
+        if kind is not None:  # a residual attention inside a block caches its branch, not its output
+            found.append((prefix + name, kind, module))
+        elif _is_attention(module):
+            found.append((prefix + name, _attention_kind(name, module, block), module))
+        elif name == "proj_mlp" and "proj_out" in names:  # single-stream block: attention beside an MLP
+            found.append((prefix + name, "feed_forward", module))
+        elif _is_feed_forward(name, module):
+            kind = "context_feed_forward" if _CONTEXT_FF_NAME.search(name) else "feed_forward"
+            found.append((prefix + name, kind, module))
+    return found
 
 
 def _stage_of(name: str) -> str:
@@ -104,40 +274,91 @@ def _stage_of(name: str) -> str:
     return parts[0]
 
 
-def discover_units(pipe_or_model) -> list[ReusableUnit]:
-    """List the reusable units of a supported denoiser, in execution-independent module order.
+def _block_stage(name: str, model: torch.nn.Module) -> str:
+    """``<list>.early|middle|late`` by the block's index in its list (``blocks`` for the main list)."""
+    parts = name.split(".")
+    for position, part in enumerate(parts):
+        if part.isdigit():
+            container = model.get_submodule(".".join(parts[:position])) if position else model
+            index, size = int(part), len(container) if hasattr(container, "__len__") else 1
+            third = ("early", "middle", "late")[min(2, 3 * index // max(1, size))]
+            prefix = ".".join(parts[:position])
+            return f"{'blocks' if prefix in ('transformer_blocks', 'blocks') else prefix}.{third}"
+    return parts[0]
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> list[ReusableUnit]:
+    """List the reusable units of a denoiser, in module order.
+
+    ``rules`` (a :class:`UnitRules` or a mapping like the ``model.units`` config) adds, removes or
+    replaces what the rule table finds; by default the rules attached with :func:`attach_unit_rules`
+    apply, else the table alone.
 
     Raises:
-        UnsupportedModelError: the model class is not one of :data:`SUPPORTED_MODEL_CLASSES`.
+        UnsupportedModelError: no unit was found (the message names the setting to use).
+        ConfigError: a user pattern matches no module, or the rules are malformed.
     """
     model = resolve_denoiser(pipe_or_model)
-    family = _model_family(model)
-    units: list[ReusableUnit] = []
-    if family in ("UNet2DModel", "UNet2DConditionModel"):
-        claimed: list[str] = []
-        for name, module in model.named_modules():
-            if any(name.startswith(prefix + ".") for prefix in claimed):
-                continue  # inside a unit already (e.g. attention inside a spatial transformer)
-            cls = type(module).__name__
-            if cls == "ResnetBlock2D":
-                units.append(ReusableUnit(name, "resnet", _stage_of(name), module))
-            elif cls == "Transformer2DModel":
-                units.append(ReusableUnit(name, "transformer", _stage_of(name), module))
-                claimed.append(name)
-            elif cls == "Attention" and getattr(module, "residual_connection", False):
-                units.append(ReusableUnit(name, "attention", _stage_of(name), module))
-                claimed.append(name)
-    else:  # DiT and PixArt: per transformer block, each branch its own unit
-        blocks = list(model.transformer_blocks)
-        for index, block in enumerate(blocks):
-            third = ("early", "middle", "late")[min(2, 3 * index // max(1, len(blocks)))]
-            for attribute, kind in _DIT_BRANCHES.items():
-                branch = getattr(block, attribute, None)
-                if branch is not None:
-                    name = f"transformer_blocks.{index}.{attribute}"
-                    units.append(ReusableUnit(name, kind, f"blocks.{third}", branch))
+    rules = UnitRules.coerce(rules if rules is not None else model.__dict__.get(_RULES_ATTRIBUTE))
+    found: list[tuple[str, str, torch.nn.Module, str | None]] = []  # name, kind, module, mode override
+    claimed: list[str] = []  # units: nothing inside them is searched
+    excluded: list[str] = []  # the table finds nothing inside these
+    used = {pattern: False for pattern in (*rules.include, *rules.exclude)}
+    in_block: set[str] = set()
+    for name, module in model.named_modules():
+        if any(name == c or name.startswith(c + ".") for c in claimed):
+            continue
+        kind = next((k for p, k in rules.include.items() if name and _matches(p, name)), None)
+        if kind is not None:
+            used[next(p for p in rules.include if _matches(p, name))] = True
+            found.append((name, kind, module, None))
+            claimed.append(name)
+            continue
+        for pattern in rules.exclude:
+            if name and _matches(pattern, name):
+                used[pattern] = True
+                excluded.append(name)
+        if not rules.table or name in in_block or any(name == e or name.startswith(e + ".") for e in excluded):
+            continue
+        kind = _table_kind(name, module)
+        if kind is not None:
+            found.append((name, kind, module, None))
+            claimed.append(name)
+            continue
+        for unit_name, unit_kind, unit_module in _block_units(name, module):
+            if not any(unit_name == e or unit_name.startswith(e + ".") for e in excluded):
+                found.append((unit_name, unit_kind, unit_module, None))
+                claimed.append(unit_name)
+            in_block.add(unit_name)
+    unused = [pattern for pattern, hit in used.items() if not hit]
+    if unused:
+        setting = "include" if unused[0] in rules.include else "exclude"
+        raise ConfigError(f"model.units.{setting} pattern {unused[0]!r} matches no module of {type(model).__name__}: "
+                          "patterns match dotted module paths such as 'transformer_blocks.0.attn'")
+    order = {name: index for index, (name, _) in enumerate(model.named_modules())}
+    found.sort(key=lambda entry: order[entry[0]])
+    units = []
+    for name, kind, module, _ in found:
+        override = rules.kinds.get(kind, True)
+        if override is False:
+            continue
+        stage = _stage_of(name) if name.split(".")[0] in ("down_blocks", "up_blocks", "mid_block") else _block_stage(name, model)
+        mode = override if isinstance(override, str) else ""
+        if not mode and getattr(module, "residual_connection", False) is True:
+            mode = "residual"  # the module adds its own input back: cache only the branch
+        units.append(ReusableUnit(name, kind, stage, module, mode=mode))
     if not units:
-        raise UnsupportedModelError(f"found no reusable units in {type(model).__name__}: nothing to schedule")
+        raise UnsupportedModelError(
+            f"found no reusable units in {type(model).__name__}: the rule table finds resnet, attention and "
+            f"feed-forward blocks (as in {', '.join(SUPPORTED_MODEL_CLASSES)}, Flux, SD3, Wan, ...) and none here; "
+            f"name the modules to reuse in {_UNITS_SETTING}"
+        )
     return units
 
 

@@ -62,7 +62,8 @@ def load_model(model: ModelSettings):
     from autofr.models import load_pipeline
 
     # load_pipeline checks the device and the dtype name before anything is loaded
-    return load_pipeline(model.path, device=model.device, dtype=model.dtype, scheduler=model.scheduler)
+    return load_pipeline(model.path, device=model.device, dtype=model.dtype, scheduler=model.scheduler,
+                         unit_rules=model.units)
 
 
 def protocol_for(config: StudyConfig) -> EvalProtocol:
@@ -75,9 +76,10 @@ def protocol_for(config: StudyConfig) -> EvalProtocol:
         num_inference_steps=model.num_inference_steps,
         guidance_scale=model.guidance_scale,
         scheduler=model.scheduler,
-        resolution=None,
+        resolution=model.resolution,
         num_classes=model.num_classes if not model.prompts else None,
         prompts=model.prompts,
+        call_options=dict(model.call_options or {}),
     )
 
 
@@ -141,11 +143,12 @@ class AutoFRStudy:
         tracker.check_reachable()
         pipe = load_model(config.model)
         denoiser = resolve_denoiser(pipe)
-        units = discover_units(denoiser, rules=config.model.units) if config.model.units else discover_units(denoiser)
-        cost = measure_cost(denoiser, units)
+        units = discover_units(pipe)  # the pipeline carries the user's unit rules (load_pipeline)
+        protocol = protocol_for(config)
+        cost = measure_cost(pipe, units, protocol=protocol)  # inputs built from the config, or captured from a call
         space = SearchSpace.from_config(config.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
                                         config.model.num_inference_steps, type(pipe.scheduler).__name__)
-        return cls(config, _Model(pipe, denoiser, units, cost), space, protocol_for(config), measures, sampler, tracker)
+        return cls(config, _Model(pipe, denoiser, units, cost), space, protocol, measures, sampler, tracker)
 
     def describe(self) -> list[str]:
         """What will be searched, in two lines."""

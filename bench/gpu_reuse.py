@@ -1,0 +1,195 @@
+"""Feature reuse on real-size denoisers on a GPU: measured vs MAC-predicted speedup, syncs, cache memory.
+
+    python bench/gpu_reuse.py                 # CUDA: real sizes, bf16 (--dtype float16 for fp16)
+    python bench/gpu_reuse.py --device cpu    # no GPU: the same run on small models (smoke test)
+
+Three random-init denoisers (speed does not depend on the weights), each sampled with a plain
+bare-model loop (``x <- x - 0.05 * model(x, t)``, one call per step) at batch 1:
+
+* ``sd15_unet``: SD1.5's UNet2DConditionModel configuration at 512 px (64x64 latents, 77 text tokens);
+* ``dit_xl_2``: DiT-XL/2 at 256 px (32x32x4 latents, 28 blocks of 1152 wide);
+* ``flux_shaped``: a FluxTransformer2DModel with FLUX.1's real widths (24 heads x 128, T5 width
+  4096) and few layers (2 dual-stream, 4 single-stream blocks) at 1024 px (4096 image + 512 text tokens).
+
+For full compute and FRDiff's uniform M=2 and M=3, each with and without score mixing (b=0.5,
+s=30), interleaved and repeated: the median wall time, the measured speedup, the MAC-predicted
+speedup (``autofr.cost``) and their ratio (goal: >= 0.9; MACs ignore the memory-bound norms, gates
+and adds that reuse cannot skip). One scheduled run per model runs under
+``torch.cuda.set_sync_debug_mode("error")``: any host-device synchronisation raises (a model that
+synchronises by itself is reported as such, checked without hooks first). ``cache MiB`` is what the
+feature caches hold after the run (accounting) and, on CUDA, the extra peak allocation over full
+compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, UNet2DConditionModel
+
+import autofr
+from autofr import Mixing, ReuseSchedule
+from autofr.cost import measure_cost
+
+SETTINGS = [("full compute", 1, False), ("FRDiff M=2", 2, False), ("FRDiff M=2 +mixing", 2, True),
+            ("FRDiff M=3", 3, False), ("FRDiff M=3 +mixing", 3, True)]
+
+
+def sd15_unet(small: bool):
+    width = (32, 64, 64, 64) if small else (320, 640, 1280, 1280)
+    model = UNet2DConditionModel(
+        sample_size=16 if small else 64, in_channels=4, out_channels=4, layers_per_block=1 if small else 2,
+        block_out_channels=width, cross_attention_dim=64 if small else 768, attention_head_dim=8,
+        norm_num_groups=16 if small else 32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    size = model.config.sample_size
+
+    def inputs(device, dtype):
+        return {"sample": torch.randn(1, 4, size, size, device=device, dtype=dtype),
+                "encoder_hidden_states": torch.randn(1, 77, model.config.cross_attention_dim, device=device, dtype=dtype)}
+
+    return model, "sample", inputs, 1000.0
+
+
+def dit_xl_2(small: bool):
+    model = DiTTransformer2DModel(
+        num_attention_heads=4 if small else 16, attention_head_dim=16 if small else 72, in_channels=4,
+        out_channels=8, num_layers=4 if small else 28, sample_size=16 if small else 32, patch_size=2,
+        num_embeds_ada_norm=1000,
+    )
+    size = model.config.sample_size
+
+    def inputs(device, dtype):
+        return {"hidden_states": torch.randn(1, 4, size, size, device=device, dtype=dtype),
+                "class_labels": torch.tensor([207], device=device)}
+
+    return model, "hidden_states", inputs, 1000.0
+
+
+def flux_shaped(small: bool):
+    heads, head_dim = (4, 16) if small else (24, 128)
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=head_dim,
+        num_attention_heads=heads, joint_attention_dim=64 if small else 4096, pooled_projection_dim=64 if small else 768,
+        axes_dims_rope=(4, 6, 6) if small else (16, 56, 56), guidance_embeds=True,
+    )
+    side, text = (16, 64) if small else (64, 512)
+
+    def inputs(device, dtype):
+        rows = torch.arange(side * side, device=device)
+        img_ids = torch.stack([torch.zeros_like(rows), rows // side, rows % side], 1).to(dtype)
+        return {"hidden_states": torch.randn(1, side * side, 64, device=device, dtype=dtype),
+                "encoder_hidden_states": torch.randn(1, text, model.config.joint_attention_dim, device=device, dtype=dtype),
+                "pooled_projections": torch.randn(1, model.config.pooled_projection_dim, device=device, dtype=dtype),
+                "img_ids": img_ids, "txt_ids": torch.zeros(text, 3, device=device, dtype=dtype),
+                "guidance": torch.full((1,), 3.5, device=device, dtype=dtype)}
+
+    return model, "hidden_states", inputs, 1.0
+
+
+MODELS = {"sd15_unet": sd15_unet, "dit_xl_2": dit_xl_2, "flux_shaped": flux_shaped}
+
+
+@torch.inference_mode()
+def sample(model, sample_key, inputs, timesteps, sync):
+    """One sampling run over the bare denoiser; wall seconds (synchronised only before and after)."""
+    kwargs = dict(inputs)
+    x = kwargs.pop(sample_key)
+    sync()
+    began = time.perf_counter()
+    for t in timesteps:
+        x = x - 0.05 * model(**{sample_key: x}, timestep=t, **kwargs, return_dict=False)[0][:, : x.shape[1]]
+    sync()
+    return time.perf_counter() - began
+
+
+def syncs_in_a_run(model, sample_key, inputs, timesteps) -> str | None:
+    """None if a sampling run does no host-device synchronisation, else the error's first line."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sample(model, sample_key, inputs, timesteps, lambda: None)
+        return None
+    except RuntimeError as error:
+        return str(error).splitlines()[0][:100]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, repeats: int) -> list[str]:
+    torch.manual_seed(0)
+    model, sample_key, make_inputs, scale = MODELS[name](small)
+    model = model.to(device=device, dtype=dtype).eval()
+    inputs = make_inputs(device, dtype)
+    timesteps = [torch.full((1,), scale * (1 - i / steps), device=device, dtype=dtype) for i in range(steps)]
+    cost = measure_cost(model, inputs=dict(inputs, timestep=timesteps[0]))
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    schedules = {label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False)
+                 for label, m, mix in SETTINGS}
+    times = {label: [] for label in schedules}
+    predicted, cache_mib, peak_mib = {}, {}, {}
+    sample(model, sample_key, inputs, timesteps[:2], sync)  # warm-up
+    for _ in range(repeats):
+        for label, schedule in schedules.items():
+            accounting = autofr.apply_schedule(model, schedule, cost=cost)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            times[label].append(sample(model, sample_key, inputs, timesteps, sync))
+            predicted[label] = accounting.predicted_speedup
+            cache_mib[label] = accounting.cache_bytes / 2**20
+            if cuda:
+                peak_mib[label] = torch.cuda.max_memory_allocated() / 2**20
+            autofr.remove_schedule(model)
+    sync_report = "n/a (CPU)"
+    if cuda:
+        alone = syncs_in_a_run(model, sample_key, inputs, timesteps)
+        autofr.apply_schedule(model, schedules["FRDiff M=3 +mixing"], cost=cost)
+        hooked = syncs_in_a_run(model, sample_key, inputs, timesteps)
+        autofr.remove_schedule(model)
+        sync_report = ("none" if hooked is None else f"model itself syncs: {alone}" if alone is not None
+                       else f"HOOKS SYNC: {hooked}")
+    full = statistics.median(times["full compute"])
+    lines = [f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, {cost.total_macs / 1e9:.1f} "
+             f"GMACs per step, {100 * cost.reusable_fraction:.0f}% reusable, {len(cost.unit_macs)} units; {steps} steps, "
+             f"{dtype}, {device}; syncs in a scheduled run: {sync_report})",
+             f"| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label in schedules:
+        seconds = statistics.median(times[label])
+        measured = full / seconds
+        extra = f"{peak_mib[label] - peak_mib['full compute']:.0f}" if cuda else "n/a"
+        lines.append(f"| {label} | {seconds:.3f} | {measured:.2f}x | {predicted[label]:.2f}x | "
+                     f"{measured / predicted[label]:.2f} | {cache_mib[label]:.1f} | {extra} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="bfloat16 (CUDA default), float16, float32 (CPU default)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (CUDA 20, CPU 8)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (CUDA 5, CPU 2)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --device cpu for the small smoke run")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    if not cuda:
+        torch.set_num_threads(1)
+    steps = args.steps or (20 if cuda else 8)
+    repeats = args.repeats or (5 if cuda else 2)
+    print(f"# autofr GPU reuse bench ({'real sizes' if cuda else 'small CPU smoke run: not the GPU figures'})")
+    for name in args.models.split(","):
+        print()
+        print("\n".join(bench(name, not cuda, args.device, dtype, steps, repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
