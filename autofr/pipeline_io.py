@@ -22,11 +22,14 @@ Pixel space and legacy pipelines
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from autofr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autofr.evaluation import EvalProtocol
 
 
 def denoiser_of(pipe: Any) -> torch.nn.Module:

@@ -31,7 +31,7 @@ def tracking(tmp_path_factory):
 
 def overrides(root, study: str, *extra: str, tracking: str) -> list[str]:
     return [
-        f"study={study}", f"model.path={root / 'pipeline'}", "model.device=cpu", "model.dtype=float32",
+        f"study={study}", f"model.path={root / 'pipeline'}", "model.device=cpu", "model.dtype=float32", "model.resolution=null",
         "model.num_inference_steps=4", "model.prompts=[a photo of a cat,a red house on the beach]",
         "space.steps=[3,4]", "space.max_interval=2", "space.baseline_steps=[3]",
         "quality.proxy=latent_mse", "quality.proxy_samples=2", "quality.fid_samples=4", "quality.batch_size=2",
