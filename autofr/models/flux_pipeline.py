@@ -36,8 +36,8 @@ from autofr.models.pipeline import check_call_arguments, images_output, initial_
 #: Side of the square of pixels packed into one latent token (Flux packs 2x2 latent pixels too).
 PACKING = 2
 #: The sampling defaults of ``digits_flux`` (chosen by measurement, ``assets/TRAINING.md``); its quality gate uses them.
-DEFAULT_NUM_INFERENCE_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 2.0
+DEFAULT_NUM_INFERENCE_STEPS = 28
+DEFAULT_GUIDANCE_SCALE = 1.25
 
 
 class ClassTokenEncoder(ModelMixin, ConfigMixin):
