@@ -110,6 +110,7 @@ class ClassConditionalFluxPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        """``DiffusionPipeline.from_pretrained``, without diffusers' notice about the config's ``sample_size``."""
         notice = _DropGridSizeNotice()
         config_logger = logging.getLogger("diffusers.configuration_utils")
         config_logger.addFilter(notice)
