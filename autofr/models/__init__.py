@@ -3,10 +3,14 @@
 ``EMBEDDED_MODELS`` ship inside the package (``autofr/models/assets``) and load offline:
 
 - ``digits_unet``: class-conditional ``UNet2DModel`` (with attention blocks) on 16x16 digits;
-- ``digits_dit``: class-conditional ``DiTTransformer2DModel`` on 16x16 digits.
+- ``digits_dit``: class-conditional ``DiTTransformer2DModel`` on 16x16 digits;
+- ``digits_flux``: ``FluxTransformer2DModel`` (double- and single-stream blocks) on 16x16 digits, the
+  class given as a prompt (class tokens through the text inputs).
 
-Both are ``ClassConditionalPipeline``s with a DDIM scheduler. ``load_digit_classifier`` gives the
-digit CNN whose features FID/KID on these models use. How they were trained: ``assets/TRAINING.md``.
+The first two are ``ClassConditionalPipeline``s with a DDIM scheduler, ``digits_flux`` is a
+``ClassConditionalFluxPipeline`` with a flow-matching Euler scheduler; all take class labels the same
+way. ``load_digit_classifier`` gives the digit CNN whose features FID/KID on these models use. How they
+were trained: ``assets/TRAINING.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from autofr.devices import check_device_dtype
 from autofr.errors import ConfigError, ModelLoadError
 from autofr.models.classifier import DigitClassifier
 from autofr.models.digits_data import load_digits_images
+from autofr.models.flux_pipeline import ClassConditionalFluxPipeline, ClassTokenEncoder
 from autofr.models.pipeline import ClassConditionalPipeline
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,9 @@ __all__ = [
     "ASSETS_DIR",
     "EMBEDDED_MODELS",
     "SCHEDULERS",
+    "ClassConditionalFluxPipeline",
     "ClassConditionalPipeline",
+    "ClassTokenEncoder",
     "DigitClassifier",
     "load_digit_classifier",
     "load_digits_images",
@@ -41,7 +48,9 @@ __all__ = [
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-EMBEDDED_MODELS = ("digits_unet", "digits_dit")
+EMBEDDED_MODELS = ("digits_unet", "digits_dit", "digits_flux")
+#: The pipeline classes of autofr's own pipelines, by the ``_class_name`` of their ``model_index.json``.
+PIPELINE_CLASSES = {cls.__name__: cls for cls in (ClassConditionalPipeline, ClassConditionalFluxPipeline)}
 CLASSIFIER_DIR_NAME = "digits_classifier"
 CLASSIFIER_WEIGHTS = "model.safetensors"
 CLASSIFIER_CONFIG = "config.json"
@@ -55,6 +64,11 @@ def swap_scheduler(pipeline, scheduler: str):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     config = pipeline.scheduler.config
+    if type(pipeline.scheduler).__name__.startswith("FlowMatch") and scheduler in SCHEDULERS:
+        raise ConfigError(
+            f"{type(pipeline).__name__} samples by flow matching ({type(pipeline.scheduler).__name__}); the "
+            f"{scheduler} sampler needs a DDPM noise schedule: keep the saved scheduler (model.scheduler=null)"
+        )
     if scheduler == "ddim":
         pipeline.scheduler = DDIMScheduler.from_config(config)
     elif scheduler == "dpmsolver++":
@@ -81,14 +95,14 @@ def _quiet_loading():
 
 
 def _pipeline_class(directory: Path):
-    """``ClassConditionalPipeline`` for directories saved from it, ``DiffusionPipeline`` otherwise."""
+    """autofr's pipeline class for directories saved from one (``PIPELINE_CLASSES``), else ``DiffusionPipeline``."""
     from diffusers import DiffusionPipeline
 
     try:
         class_name = json.loads((directory / "model_index.json").read_text()).get("_class_name")
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot read {directory / 'model_index.json'}: {error}") from error
-    return ClassConditionalPipeline if class_name == ClassConditionalPipeline.__name__ else DiffusionPipeline
+    return PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
 
 
 T2I_EXTRA_HINT = "pip install 'autofr[t2i]'"
@@ -185,7 +199,7 @@ def load_pipeline(
                 "with `python -m autofr.models.train_digits`"
             )
         with _quiet_loading():
-            pipeline = ClassConditionalPipeline.from_pretrained(directory, dtype=dtype)
+            pipeline = _pipeline_class(directory).from_pretrained(directory, dtype=dtype)
     else:
         path = Path(name_or_path).expanduser()
         if path.exists():

@@ -88,30 +88,14 @@ class ClassConditionalPipeline(DiffusionPipeline):
             callback_on_step_end: optional ``fn(pipeline, step_index, timestep, {"latents": ...})``
                 called after every step; a returned ``"latents"`` entry replaces the latents.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ConfigError(f"unknown output_type {output_type!r}: use one of {', '.join(OUTPUT_TYPES)}")
-        if num_inference_steps < 1:
-            raise ConfigError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        check_call_arguments(num_inference_steps, output_type)
         device = self._execution_device
         dtype = self.denoiser.dtype
-        num_classes = self.num_classes
-
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-        if labels.numel() == 0:
-            raise ConfigError("class_labels is empty: pass at least one class index")
-        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise ConfigError(f"class labels must lie in 0..{num_classes - 1}, got {labels.tolist()}")
-        labels = labels.to(device)
+        labels = validated_class_labels(class_labels, self.num_classes, device)
         batch_size = labels.shape[0]
-
         config = self.denoiser.config
         shape = (batch_size, config.in_channels, config.sample_size, config.sample_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise ConfigError(f"latents must have shape {shape} for {batch_size} labels, got {tuple(latents.shape)}")
-        else:
-            latents = latents.to(device=device, dtype=dtype)
+        latents = initial_latents(shape, latents, generator, device, dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(self.scheduler, "set_begin_index"):
@@ -145,11 +129,43 @@ class ClassConditionalPipeline(DiffusionPipeline):
                     latents = outputs["latents"]
 
         images = (latents.float() * 0.5 + 0.5).clamp_(0.0, 1.0).cpu()
-        if output_type != "pt":
-            images = images.permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return images_output(self, images, output_type, return_dict)
+
+
+def check_call_arguments(num_inference_steps: int, output_type: str) -> None:
+    """The checks every class-conditional pipeline makes before sampling."""
+    if output_type not in OUTPUT_TYPES:
+        raise ConfigError(f"unknown output_type {output_type!r}: use one of {', '.join(OUTPUT_TYPES)}")
+    if num_inference_steps < 1:
+        raise ConfigError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+
+
+def validated_class_labels(class_labels, num_classes: int, device: torch.device) -> torch.Tensor:
+    """``class_labels`` as a 1-D long tensor on ``device``; ConfigError unless every label is a real class."""
+    labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    if labels.numel() == 0:
+        raise ConfigError("class_labels is empty: pass at least one class index")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ConfigError(f"class labels must lie in 0..{num_classes - 1}, got {labels.tolist()}")
+    return labels.to(device)
+
+
+def initial_latents(shape: tuple, latents, generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Fresh standard-normal noise of ``shape``, or the given ``latents`` after a shape check."""
+    if latents is None:
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    if tuple(latents.shape) != shape:
+        raise ConfigError(f"latents must have shape {shape} for {shape[0]} labels, got {tuple(latents.shape)}")
+    return latents.to(device=device, dtype=dtype)
+
+
+def images_output(pipeline: DiffusionPipeline, images: torch.Tensor, output_type: str, return_dict: bool):
+    """Images ``(N, C, H, W)`` in ``[0, 1]`` on the CPU as the requested ``output_type``."""
+    if output_type != "pt":
+        images = images.permute(0, 2, 3, 1).numpy()
+        if output_type == "pil":
+            images = pipeline.numpy_to_pil(images)
+    if not return_dict:
+        return (images,)
+    return ImagePipelineOutput(images=images)

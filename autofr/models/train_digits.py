@@ -1,4 +1,4 @@
-"""Train the embedded digit models: the UNet and DiT denoisers and the digit classifier.
+"""Train the embedded digit models: the UNet, DiT and Flux denoisers and the digit classifier.
 
     python -m autofr.models.train_digits --which all --out autofr/models/assets
 
@@ -7,7 +7,8 @@ Denoisers: epsilon prediction, DDPM noise schedule (1000 steps), 10% of labels d
 class for classifier-free guidance, AdamW with warm-up and cosine decay, EMA weights saved as a
 ``ClassConditionalPipeline`` with a DDIM scheduler. After training a denoiser, its conditional-sample
 accuracy (the quality gate) is measured with the classifier in ``--out``. A summary of every run is
-written to ``<out>/training_summary.json``.
+written to ``<out>/training_summary.json``. ``--which flux`` trains the flow-matching
+``FluxTransformer2DModel`` of ``digits_flux`` instead (``autofr.models.train_flux``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from autofr.errors import AutoFRError, ConfigError
+from autofr.models.train_flux import DEFAULT_TRAINING as FLUX_TRAINING
+from autofr.models.train_flux import train_flux
+from autofr.models.training import (
+    EMA_DECAY,
+    IMAGE_SIZE,
+    LABEL_DROPOUT,
+    NULL_CLASS_LABEL,
+    NUM_CLASSES,
+    ema_update,
+    learning_rate_factor,
+    update_summary,
+)
 
 logger = logging.getLogger(__name__)
 
-NUM_CLASSES = 10
-NULL_CLASS_LABEL = NUM_CLASSES
-IMAGE_SIZE = 16
-LABEL_DROPOUT = 0.1
 # Min-SNR-gamma loss weighting (Hang et al. 2023): eps-prediction loss weighted by min(SNR, gamma) / SNR,
 # which converges markedly faster than the plain loss.
 MIN_SNR_GAMMA = 5.0
@@ -73,8 +82,6 @@ DEFAULT_DENOISER_TRAINING = {
     "unet": dict(steps=3000, batch_size=128, learning_rate=2e-3),
     "dit": dict(steps=3000, batch_size=128, learning_rate=1e-3),
 }
-EMA_DECAY = 0.999
-WARMUP_STEPS = 200
 GATE = dict(samples_per_class=50, num_inference_steps=50, guidance_scale=3.0, seed=0)
 
 
@@ -99,13 +106,6 @@ def count_macs_per_sample(denoiser: torch.nn.Module) -> int:
         denoiser(sample, torch.tensor([500]), class_labels=torch.tensor([0]))
     denoiser.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def _learning_rate_factor(step: int, total_steps: int) -> float:
-    if step < WARMUP_STEPS:
-        return (step + 1) / WARMUP_STEPS
-    progress = (step - WARMUP_STEPS) / max(1, total_steps - WARMUP_STEPS)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _disable_builtin_label_dropout(denoiser: torch.nn.Module) -> None:
@@ -138,7 +138,7 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
     parameters = [p for p in denoiser.parameters()]
     ema_parameters = list(ema_denoiser.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate_factor(step, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, steps))
 
     losses = []
     started = time.perf_counter()
@@ -162,9 +162,7 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_parameters, [p.detach() for p in parameters], 1.0 - decay)
+        ema_update(ema_parameters, parameters, step)
         losses.append(per_sample_loss.mean().item())
         if step % 100 == 99:
             progress.set_postfix(loss=f"{sum(losses[-100:]) / 100:.4f}")
@@ -265,31 +263,34 @@ def measure_gate(which: str, out: Path) -> dict:
     """Conditional-sample accuracy of ``digits_<which>`` in ``out`` under the classifier in ``out``."""
     from autofr.models import ClassConditionalPipeline, DigitClassifier
     from autofr.models.evaluation import conditional_accuracy
+    from autofr.models.flux_pipeline import (
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_NUM_INFERENCE_STEPS,
+        ClassConditionalFluxPipeline,
+    )
     from safetensors.torch import load_file
 
-    pipeline = ClassConditionalPipeline.from_pretrained(out / f"digits_{which}")
+    if which == "flux":  # gated at its own defaults: flow-matching Euler steps and guidance
+        gate = dict(GATE, num_inference_steps=DEFAULT_NUM_INFERENCE_STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE)
+        pipeline = ClassConditionalFluxPipeline.from_pretrained(out / "digits_flux")
+    else:
+        gate = GATE
+        pipeline = ClassConditionalPipeline.from_pretrained(out / f"digits_{which}")
     config = json.loads((out / "digits_classifier" / "config.json").read_text())
     classifier = DigitClassifier(num_classes=config["num_classes"], widths=tuple(config["widths"]))
     classifier.load_state_dict(load_file(out / "digits_classifier" / "model.safetensors"))
     classifier.eval()
     started = time.perf_counter()
-    result = conditional_accuracy(pipeline, classifier, **GATE)
+    result = conditional_accuracy(pipeline, classifier, **gate)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     logger.info("digits_%s: conditional accuracy %.4f on %d samples", which, result["accuracy"], result["num_samples"])
     return result
 
 
-def _update_summary(out: Path, key: str, value: dict) -> None:
-    path = out / "training_summary.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
-    summary[key] = value
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--which", choices=("unet", "dit", "classifier", "all", "gate"), default="all",
-                        help="what to train; 'gate' only re-measures conditional accuracy of both denoisers")
+    parser.add_argument("--which", choices=("unet", "dit", "flux", "classifier", "all", "gate"), default="all",
+                        help="what to train; 'gate' only re-measures conditional accuracy of the denoisers in --out")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "assets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="denoiser optimisation steps (default per model)")
@@ -304,22 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         if args.which in ("classifier", "all"):
-            _update_summary(out, "digits_classifier", train_classifier(out, args.seed))
-        for which in ("unet", "dit"):
+            update_summary(out, "digits_classifier", train_classifier(out, args.seed))
+        for which in ("unet", "dit", "flux"):
             if args.which in (which, "all"):
-                settings = dict(DEFAULT_DENOISER_TRAINING[which])
+                settings = dict(FLUX_TRAINING if which == "flux" else DEFAULT_DENOISER_TRAINING[which])
                 for key in ("steps", "batch_size", "learning_rate"):
                     if getattr(args, key) is not None:
                         settings[key] = getattr(args, key)
-                summary = train_denoiser(which, out, args.seed, **settings)
+                if which == "flux":
+                    summary = train_flux(out, args.seed, **settings)
+                else:
+                    summary = train_denoiser(which, out, args.seed, **settings)
                 if not args.no_gate:
                     summary["gate"] = measure_gate(which, out)
-                _update_summary(out, f"digits_{which}", summary)
-            elif args.which == "gate":
+                update_summary(out, f"digits_{which}", summary)
+            elif args.which == "gate" and (out / f"digits_{which}").is_dir():
                 path = out / "training_summary.json"
                 summary = json.loads(path.read_text()).get(f"digits_{which}", {}) if path.is_file() else {}
                 summary["gate"] = measure_gate(which, out)
-                _update_summary(out, f"digits_{which}", summary)
+                update_summary(out, f"digits_{which}", summary)
     except AutoFRError as error:
         logger.error("%s", error)
         return 1

@@ -19,6 +19,8 @@ from autofr.models import (
 )
 from autofr.models.evaluation import classifier_accuracy, conditional_accuracy
 
+#: The embedded models with a DDPM noise schedule (DDIM by default; DPM-Solver++ and Euler swap in).
+DDPM_MODELS = ("digits_unet", "digits_dit")
 SCHEDULER_CLASSES = {
     "ddim": DDIMScheduler,
     "dpmsolver++": DPMSolverMultistepScheduler,
@@ -69,7 +71,7 @@ def test_unknown_digits_split_raises_config_error():
 # --- loading and sampling -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", EMBEDDED_MODELS)
+@pytest.mark.parametrize("name", DDPM_MODELS)
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULER_CLASSES))
 def test_embedded_model_samples_with_each_scheduler(name, scheduler):
     pipeline = load_pipeline(name, scheduler=scheduler)
@@ -85,8 +87,8 @@ def test_embedded_model_samples_with_each_scheduler(name, scheduler):
     assert pipeline.num_timesteps == 4
 
 
-def test_embedded_models_default_to_ddim(pipelines):
-    for pipeline in pipelines.values():
+def test_embedded_ddpm_models_default_to_ddim(pipelines):
+    for pipeline in (pipelines[name] for name in DDPM_MODELS):
         assert isinstance(pipeline.scheduler, DDIMScheduler)
         assert pipeline.num_classes == 10 and pipeline.null_class_label == 10
 
@@ -146,7 +148,7 @@ def test_unknown_model_name_raises_model_load_error():
     with pytest.raises(ModelLoadError) as error:
         load_pipeline("digits_vae")
     message = _one_line(error)
-    assert "digits_vae" in message and "digits_unet" in message and "digits_dit" in message
+    assert "digits_vae" in message and all(name in message for name in ("digits_unet", "digits_dit", "digits_flux"))
 
 
 def test_missing_local_path_raises_model_load_error(tmp_path):
@@ -205,5 +207,11 @@ def test_shipped_assets_are_small_and_documented():
 @pytest.mark.parametrize("name", EMBEDDED_MODELS)
 def test_denoisers_stay_cheap_enough_for_searches(pipelines, name):
     from autofr.models.train_digits import count_macs_per_sample
+    from autofr.models.train_flux import count_flux_macs_per_sample
 
-    assert count_macs_per_sample(pipelines[name].denoiser) <= 16_000_000
+    pipeline = pipelines[name]
+    if name == "digits_flux":
+        macs = count_flux_macs_per_sample(pipeline.transformer, pipeline.class_encoder)
+    else:
+        macs = count_macs_per_sample(pipeline.denoiser)
+    assert 5_000_000 <= macs <= 16_000_000
