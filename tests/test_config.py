@@ -3,14 +3,15 @@ import pytest
 from autofr import ConfigError
 from autofr.cli._config import compose
 
-PRESETS = ["digits_unet", "digits_dit", "sd15", "sdxl", "dit_xl_256", "pixart_alpha", "ddpm_cifar10"]
+PRESETS = ["digits_unet", "digits_dit", "digits_flux", "sd15", "sdxl", "dit_xl_256", "pixart_alpha", "ddpm_cifar10",
+           "flux_dev", "flux_schnell", "sd35_medium", "qwen_image", "wan21_t2v_1_3b", "sana_1600m"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_study_preset_composes(preset):
     cfg = compose("config", [f"study={preset}"])
     assert cfg.model.name in preset or preset.startswith(cfg.model.name)
-    assert cfg.model.scheduler in ("ddim", "dpmsolver++", "euler")
+    assert cfg.model.scheduler in ("ddim", "dpmsolver++", "euler", None)  # None: the checkpoint's own (flow matching)
     assert cfg.quality.feature == ("digits" if preset.startswith("digits") else "inception")
 
 

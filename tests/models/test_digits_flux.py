@@ -174,12 +174,14 @@ def test_samples_show_the_requested_digit_at_the_default_guidance(pipeline):
 
 def test_the_study_preset_samples_through_the_config(tmp_path):
     from autofr.cli._config import compose
-    from autofr.search.study import load_model, protocol_from_config
+    from autofr.config import StudyConfig
+    from autofr.search.study import load_model, protocol_for
 
     cfg = compose("config", ["study=digits_flux"])
+    config = StudyConfig.from_hydra(cfg)
     assert cfg.model.path == "digits_flux" and cfg.model.scheduler is None and cfg.quality.feature == "digits"
     assert cfg.model.num_inference_steps == DEFAULT_NUM_INFERENCE_STEPS
     assert cfg.model.guidance_scale == DEFAULT_GUIDANCE_SCALE
-    protocol = protocol_from_config(cfg).replace(num_samples=4, batch_size=4, num_inference_steps=2)
-    batch = generate(load_model(cfg), protocol)
+    protocol = protocol_for(config).replace(num_samples=4, batch_size=4, num_inference_steps=2)
+    batch = generate(load_model(config.model), protocol)
     assert batch.images.shape == (4, 1, 16, 16)
