@@ -80,7 +80,9 @@ def test_a_missing_transformers_is_one_line_naming_the_extra(searched, monkeypat
 
 @pytest.mark.parametrize("preset", ["flux_dev", "flux_schnell", "sd35_medium", "qwen_image", "wan21_t2v_1_3b", "sana_1600m"])
 def test_presets_without_weights_fail_in_one_line(preset, tmp_path, tracking, capsys):
+    # (quality.feature=pixels: the Inception weights, also absent here, are checked first and fail alike)
     code = search_cli.main([f"study={preset}", f"model.path={tmp_path / 'absent' / preset}", "model.device=cpu",
+                            "quality.feature=pixels",
                             f"storage.journal_path={tmp_path / 'journal.log'}", f"tracking.uri={tracking}",
                             f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "search.progress=false"])
     err = capsys.readouterr().err.strip().splitlines()
