@@ -77,7 +77,7 @@ def main() -> int:
     def label(number: int) -> str:
         return records.trial(number).label or f"trial {number}"
 
-    print(f"\n| point | steps | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
+    print("\n| point | steps | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
     print("|---|---:|" + "---:|" * (len(seeds) + 2))
     for number in points:
         values = [scores[number][s] for s in seeds]
@@ -85,7 +85,7 @@ def main() -> int:
         print(f"| {label(number)} | {records.trial(number).num_inference_steps} | "
               + " | ".join(f"{v:.4f}" for v in values) + f" | {statistics.fmean(values):.4f} | {sd:.4f} |")
     if pairs:
-        print(f"\n| paired difference | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
+        print("\n| paired difference | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
         print("|---|" + "---:|" * (len(seeds) + 2))
         for a, b in pairs:
             diffs = [scores[a][s] - scores[b][s] for s in seeds]

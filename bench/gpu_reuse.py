@@ -157,7 +157,7 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
     lines = [f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, {cost.total_macs / 1e9:.1f} "
              f"GMACs per step, {100 * cost.reusable_fraction:.0f}% reusable, {len(cost.unit_macs)} units; {steps} steps, "
              f"{dtype}, {device}; syncs in a scheduled run: {sync_report})",
-             f"| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
+             "| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for label in schedules:
         seconds = statistics.median(times[label])
