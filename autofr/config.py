@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autofr.errors import ConfigError
-from autofr.execution.storage import StorageSettings, mask_url
+from autofr.execution.storage import StorageSettings
 
 SCHEDULERS = ("ddim", "dpmsolver++", "euler", None)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -235,7 +235,7 @@ class StudyConfig:
     tracking: TrackingSettings
     search: SearchSettings
     worker_only: bool = False
-    flat: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    tree: dict = field(default_factory=dict, repr=False, compare=False)  # the composed config, for the MLflow parent run
 
     @classmethod
     def from_hydra(cls, cfg) -> StudyConfig:
@@ -260,17 +260,5 @@ class StudyConfig:
             tracking=section(TrackingSettings, tree.get("tracking"), "tracking"),
             search=section(SearchSettings, tree.get("search"), "search"),
             worker_only=bool(tree.get("worker_only", False)),
-            flat=flatten(tree),
+            tree=tree,
         )
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """A config tree as dotted ``key: text`` pairs (for the MLflow parent run); URLs masked."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = mask_url(str(value)) if ("url" in name or "uri" in name) else str(value)
-    return flat

@@ -25,6 +25,7 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
@@ -116,13 +117,13 @@ def confirmed_numbers(study: optuna.Study) -> set[int]:
 
 
 # ---------------------------------------------------------------------- one trial
-@dataclass
+@dataclass(kw_only=True)
 class TrialResult:
     """What the objective measured for one trial; :meth:`write` stores it on the live trial."""
 
-    schedule: dict
-    num_inference_steps: int
-    predicted_speedup: float
+    schedule: dict | None = None
+    num_inference_steps: int | None = None
+    predicted_speedup: float | None = None
     proxy: float | None = None
     proxy_metrics: dict[str, float] = field(default_factory=dict)
     constraint: float | None = None
@@ -130,21 +131,20 @@ class TrialResult:
     trial_seconds: float | None = None
     duplicate_of: int | None = None
     fidelity: int | None = None
-    fidelity_deltas: dict[int, float] | None = None
-    fidelity_sd: dict[int, float] | None = None
+    fidelity_deltas: dict[int, float] = field(default_factory=dict)
+    fidelity_sd: dict[int, float] = field(default_factory=dict)
     samples_generated: int | None = None
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
 
     @classmethod
-    def of(cls, record: TrialRecord) -> TrialResult:
-        """The result a recorded trial holds."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{name: getattr(record, name) for name in names})
+    def of(cls, record: TrialResult) -> TrialResult:
+        """The result a recorded trial holds (a copy, without the record's identity)."""
+        return cls(**{f.name: copy.copy(getattr(record, f.name)) for f in dataclasses.fields(cls)})
 
     def write(self, trial: optuna.Trial) -> None:
         for key, value in dataclasses.asdict(self).items():
-            if value is not None:
+            if value is not None and value != {}:
                 trial.set_user_attr(key, value)
 
 
@@ -164,31 +164,17 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON_ATTR, reason)
 
 
-@dataclass
-class TrialRecord:
-    """One trial as reporting, confirmation and export see it (a read-only view)."""
+@dataclass(kw_only=True)
+class TrialRecord(TrialResult):
+    """One trial as reporting, confirmation and export see it (a read-only view): what the objective
+    measured (the :class:`TrialResult` fields) plus the trial's identity, state and confirmation."""
 
     number: int
-    state: TrialState
-    values: tuple[float, ...] | None
-    params: dict[str, Any]
+    state: TrialState | None
+    values: tuple[float, ...] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
     origin: str = "search"
     label: str = ""
-    schedule: dict | None = None
-    num_inference_steps: int | None = None
-    predicted_speedup: float | None = None
-    proxy: float | None = None
-    proxy_metrics: dict[str, float] = field(default_factory=dict)
-    constraint: float | None = None
-    sampling_seconds: float | None = None
-    trial_seconds: float | None = None
-    duplicate_of: int | None = None
-    fidelity: int | None = None
-    fidelity_deltas: dict[int, float] = field(default_factory=dict)
-    fidelity_sd: dict[int, float] = field(default_factory=dict)
-    samples_generated: int | None = None
-    fid_estimate: float | None = None
-    fid_estimate_sd: float | None = None
     fail_reason: str | None = None
     over_budget: bool = False
     datetime_start: datetime.datetime | None = None

@@ -176,7 +176,7 @@ class AutoFRStudy:
             if config.search.warm_start:
                 for origin, label, params in self.warm_start():
                     enqueue_reference(study, params, origin, label)
-            parent = self.tracker.create_parent_run(config.study_name, config.flat)
+            parent = self.tracker.create_parent_run(config.study_name, config.tree)
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
             StudyInfo.update(study, **{READY_ATTR: parent})
         self.parent_run = wait_for_user_attr(self.study, READY_ATTR, timeout_s=120)

@@ -141,3 +141,32 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
     confirmed = records.confirmed()
     assert confirmed and all(len(t.confirmation.fid_seeds) == 2 for t in confirmed)
     assert all(set(t.confirmation.fid_full_seeds) == set(t.confirmation.fid_seeds) for t in confirmed)
+
+
+def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_path, monkeypatch):
+    from autofr.config import ModelSettings, QualitySettings
+    from autofr.search import confirm as confirm_module
+    from autofr.search.confirm import Confirmer
+    from autofr.search.measures import StudyMeasures
+    from autofr.search.records import TrialRecord
+
+    pipe = load_pipeline(str(tiny / "tiny"))
+    protocol = EvalProtocol(num_samples=8, seed=0, batch_size=8, num_inference_steps=STEPS, guidance_scale=2.0, num_classes=10)
+    measures = StudyMeasures.resolve(QualitySettings(proxy="fid_real", real_data=str(tiny / "real.npz"), feature="digits"),
+                                     ModelSettings(name="tiny", path=str(tiny / "tiny"), resolution=16))
+    trial = TrialRecord(number=3, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 2).to_dict())
+    calls = []
+    real_generate = confirm_module.generate
+    monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+
+    def confirmer():
+        return Confirmer(pipe, protocol, measures, lambda p: generate(pipe, p), 8, fid_seeds=2, timing_repeats=0,
+                         cache_dir=tmp_path / "cache", model_id="tiny")
+
+    first = confirmer().score(trial)
+    assert len(calls) == 2 and set(first.fid_seeds) == {"0", "1"}
+    again = confirmer().score(trial)  # a new study, a resume: the same scores, nothing sampled
+    assert len(calls) == 2 and again.fid_seeds == first.fid_seeds and again.fid_vs_full == first.fid_vs_full
+    other = TrialRecord(number=4, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 3).to_dict())
+    confirmer().score(other)
+    assert len(calls) == 4  # another schedule is scored
