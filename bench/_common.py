@@ -11,8 +11,11 @@ def open_bench_study(model: str, study_name: str, workdir: Path, *extra: str):
     from autofr.config import StudyConfig
     from autofr.search.study import open_existing
 
-    if not (Path(workdir) / "journal.log").exists():
-        raise SystemExit(f"{Path(workdir) / 'journal.log'} does not exist: give the --workdir of a finished bench run")
+    workdir = Path(workdir)
+    if (workdir / model / "journal.log").exists():  # bench/target_search.py keeps one folder per model
+        workdir = workdir / model
+    if not (workdir / "journal.log").exists():
+        raise SystemExit(f"{workdir / 'journal.log'} does not exist: give the --workdir of a finished bench run")
     config = StudyConfig.from_hydra(compose("config", [
         f"model={model}", f"study_name={study_name}", f"storage.journal_path={Path(workdir) / 'journal.log'}",
         f"tracking.uri=sqlite:///{Path(workdir) / 'mlflow.db'}", f"cache_dir={Path(workdir) / 'cache'}", *extra]))

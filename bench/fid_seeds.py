@@ -1,6 +1,6 @@
 """FID-N of chosen confirmed points of a bench study at more seeds: how much of a gap is noise?
 
-``bench/search_front.py`` scores every point with FID-N at one seed (0), with common random numbers
+``bench/target_search.py`` scores every point with FID-N at one seed (0), with common random numbers
 (every schedule starts from the same noise). Two points a few thousandths of FID apart may swap at
 another seed. This script re-scores chosen trials of a finished study at ``--seeds`` with the
 study's own protocol and reference (the same code path as the confirmation), then prints each
@@ -29,7 +29,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--trials", type=int, default=100, help="the bench study's trial count (names the study)")
-    parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/search_front.py run")
+    parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/target_search.py run")
     parser.add_argument("--study", default=None, help="study name (default: bench_<model>_<trials>)")
     parser.add_argument("--points", required=True, help="comma-separated trial numbers")
     parser.add_argument("--seeds", default="0,1,2")

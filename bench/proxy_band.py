@@ -1,7 +1,7 @@
 """How well do the per-trial proxies rank a bench study's confirmed points, overall and near the goal?
 
 ``bench/proxy_fidelity.py`` measures proxy fidelity on a fixed set of schedules. This script asks
-the question the search itself poses, on the points a finished ``bench/search_front.py`` study
+the question the search itself poses, on the points a finished ``bench/target_search.py`` study
 confirmed with FID-N: Spearman's rho between every recorded proxy (``proxy_metrics``) and FID-N
 against real data, over all confirmed points and over those within ``--band`` sampling steps
 (where the schedules that compete near full-compute quality live). With ``--fresh-seeds`` it also
@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--trials", type=int, default=100, help="the bench study's trial count (names the study)")
     parser.add_argument("--study", default=None, help="study name (default: bench_<model>_<trials>)")
-    parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/search_front.py run")
+    parser.add_argument("--workdir", required=True, help="the --workdir of a finished bench/target_search.py run")
     parser.add_argument("--band", default="15-35", help="step counts LO-HI for the second column")
     parser.add_argument("--fresh-seeds", default="", help="comma-separated proxy seeds to re-score fid_real at")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
