@@ -188,6 +188,9 @@ class SearchSettings:
     speed_model: str = "macs"
     progress: bool = True
     target: float | str | None = "5%"
+    calibrated_thresholds: tuple[float, ...] = (0.2, 0.4)
+    calibrated_steps: tuple[float, ...] = (1.0, 0.7, 0.5)
+    calibrated_mixing: tuple[bool, ...] = (False,)
     fidelity: tuple[int, ...] | str | None = "auto"
     fidelity_z: float = 2.0
     fidelity_bootstrap: int = 32
@@ -214,6 +217,8 @@ class SearchSettings:
             raise ConfigError(f"search.fidelity={self.fidelity!r} must be auto, off or a list of sample counts")
         if isinstance(self.fidelity, tuple) and any(n < 2 for n in self.fidelity):
             raise ConfigError(f"search.fidelity={list(self.fidelity)} must be sample counts >= 2")
+        if any(t <= 0 for t in self.calibrated_thresholds) or any(not 0 < f <= 1 for f in self.calibrated_steps):
+            raise ConfigError("search.calibrated_thresholds must be > 0 and search.calibrated_steps fractions in (0, 1]")
         for key, low in (("fidelity_z", 0), ("fidelity_bootstrap", 2), ("fid_seeds", 1), ("timing_repeats", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"search.{key}={getattr(self, key)} must be >= {low}")

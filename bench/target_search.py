@@ -46,6 +46,8 @@ def overrides(args, sampler: str, seed: int, fixed: int | None = None, timeout: 
             f"search.n_trials={args.trials}", "quality.fid_samples=2000", f"search.fidelity={fidelity}",
             "search.fid_seeds=1", "search.measure_speed=false", f"search.confirm_max={args.confirm_max}",
             "search.progress=false", f"search.target={args.target}",
+            # the calibrated warm start the benchmark ran with (wider than the default's)
+            "search.calibrated_thresholds=[0.1,0.2,0.4]", "search.calibrated_mixing=[false,true]",
             f"storage.journal_path={work / 'journal.log'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
             f"cache_dir={work / 'cache'}", f"out_dir={work / 'out' / name}", *extra]
 

@@ -22,7 +22,7 @@ def test_command_line_overrides_beat_presets():
 
 def test_default_is_the_embedded_digits_unet_on_local_storage():
     cfg = compose("config", [])
-    assert cfg.model.path == "digits_unet" and cfg.storage.url is None and cfg.search.n_trials == 30
+    assert cfg.model.path == "digits_unet" and cfg.storage.url is None and cfg.search.n_trials == 40
     assert cfg.tracking.uri.startswith(("sqlite:", "file:", "./", "/")) or "mlruns" in cfg.tracking.uri
 
 

@@ -227,12 +227,14 @@ class AutoFRStudy:
 
     def warm_start(self) -> list[tuple[str, str, dict]]:
         """The hand-set references and the calibrated schedules (read off a full-compute run)."""
+        search = self.config.search
         entries = self.space.warm_start()
         steps = self.config.model.num_inference_steps
-        wanted = sorted({min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in (0.7, 0.5)} - {steps},
+        wanted = sorted({min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in search.calibrated_steps},
                         reverse=True)
         probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
-        entries += calibrated_entries(self.space, self.model.pipe, probe, self.model.units, (steps, *wanted))
+        entries += calibrated_entries(self.space, self.model.pipe, probe, self.model.units, tuple(wanted),
+                                      search.calibrated_thresholds, search.calibrated_mixing)
         return entries
 
     def run(self, objective: Objective | None = None):

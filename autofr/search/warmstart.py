@@ -81,10 +81,11 @@ def group_intervals(profile: dict[str, list[float]], groups: dict[str, list[str]
 
 
 def calibrated_entries(space, pipe, protocol: EvalProtocol, units, step_counts: tuple[int, ...],
-                       thresholds: tuple[float, ...] = THRESHOLDS) -> list[tuple[str, str, dict]]:
+                       thresholds: tuple[float, ...] = THRESHOLDS,
+                       mixing_options: tuple[bool, ...] = (False,)) -> list[tuple[str, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
-    step count, without mixing and (where the space has mixing) with FRDiff's mixing; duplicates and
-    full compute are dropped."""
+    step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
+    duplicates and full compute are dropped."""
     entries, seen = [], set()
     for steps in step_counts:
         if steps not in space.steps:
@@ -94,7 +95,7 @@ def calibrated_entries(space, pipe, protocol: EvalProtocol, units, step_counts: 
             intervals = group_intervals(profile, space.groups, threshold, space.max_interval, steps)
             if all(k == 1 for k in intervals.values()):
                 continue
-            for mixing in (False, True) if space.mixing != "off" else (False,):
+            for mixing in mixing_options:
                 if mixing and space.mixing == "off" or not mixing and space.mixing == "on":
                     continue
                 params = space.params_for(intervals, mixing, steps)

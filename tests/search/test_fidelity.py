@@ -99,7 +99,7 @@ def test_calibrated_schedules_come_from_a_real_full_compute_run(tiny):
     assert all(len(changes) == 7 and all(c >= 0 for c in changes) for changes in profile.values())
     space = SearchSpace.from_config({"grouping": "stage", "max_interval": 4, "steps": [6, 8], "mixing": "choice"},
                                     units, type(pipe.denoiser).__name__, "fp", 8)
-    entries = calibrated_entries(space, pipe, protocol, units, (8, 6), thresholds=(0.2, 1.0, 5.0))
+    entries = calibrated_entries(space, pipe, protocol, units, (8, 6), thresholds=(0.2, 1.0, 5.0), mixing_options=(False, True))
     assert entries and all(origin == "calibrated" for origin, _, _ in entries)
     study = optuna.create_study(directions=["maximize", "minimize"])
     loosest = []
