@@ -130,9 +130,8 @@ class AutoFRStudy:
     def prepare(cls, config: StudyConfig) -> AutoFRStudy:
         """Check everything, load the model, build the space; nothing is written."""
         from autofr.cost import measure_cost
-        from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
-
         from autofr.devices import check_device_dtype
+        from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
 
         sampler = build_sampler(config.sampler)
         check_device_dtype(config.model.device, config.model.dtype)
@@ -162,6 +161,9 @@ class AutoFRStudy:
         The creator sets the attribute the other workers wait for last."""
         config = self.config
         storage = open_storage(config.storage)
+        # the warm start needs a model run: done before the study exists, so a failure leaves no half-made study
+        new = config.study_name not in optuna.get_all_study_names(storage)
+        entries = self.warm_start() if config.search.warm_start and new else None
         self.study, self.created = open_study(storage, config.study_name, directions=list(DIRECTIONS), sampler=self.sampler)
         if self.created:
             study = self.study
@@ -174,7 +176,7 @@ class AutoFRStudy:
                              baseline_steps=config.model.num_inference_steps, storage=where)
             StudyInfo.update(study, target=QualityTarget.parse(config.search.target).to_info())
             if config.search.warm_start:
-                for origin, label, params in self.warm_start():
+                for origin, label, params in entries if entries is not None else self.warm_start():
                     enqueue_reference(study, params, origin, label)
             parent = self.tracker.create_parent_run(config.study_name, config.tree)
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
