@@ -38,12 +38,12 @@ GOALS = {"digits_unet": 2.5, "digits_dit": 4.0}
 def overrides(args, sampler: str, seed: int, fixed: int | None = None, timeout: float | None = None) -> list[str]:
     work = Path(args.workdir) / args.model
     name = f"{args.model}_{sampler}_s{seed}" + (f"_fixed{fixed}" if fixed else "")
-    fidelity = f"[{fixed}]" if fixed else "[64,256,1024]"
-    extra = [f"quality.proxy_samples={fixed}"] if fixed else []
+    fidelity = f"[{fixed}]" if fixed else f"[{args.levels}]"
+    extra = [f"quality.proxy_samples={fixed if fixed else args.levels.split(',')[0]}"]
     if timeout:
         extra += [f"search.timeout_s={timeout}", "search.n_trials=100000"]
     return [f"model={args.model}", f"study_name={name}", f"seed={seed}", f"sampler={sampler}",
-            f"search.n_trials={args.trials}", "quality.fid_samples=2000", f"search.fidelity={fidelity}",
+            f"search.n_trials={args.trials}", f"quality.fid_samples={args.fid_samples}", f"search.fidelity={fidelity}",
             "search.fid_seeds=1", "search.measure_speed=false", f"search.confirm_max={args.confirm_max}",
             "search.progress=false", f"search.target={args.target}",
             # the calibrated warm start the benchmark ran with (wider than the default's)
@@ -95,11 +95,12 @@ def stage_search(args) -> None:
     print(json.dumps({config.study_name: log[config.study_name]}))
 
 
-def fastest_at_top(records, top: int = 1024):
+def fastest_at_top(records, top: int | None = None):
     """The fastest trial whose exact top-level FID difference meets the target (None if none)."""
     from autofr.search import front as fronts
 
     target = fronts.study_target(records)
+    top = top or max((t.fidelity or 0 for t in records.completed()), default=0)
     baseline = records.baseline()
     full = baseline.fid_estimate if baseline is not None else None
     inside = [t for t in records.completed() if top in t.fidelity_deltas and full is not None
@@ -159,13 +160,13 @@ def deciding_points(records):
 
     confirmed = [t for t in records.confirmed() if t.origin != "baseline"]
     inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
-    points = {max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
-              max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)}
+    points = [max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
+              max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)]
     for trial in confirmed:
         limit = fronts.target_limit(records, trial)
         if limit and abs(trial.fid / limit - 1) <= 0.01:
-            points.add(trial)
-    return sorted((p for p in points if p is not None), key=lambda t: t.number)
+            points.append(trial)
+    return sorted({p.number: p for p in points if p is not None}.values(), key=lambda t: t.number)
 
 
 def stage_rescore(args) -> None:
@@ -176,7 +177,7 @@ def stage_rescore(args) -> None:
     config = study_config(args, args.sampler, args.seed, args.fixed)
     study = AutoFRStudy.prepare(config)
     study.open()
-    confirmer = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 2000,
+    confirmer = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, args.fid_samples,
                           fid_seeds=3, timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
     while True:
         records = study.records()
@@ -242,7 +243,8 @@ def stage_report(args) -> None:
         except Exception as error:
             print(f"seed {seed}: {error}", file=sys.stderr)
             continue
-        inside = [t for t in records.confirmed() if fronts.within_target(records, t) and t.speed > 1]
+        inside = [t for t in records.confirmed() if fronts.within_target(records, t) and t.speed > 1
+                  and t.origin != "baseline"]
         searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
         handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
         paths = write_study_report(records, config.out_dir)
@@ -299,6 +301,8 @@ def main() -> int:
     parser.add_argument("--fixed", type=int, default=None, help="fixed-fidelity control: every trial on N samples")
     parser.add_argument("--timeout-of", default=None, help="SAMPLER:SEED: run for the wall time that study took")
     parser.add_argument("--timing-samples", type=int, default=64)
+    parser.add_argument("--fid-samples", type=int, default=2000, help="FID-N of the confirmation (2000; less for a smoke run)")
+    parser.add_argument("--levels", default="64,256,1024", help="adaptive-fidelity sample counts")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--threads", type=int, default=1)
