@@ -81,9 +81,10 @@ def panels(records: StudyRecords) -> list[Panel]:
     adaptive = any(t.fid_estimate is not None for t in feasible)
     ylabel = (f"FID estimate from {records.info.proxy_label} (search objective, lower is better)" if adaptive
               else f"{records.info.proxy_label} (proxy, lower is better)")
+    line_label = f"target: {fronts.study_target(records).describe()}" if adaptive else "proxy threshold"
     result = [Panel("proxy", "predicted speedup", ylabel, feasible,
                     fronts.proxy_front(feasible), lambda t: t.search_speedup, lambda t: t.search_proxy,
-                    threshold, "proxy threshold", threshold if threshold else full_proxy)]
+                    threshold, line_label, threshold if threshold else full_proxy)]
     confirmed = records.confirmed()
     if confirmed:
         limit = fronts.target_limit(records)

@@ -239,10 +239,11 @@ class TrialRecord(TrialResult):
 
     @property
     def search_proxy(self) -> float:
-        """The search objective: the proxy (``values[1]``)."""
-        if self.proxy is not None:
-            return self.proxy
-        return self.values[1] if self.values and len(self.values) > 1 else float("nan")
+        """The search's quality objective (``values[1]``): the proxy, or with adaptive fidelity the FID
+        estimate; the raw level-0 proxy is :attr:`proxy`."""
+        if self.values and len(self.values) > 1:
+            return self.values[1]
+        return self.proxy if self.proxy is not None else float("nan")
 
     @property
     def speed(self) -> float:
