@@ -9,7 +9,9 @@ private name                                   why autofr needs it
 =============================================  ==========================================================
 ``optuna.storages._heartbeat.BaseHeartbeat``   the heartbeat interface :class:`HeartbeatJournalStorage`
                                                implements so ``fail_stale_trials`` (public) works on
-                                               the journal file as it does on RDBStorage
+                                               the journal file as it does on RDBStorage; its private
+                                               ``_get_stale_trial_ids`` is the method that implements
+                                               (``autofr/execution/journal.py``, the one override)
 ``Study._storage``, ``Study._study_id``         a worker records heartbeats and counts trials of its
                                                own study (``study_storage``, ``study_id``)
 ``Trial._trial_id``, ``FrozenTrial._trial_id``  heartbeats and stale checks are keyed by trial id
