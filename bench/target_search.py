@@ -68,17 +68,23 @@ def load_log(args) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def save_log(args, log: dict) -> None:
+def record_run(args, name: str, entry: dict) -> None:
+    """Add one study's run to the model's log (read again under a lock: studies run side by side)."""
+    import fcntl
+
     from autofr.files import atomic_write_text
 
-    atomic_write_text(log_path(args), json.dumps(log, indent=1))
+    with open(log_path(args).with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log = load_log(args)
+        log[name] = entry
+        atomic_write_text(log_path(args), json.dumps(log, indent=1))
 
 
 def stage_search(args) -> None:
     from autofr.search.study import AutoFRStudy
 
-    log = load_log(args)
-    timeout = log[f"{args.model}_{args.timeout_of.replace(':', '_s')}"]["seconds"] if args.timeout_of else None
+    timeout = load_log(args)[f"{args.model}_{args.timeout_of.replace(':', '_s')}"]["seconds"] if args.timeout_of else None
     config = study_config(args, args.sampler, args.seed, args.fixed, timeout)
     began = time.perf_counter()
     study = AutoFRStudy.prepare(config)
@@ -86,13 +92,13 @@ def stage_search(args) -> None:
     study.run()
     records = study.records()
     completed = records.completed()
-    log[config.study_name] = {
+    entry = {
         "seconds": time.perf_counter() - began, "trials": len(completed),
         "samples": sum(t.samples_generated or 0 for t in completed),
         "by_fidelity": {str(n): sum(t.fidelity == n for t in completed) for n in sorted({t.fidelity for t in completed if t.fidelity})},
     }
-    save_log(args, log)
-    print(json.dumps({config.study_name: log[config.study_name]}))
+    record_run(args, config.study_name, entry)
+    print(json.dumps({config.study_name: entry}))
 
 
 def fastest_at_top(records, top: int | None = None):
