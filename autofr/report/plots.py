@@ -6,7 +6,9 @@ to the range around the target (points beyond it are counted in a note, not squa
 reference points (full compute, FRDiff, fewer steps, DeepCache-style) have their own markers and
 labels that are moved apart until none overlaps; peers (other libraries' caches, at their measured
 speed) have one marker of their own, a colour and legend entry per method, and labels like the
-references; the exported (or recommended) schedule is ringed.
+references on two settings per method, its default and its fastest one within the target line (a
+sweep of five labelled points per method would bury the plot); the exported (or recommended)
+schedule is ringed.
 Matplotlib draws on an Agg canvas outside pyplot; the interactive version is a plotly page.
 """
 
@@ -141,7 +143,8 @@ def front_figure(records: StudyRecords, chosen: int | None = None):
     figure.suptitle(f"{records.name}: speed vs quality" + (f" ({model})" if model else ""))
     figure.tight_layout()
     for axis, panel in zip(axes, shown_panels):
-        _place_labels(figure, axis, [t for t in panel.trials if (t.is_reference or t.is_peer) and _inside(panel, t)], panel)
+        labelled = [t for t in panel.trials if t.is_reference and _inside(panel, t)] + _labelled_peers(panel)
+        _place_labels(figure, axis, labelled, panel)
     return figure
 
 
@@ -268,6 +271,17 @@ def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plot
     with atomic_path(path) as tmp:
         plotly.io.write_html(figure, str(tmp), include_plotlyjs=include_plotlyjs, full_html=True, auto_open=False)
     return Path(path)
+
+
+def _labelled_peers(panel: Panel) -> list[TrialRecord]:
+    """Per peer method: its default setting and its fastest setting at or below the panel's line."""
+    chosen = []
+    for marked in _peers_by_method([t for t in panel.trials if t.is_peer and _inside(panel, t)]).values():
+        within = [t for t in marked if panel.line is None or not math.isfinite(panel.line) or panel.y(t) <= panel.line]
+        defaults = [t for t in marked if (t.peer or {}).get("default")]
+        picks = defaults + ([max(within, key=panel.x)] if within else [])
+        chosen.extend({t.number: t for t in picks}.values())
+    return chosen
 
 
 def _peers_by_method(trials: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
