@@ -44,11 +44,18 @@ class PeerStage:
     failed: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """One line: how many peers were evaluated, and why the others were not (methods with the same
+        reason named together)."""
         parts = [f"{len(self.added)} peer settings evaluated"]
         if self.already:
             parts.append(f"{self.already} already in the study")
-        if self.skipped:
-            parts.append("skipped: " + "; ".join(f"{method} ({reason})" for method, reason in self.skipped.items()))
+        by_reason: dict[str, list[str]] = {}
+        for method, reason in self.skipped.items():
+            by_reason.setdefault(reason, []).append(method)
+        if by_reason:
+            parts.append("skipped: " + "; ".join(f"{', '.join(methods)} ({reason})" for reason, methods in by_reason.items()))
+        if not self.added and not self.already and self.skipped:
+            parts.append("the DeepCache-style references stand in")
         if self.failed:
             parts.append("failed: " + "; ".join(f"{label} ({reason})" for label, reason in self.failed.items()))
         return ", ".join(parts)

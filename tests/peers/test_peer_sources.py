@@ -93,7 +93,8 @@ def test_on_a_unet_no_peer_runs_and_each_reason_is_recorded(tmp_path):
     assert all("UNet2DModel has no diffusers CacheMixin" in stage.skipped[m] for m in DIFFUSERS_METHODS)
     assert "cache-dit has no block adapter" in stage.skipped["dbcache"]
     assert StudyInfo.read(study).peers_skipped == stage.skipped and not study.trials
-    assert "skipped: first_block_cache (UNet2DModel" in stage.describe()
+    assert "skipped: first_block_cache, taylorseer_cache, mag_cache, faster_cache, pyramid_attention_broadcast (UNet2DModel" \
+        in stage.describe() and "DeepCache-style references stand in" in stage.describe()
 
 
 def test_cache_dit_runs_on_the_dit_where_no_diffusers_cache_does():
