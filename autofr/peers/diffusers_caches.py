@@ -80,6 +80,8 @@ def build_config(pipe, peer: Peer):
 def enabled(pipe, peer: Peer) -> Iterator[None]:
     """``denoiser.enable_cache`` for the block, ``disable_cache`` after it (every hook removed)."""
     denoiser = denoiser_of(pipe)
+    if denoiser.is_cache_enabled:  # someone else's cache: neither replaced nor removed here
+        raise PeerUnavailable(f"{type(denoiser).__name__} already has a diffusers cache enabled: disable it first")
     config = build_config(pipe, peer)
     try:
         with _quiet():

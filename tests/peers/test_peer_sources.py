@@ -108,3 +108,20 @@ def test_cache_dit_runs_on_the_dit_where_no_diffusers_cache_does():
         generate(pipe, protocol)
     assert vars(pipe.denoiser).get("forward") is forward, "cache-dit's DiT forward patch is undone"
     assert torch.equal(generate(pipe, protocol).latents, before.latents)
+
+
+def test_a_cache_the_user_enabled_is_neither_replaced_nor_removed(flux, flux_peers):
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from autofr.peers import PeerUnavailable
+
+    pipe, _ = flux
+    peers, _ = flux_peers
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.3))
+    try:
+        with pytest.raises(PeerUnavailable, match="already has a diffusers cache enabled"):
+            with peer_enabled(pipe, next(p for p in peers if p.method == "mag_cache")):
+                pass
+        assert isinstance(pipe.transformer._cache_config, FirstBlockCacheConfig)
+    finally:
+        pipe.transformer.disable_cache()
