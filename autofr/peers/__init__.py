@@ -128,7 +128,7 @@ def available_peers(pipe, protocol, methods: Iterable[str] | str = "auto") -> tu
         except PeerUnavailable as reason:
             skipped[method] = str(reason)
         except Exception as error:  # a library that raises on this model: the peer cannot run here
-            skipped[method] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            skipped[method] = f"its probe run failed: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
         else:
             peers.extend(settings)
             continue
