@@ -2,6 +2,7 @@
 
 Stages in this order (each resumable; ``--smoke`` runs them all in minutes with meaningless numbers):
 
+    python bench/peers.py check   --model digits_unet    # which peers run on the model, and why the others do not
     python bench/peers.py search  --model digits_flux    # 100-trial search (target 5%, fidelity 64->256->1024) + every peer
     python bench/peers.py confirm --model digits_flux    # FID-2000 at the study's seed: full compute, autofr's
                                                          #   deciding candidates, every peer setting
@@ -55,6 +56,20 @@ def prepared(args):
     study = AutoFRStudy.prepare(config_of(args))
     study.open()
     return study
+
+
+def stage_check(args) -> None:
+    """Which peers run on the model (a probe run each), without a study."""
+    from autofr.peers import available_peers
+    from autofr.search.study import load_model, protocol_for
+
+    config = config_of(args)
+    peers, skipped = available_peers(load_model(config.model), protocol_for(config))
+    runs = sorted({p.method for p in peers})
+    lines = [f"{args.model}: {len(peers)} peer settings run ({', '.join(runs) or 'none'})"]
+    lines += [f"  skipped {method}: {reason}" for method, reason in skipped.items()]
+    print("\n".join(lines))
+    (args.results / f"peers_{args.model}_check.txt").write_text("\n".join(lines) + "\n")
 
 
 def stage_search(args) -> None:
@@ -261,7 +276,7 @@ def _fid(point) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["search", "confirm", "time", "rescore", "report"])
+    parser.add_argument("stage", choices=["check", "search", "confirm", "time", "rescore", "report"])
     parser.add_argument("--model", default="digits_flux")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
@@ -281,7 +296,7 @@ def main() -> int:
         args.trials, args.workdir = min(args.trials, 4), str(Path(args.workdir) / "smoke")
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
-    {"search": stage_search, "confirm": stage_confirm, "rescore": stage_rescore, "time": stage_time,
+    {"check": stage_check, "search": stage_search, "confirm": stage_confirm, "rescore": stage_rescore, "time": stage_time,
      "report": stage_report}[args.stage](args)
     return 0
 
