@@ -122,6 +122,8 @@ def available_peers(pipe, protocol, methods: Iterable[str] | str = "auto") -> tu
     probe = protocol.replace(num_samples=min(2, protocol.num_samples), batch_size=min(2, protocol.num_samples))
     for method in resolve_methods(methods) if isinstance(methods, str) else tuple(methods):
         try:
+            if method not in PEER_METHODS:
+                raise PeerUnavailable(f"unknown peer method: known are {', '.join(PEER_METHODS)}")
             settings = _source(PEER_METHODS[method]).settings(pipe, method, protocol)
             with peer_enabled(pipe, next(p for p in settings if p.default)):
                 generate(pipe, probe)
