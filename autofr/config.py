@@ -196,6 +196,14 @@ class SearchSettings:
     fidelity_bootstrap: int = 32
     fid_seeds: int = 2
     timing_repeats: int = 3
+    peers: tuple[str, ...] | str | None = "auto"
+
+    @property
+    def peer_methods(self) -> tuple[str, ...]:
+        """The peer methods to evaluate (``auto``: every one that runs on the model; ``off``: none)."""
+        from autofr.peers import resolve_methods
+
+        return resolve_methods(self.peers)
 
     def check(self) -> None:
         if self.n_trials < 1:
@@ -222,6 +230,14 @@ class SearchSettings:
         for key, low in (("fidelity_z", 0), ("fidelity_bootstrap", 2), ("fid_seeds", 1), ("timing_repeats", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"search.{key}={getattr(self, key)} must be >= {low}")
+        from autofr.peers import PEER_CHOICES, PEER_METHODS
+
+        if isinstance(self.peers, str) and self.peers not in PEER_CHOICES:
+            raise ConfigError(f"search.peers={self.peers!r} must be auto, off or a list of peer methods "
+                              f"({', '.join(PEER_METHODS)})")
+        unknown = [name for name in self.peers if name not in PEER_METHODS] if isinstance(self.peers, tuple) else []
+        if unknown:
+            raise ConfigError(f"search.peers names an unknown peer method {unknown[0]!r}: use {', '.join(PEER_METHODS)}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from autofr.config import StudyConfig
 
 
 def search(config: StudyConfig) -> int:
-    """Run one worker of the study and, unless ``config.worker_only``, confirm and summarise."""
+    """Run one worker of the study and, unless ``config.worker_only``, evaluate the peers, confirm and summarise."""
     from autofr.report.text import summary_text
     from autofr.search.study import AutoFRStudy
 
@@ -37,7 +37,14 @@ def search(config: StudyConfig) -> int:
     if config.worker_only:
         return 0
     study.wait_for_running_trials()
-    study.confirm(progress=lambda items, desc: progress_bar(items, desc, enabled=show))
+
+    def bar(items, desc):
+        return progress_bar(items, desc, enabled=show)
+
+    peers = study.evaluate_peers(progress=bar)
+    if config.search.peer_methods:
+        print(f"peers: {peers.describe()}")
+    study.confirm(progress=bar)
     records = study.summarise()
     print()
     print(summary_text(records))

@@ -4,7 +4,11 @@ Two panels: the search proxy over every feasible trial, and FID-N over the confi
 is on a log axis where every value is positive; the quality target is a dashed line; the view is cut
 to the range around the target (points beyond it are counted in a note, not squashed into a corner);
 reference points (full compute, FRDiff, fewer steps, DeepCache-style) have their own markers and
-labels that are moved apart until none overlaps; the exported (or recommended) schedule is ringed.
+labels that are moved apart until none overlaps; peers (other libraries' caches, at their measured
+speed) have one marker of their own, a colour and legend entry per method, and labels like the
+references on two settings per method, its default and its fastest one within the target line (a
+sweep of five labelled points per method would bury the plot); the exported (or recommended)
+schedule is ringed.
 Matplotlib draws on an Agg canvas outside pyplot; the interactive version is a plotly page.
 """
 
@@ -27,6 +31,30 @@ REFERENCE_STYLE = {  # origin: (marker, colour, size, legend name); plotly symbo
     "deepcache": ("^", "tab:purple", 9, "DeepCache-style"),
 }
 _PLOTLY_SYMBOLS = {"baseline": "star", "frdiff": "diamond", "reduced_steps": "square", "deepcache": "triangle-up"}
+#: Peers: one marker, a colour per method (autofr.peers.PEER_METHODS), legend "peer: <name>".
+PEER_MARKER, PEER_SIZE, PEER_PLOTLY_SYMBOL = "P", 9, "cross"
+PEER_STYLE = {
+    "first_block_cache": ("tab:brown", "FirstBlockCache"), "taylorseer_cache": ("tab:pink", "TaylorSeerCache"),
+    "mag_cache": ("tab:olive", "MagCache"), "faster_cache": ("tab:gray", "FasterCache"),
+    "pyramid_attention_broadcast": ("tab:cyan", "PyramidAttentionBroadcast"), "dbcache": ("darkgoldenrod", "cache-dit DBCache"),
+    "dbcache_taylorseer": ("darkslateblue", "cache-dit DBCache+TaylorSeer"),
+}
+
+
+def peer_method(trial: TrialRecord) -> str:
+    return str((trial.peer or {}).get("method", "peer"))
+
+
+def peer_style(method: str) -> tuple[str, str]:
+    """``(colour, legend name)`` of a peer method."""
+    colour, name = PEER_STYLE.get(method, ("dimgray", method))
+    return colour, f"peer: {name}"
+
+
+def _label_colour(trial: TrialRecord) -> str:
+    if trial.is_peer:
+        return peer_style(peer_method(trial))[0]
+    return REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
 #: How far above the target (or full compute) the quality axis reaches, as a factor.
 VIEW_FACTOR = 1.5
 
@@ -82,7 +110,8 @@ def panels(records: StudyRecords) -> list[Panel]:
     ylabel = (f"FID estimate from {records.info.proxy_label} (search objective, lower is better)" if adaptive
               else f"{records.info.proxy_label} (proxy, lower is better)")
     line_label = f"target: {fronts.study_target(records).describe()}" if adaptive else "proxy threshold"
-    result = [Panel("proxy", "predicted speedup", ylabel, feasible,
+    xlabel = "predicted speedup" + (" (peers: measured)" if any(t.is_peer for t in feasible) else "")
+    result = [Panel("proxy", xlabel, ylabel, feasible,
                     fronts.proxy_front(feasible), lambda t: t.search_speedup, lambda t: t.search_proxy,
                     threshold, line_label, threshold if threshold else full_proxy)]
     confirmed = records.confirmed()
@@ -115,7 +144,8 @@ def front_figure(records: StudyRecords, chosen: int | None = None):
     figure.suptitle(f"{records.name}: speed vs quality" + (f" ({model})" if model else ""))
     figure.tight_layout()
     for axis, panel in zip(axes, shown_panels):
-        _place_labels(figure, axis, [t for t in panel.trials if t.is_reference and _inside(panel, t)], panel)
+        labelled = [t for t in panel.trials if t.is_reference and _inside(panel, t)] + _labelled_peers(panel)
+        _place_labels(figure, axis, labelled, panel)
     return figure
 
 
@@ -128,7 +158,7 @@ def _inside(panel: Panel, trial: TrialRecord) -> bool:
 def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
     x, y = panel.x, panel.y
     low, high, hidden, log = panel.view
-    searched = [t for t in panel.trials if not t.is_reference and _inside(panel, t)]
+    searched = [t for t in panel.trials if not t.is_reference and not t.is_peer and _inside(panel, t)]
     axis.scatter([x(t) for t in searched], [y(t) for t in searched], s=18, color="tab:blue", alpha=0.45,
                  label="searched schedules")
     front = [t for t in panel.front if _inside(panel, t)]
@@ -141,6 +171,10 @@ def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
         if marked:
             axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=marker, s=size ** 2, color=color,
                          edgecolor="white", zorder=4, label=name)
+    for method, marked in _peers_by_method([t for t in panel.trials if t.is_peer and _inside(panel, t)]).items():
+        color, name = peer_style(method)
+        axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=PEER_MARKER, s=PEER_SIZE ** 2, color=color,
+                     edgecolor="white", zorder=4, label=name)
     pick = next((t for t in panel.trials if t.number == chosen and _inside(panel, t)), None)
     if pick is not None:
         axis.scatter([x(pick)], [y(pick)], s=260, facecolors="none", edgecolors="gold", linewidths=2.5, zorder=5,
@@ -172,7 +206,7 @@ def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None
     points = [axis.transData.transform((panel.x(t), panel.y(t))) for t in panel.trials if _inside(panel, t)]
     occupied = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
     for trial in sorted(trials, key=lambda t: (-panel.y(t), panel.x(t))):
-        color = REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
+        color = _label_colour(trial)
         chosen = None
         for dx, dy in _LABEL_OFFSETS:
             text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
@@ -200,10 +234,13 @@ def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plot
     figure = make_subplots(rows=1, cols=len(shown_panels), subplot_titles=[p.measure.upper() for p in shown_panels])
     for column, panel in enumerate(shown_panels, start=1):
         front_numbers = {t.number for t in panel.front}
-        groups = {"searched schedules": [t for t in panel.trials if not t.is_reference]}
+        groups = {"searched schedules": [t for t in panel.trials if not t.is_reference and not t.is_peer]}
         for origin, (_, _, _, name) in REFERENCE_STYLE.items():
             groups[name] = [t for t in panel.trials if t.origin == origin]
         symbols = {"searched schedules": "circle", **{REFERENCE_STYLE[o][3]: s for o, s in _PLOTLY_SYMBOLS.items()}}
+        for method, marked in _peers_by_method([t for t in panel.trials if t.is_peer]).items():
+            groups[peer_style(method)[1]] = marked
+            symbols[peer_style(method)[1]] = PEER_PLOTLY_SYMBOL
         for name, trials in groups.items():
             if not trials:
                 continue
@@ -237,11 +274,29 @@ def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plot
     return Path(path)
 
 
+def _labelled_peers(panel: Panel) -> list[TrialRecord]:
+    """Per peer method: its default setting and its fastest setting at or below the panel's line."""
+    chosen = []
+    for marked in _peers_by_method([t for t in panel.trials if t.is_peer and _inside(panel, t)]).values():
+        within = [t for t in marked if panel.line is None or not math.isfinite(panel.line) or panel.y(t) <= panel.line]
+        defaults = [t for t in marked if (t.peer or {}).get("default")]
+        picks = defaults + ([max(within, key=panel.x)] if within else [])
+        chosen.extend({t.number: t for t in picks}.values())
+    return chosen
+
+
+def _peers_by_method(trials: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
+    grouped: dict[str, list[TrialRecord]] = {}
+    for trial in trials:
+        grouped.setdefault(peer_method(trial), []).append(trial)
+    return grouped
+
+
 def _hover(trial: TrialRecord, on_front: bool) -> str:
     parts = [f"trial {trial.number}" + (" (front)" if on_front else ""), trial.label or trial.origin,
              f"steps: {trial.num_inference_steps}"]
     confirmation = trial.confirmation
-    values = {"predicted_speedup": trial.predicted_speedup, "proxy": trial.search_proxy,
+    values = {"predicted_speedup": trial.predicted_speedup, "peer_speedup": trial.measured_speedup, "proxy": trial.search_proxy,
               "measured_speedup": confirmation.measured_speedup if confirmation else None,
               "fid": confirmation.fid if confirmation else None, "fid_vs_full": confirmation.fid_vs_full if confirmation else None}
     for key, value in values.items():

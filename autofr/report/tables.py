@@ -1,4 +1,4 @@
-"""The front table: one row per reference point, front member and confirmed trial.
+"""The front table: one row per reference point, peer, front member and confirmed trial.
 
 Pure functions of :class:`~autofr.search.records.StudyRecords`; the writers go through
 :func:`autofr.files.atomic_path`.
@@ -41,7 +41,7 @@ def front_table(records: StudyRecords, all_trials: bool = False) -> list[dict[st
     front_members = {t.number for t in fronts.fid_front(trials)} if confirmed else proxy_members
     rows = []
     for trial in sorted(trials, key=lambda t: (t.speed, t.number)):
-        if not (all_trials or trial.is_reference or trial.number in proxy_members or trial.number in confirmed):
+        if not (all_trials or trial.is_reference or trial.is_peer or trial.number in proxy_members or trial.number in confirmed):
             continue
         confirmation = trial.confirmation
         rows.append({
@@ -49,8 +49,9 @@ def front_table(records: StudyRecords, all_trials: bool = False) -> list[dict[st
             "label": trial.label or trial.origin,
             "origin": trial.origin,
             "steps": trial.num_inference_steps,
-            "predicted_speedup": _or_none(trial.predicted_speedup if trial.predicted_speedup is not None else trial.values[0]),
-            "measured_speedup": _or_none(confirmation.measured_speedup if confirmation else None),
+            "predicted_speedup": None if trial.is_peer else _or_none(
+                trial.predicted_speedup if trial.predicted_speedup is not None else trial.values[0]),
+            "measured_speedup": _or_none(confirmation.measured_speedup if confirmation else trial.measured_speedup),
             "proxy": _or_none(trial.search_proxy),
             "fid": _or_none(trial.fid),
             "fid_vs_full": _or_none(confirmation.fid_vs_full if confirmation else None),

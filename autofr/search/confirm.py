@@ -2,7 +2,8 @@
 
 Order of candidates (:func:`confirm_candidates`): full compute first (every comparison needs it);
 then the proxy Pareto front (fastest first) interleaved with the references (FRDiff's settings, the
-calibrated and DeepCache-style schedules, then fewer steps), so both stand on the FID plot; then the
+calibrated and DeepCache-style schedules, then fewer steps) and the peers (other libraries' caches,
+:mod:`autofr.peers`), so all stand on the FID plot; then the
 next ``layers - 1`` non-dominated layers behind the proxy front; then the fronts of the other
 recorded metrics named in ``proxies``; then the ``top_k`` best proxies. With a quality target the
 front and the layers are ordered by how likely a member decides "the fastest schedule within the
@@ -14,6 +15,8 @@ at every seed of ``fid_seeds``, each seed a paired comparison (the same initial 
 candidate at that seed); full compute's FID at the same seeds is stored with each confirmation.
 Timing: the candidate and full compute alternate, ``repeats`` times each, and the speedup is the
 ratio of their medians, so machine noise hits both alike (full compute measures ~1.00x itself).
+A peer is sampled and timed with its cache enabled instead of a schedule; its FID is cached under
+its description and the batch size (a dynamic cache decides per batch, so its samples depend on it).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import contextlib
+
 import optuna
 
 from autofr.evaluation import EvalProtocol, generate
 from autofr.files import atomic_write_text
+from autofr.peers import Peer, peer_enabled, peer_key
 from autofr.schedule import ReuseSchedule
 from autofr.search import front as fronts
 from autofr.search.measures import StudyMeasures
@@ -65,16 +71,17 @@ def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = No
     baseline = [t for t in trials if t.origin == "baseline"]
     front, *behind = fronts.proxy_layers(trials, layers)
     if near_target:
-        front = front + [t for t in trials if not t.feasible and possibly_within(t)]
+        front = front + [t for t in trials if not t.feasible and possibly_within(t) and not t.is_peer]
     references = [t for origin in ("frdiff", "calibrated", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    peers = [t for t in trials if t.is_peer]
     if order is not None:
-        front, references = sorted(front, key=order), sorted(references, key=order)
+        front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)
         behind = [sorted(layer, key=order) for layer in behind]
-    interleaved = [t for pair in zip(front, references) for t in pair]
-    interleaved += front[len(references):] + references[len(front):]
+    streams = (front, references, peers)
+    interleaved = [stream[k] for k in range(max(map(len, streams))) for stream in streams if k < len(stream)]
     interleaved += [t for layer in behind for t in layer]
     interleaved += [t for metric in proxies for t in fronts.metric_front(trials, metric)]
-    by_proxy = sorted(trials, key=lambda t: t.values[1])[:top_k]
+    by_proxy = sorted((t for t in trials if not t.is_peer), key=lambda t: t.values[1])[:top_k]
     seen = {t.schedule_key() for t in trials if t.number in done}
     ordered = []
     for trial in baseline + interleaved + by_proxy:
@@ -86,15 +93,24 @@ def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = No
 
 
 def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int = 2) -> dict[str, float]:
-    """Median wall seconds of ``generate`` per schedule, interleaved so machine noise hits all alike."""
+    """Median wall seconds of ``generate`` per candidate, interleaved so machine noise hits all alike.
+    A candidate is a :class:`ReuseSchedule`, a :class:`~autofr.peers.Peer` (its cache is enabled around
+    the timed call, not inside it) or None (full compute)."""
     times: dict[str, list[float]] = {key: [] for key in schedules}
     for _ in range(repeats):
-        for key, schedule in schedules.items():
+        for key, candidate in schedules.items():
+            schedule = candidate if isinstance(candidate, ReuseSchedule) else None
             steps = schedule.num_inference_steps if schedule is not None else protocol.num_inference_steps
-            began = time.perf_counter()
-            generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
-            times[key].append(time.perf_counter() - began)
+            with peer_enabled(pipe, candidate) if isinstance(candidate, Peer) else contextlib.nullcontext():
+                began = time.perf_counter()
+                generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
+                times[key].append(time.perf_counter() - began)
     return {key: statistics.median(values) for key, values in times.items()}
+
+
+def candidate_of(trial: TrialRecord) -> ReuseSchedule | Peer:
+    """What a trial runs: its peer, else its schedule."""
+    return Peer.from_description(trial.peer) if trial.peer else ReuseSchedule.from_dict(trial.schedule)
 
 
 def _computes_everything(schedule: ReuseSchedule, steps: int) -> bool:
@@ -155,23 +171,29 @@ class Confirmer:
         return statistics.fmean(per_seed.values()), per_seed
 
     def score(self, trial: TrialRecord) -> Confirmation:
-        """FID-N of ``trial``'s schedule at every seed (not timed)."""
-        schedule = ReuseSchedule.from_dict(trial.schedule)
+        """FID-N of ``trial``'s schedule (or peer) at every seed (not timed)."""
+        candidate = candidate_of(trial)
+        schedule = candidate if isinstance(candidate, ReuseSchedule) else None
+        steps = schedule.num_inference_steps if schedule is not None else self.fid_protocol.num_inference_steps
         _, full_seeds = self.full_compute()
         real_seeds, full_fids = {}, []
         for seed in self.seeds:
-            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps)
-            cached = self._cache.get(protocol, trial.schedule) if self._cache is not None else None
+            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
+            key = trial.schedule if schedule is not None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            cached = self._cache.get(protocol, key) if self._cache is not None else None
             if cached is None:
                 full_samples, against_full, _ = self._full_compute(seed)
-                if _computes_everything(schedule, self.fid_protocol.num_inference_steps):
+                if schedule is not None and _computes_everything(schedule, self.fid_protocol.num_inference_steps):
                     samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
+                elif schedule is None:
+                    with peer_enabled(self.pipe, candidate):
+                        samples = generate(self.pipe, protocol)
                 else:
                     samples = generate(self.pipe, protocol, schedule)
                 against_full.reset()
                 cached = {"fid_vs_full": float(against_full.score(samples)), "fid": self._score_real(samples)}
                 if self._cache is not None:
-                    self._cache.put(protocol, trial.schedule, cached)
+                    self._cache.put(protocol, key, cached)
             full_fids.append(cached["fid_vs_full"])
             real_seeds[str(seed)] = cached["fid"] if cached["fid"] is not None else full_fids[-1]
         return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
@@ -181,11 +203,10 @@ class Confirmer:
         """Add the measured speedup: candidate and full compute alternate ``timing_repeats`` times."""
         if self.timing_repeats < 1:
             return confirmation
-        schedule = ReuseSchedule.from_dict(trial.schedule)
         if not self._warm:  # first calls pay one-off allocation costs
             timed_generation(self.pipe, self.timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
             self._warm = True
-        seconds = timed_generation(self.pipe, self.timing_protocol, {"full": None, "trial": schedule},
+        seconds = timed_generation(self.pipe, self.timing_protocol, {"full": None, "trial": candidate_of(trial)},
                                    repeats=self.timing_repeats)
         confirmation.latency_s, confirmation.full_latency_s = seconds["trial"], seconds["full"]
         confirmation.measured_speedup = seconds["full"] / seconds["trial"]
@@ -228,6 +249,7 @@ class ScoreCache:
                           "feature": feature_id(measures.feature()), "real": real_id}
 
     def _path(self, protocol: EvalProtocol, schedule: dict) -> Path:
+        """``schedule``: a schedule's dict, or ``{"peer": peer_key, "batch_size": N}`` for a peer."""
         key = json.dumps({**self._identity, "protocol": protocol.cache_key(),
                           "schedule": {k: v for k, v in schedule.items() if k != "provenance"}}, sort_keys=True)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"

@@ -5,6 +5,9 @@ beat; ``fastest_within`` with ``delta``/``delta_abs``, ``best_at_speedup`` and `
 (:func:`autofr.search.front.select_trial`). The file is written atomically and carries the study,
 trial, policy and the numbers behind the choice, so ``apply_schedule(pipe, path)`` users can tell
 where it came from.
+
+Peers (other libraries' caches evaluated as baselines, :mod:`autofr.peers`) are no schedules: the
+policies never pick one, and :func:`export_schedule` refuses a peer trial in one line.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class Exported:
 def export_schedule(records: StudyRecords, policy: str, options: dict[str, Any], out: str | os.PathLike) -> Exported:
     """Select a trial with ``policy`` and write its schedule to ``out``; ``lines`` describe the choice."""
     trial = fronts.select_trial(records, policy, **options)
+    if trial.is_peer:
+        raise StorageError(f"trial {trial.number} of study {records.name!r} is a peer ({trial.label}), another library's "
+                           "cache, not a schedule: autofr-export writes autofr schedules only")
     if not trial.schedule:
         raise StorageError(f"trial {trial.number} of study {records.name!r} has no schedule recorded: "
                            "it was not made by autofr-search; pick another policy")

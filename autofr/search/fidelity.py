@@ -135,9 +135,10 @@ class AdaptiveScorer:
         began = time.perf_counter()
         features = extract_features(self.feature, first).numpy()
         deltas, sds, samples = {}, {}, 0
+        steps = schedule.num_inference_steps if schedule is not None else self.protocol.num_inference_steps
         for index, level in enumerate(self.plan.levels):
-            if len(features) < level:
-                extra = generate(self.pipe, self.protocol.replace(num_samples=level, num_inference_steps=schedule.num_inference_steps),
+            if len(features) < level:  # schedule None: the pipeline as it is (a peer's cache enabled)
+                extra = generate(self.pipe, self.protocol.replace(num_samples=level, num_inference_steps=steps),
                                  schedule, first=len(features))
                 features = np.concatenate([features, extract_features(self.feature, extra).numpy()])
                 samples += len(extra)

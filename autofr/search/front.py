@@ -4,6 +4,10 @@ Pure functions of :class:`~autofr.search.records.TrialRecord` lists; nothing her
 storage, MLflow, the model or the disk. The Pareto and hypervolume maths is Optuna's own (through
 :mod:`autofr.execution._optuna`). Speed is the *measured* speedup where a trial was timed, else the
 predicted one (:attr:`TrialRecord.speed`); quality is FID-N where confirmed.
+
+Peers (other libraries' caches, origin ``peer``) are baselines, not schedules: the fronts, the
+hypervolume and the export policies are over the study's schedules only, and :func:`verdict` names
+the fastest peer within the target beside the fastest hand-set reference.
 """
 
 from __future__ import annotations
@@ -68,19 +72,19 @@ def hypervolume_reference(trials: Sequence[TrialRecord]) -> tuple[float, float]:
     """The reference point of :func:`hypervolume_history`: speed 1.0 (full compute) and the worst
     proxy among the feasible completed trials, fixed over the whole history so the curve is
     comparable from trial to trial."""
-    proxies = [t.values[1] for t in trials if t.complete and t.feasible and math.isfinite(t.values[1])]
+    proxies = [t.values[1] for t in schedules(trials) if t.complete and t.feasible and math.isfinite(t.values[1])]
     return 1.0, (max(proxies) if proxies else 0.0)
 
 
 def hypervolume_history(trials: Sequence[TrialRecord], reference: Sequence[float] | None = None) -> list[tuple[int, float]]:
-    """``(completed trial count, hypervolume)`` after each completed trial (in trial-number order) over
-    the search objectives (predicted speedup, proxy). Infeasible trials add nothing. The front is
+    """``(completed trial count, hypervolume)`` after each completed schedule (in trial-number order) over
+    the search objectives (predicted speedup, proxy); peers are not counted. Infeasible trials add nothing. The front is
     kept as trials arrive, so the history costs O(trials x front), not O(trials^2)."""
     reference = tuple(reference) if reference is not None else hypervolume_reference(trials)
     history: list[tuple[int, float]] = []
     front: list[tuple[float, float]] = []
     volume = 0.0
-    for count, trial in enumerate(sorted((t for t in trials if t.complete), key=lambda t: t.number), start=1):
+    for count, trial in enumerate(sorted((t for t in schedules(trials) if t.complete), key=lambda t: t.number), start=1):
         if trial.feasible:
             point = (trial.values[0], trial.values[1])
             if not any(x >= point[0] and y <= point[1] for x, y in front):
@@ -91,9 +95,14 @@ def hypervolume_history(trials: Sequence[TrialRecord], reference: Sequence[float
 
 
 # ---------------------------------------------------------------------- fronts over records
+def schedules(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The trials that hold a schedule (every trial but the peers)."""
+    return [t for t in trials if not t.is_peer]
+
+
 def fid_front(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Confirmed trials on the Pareto front of speed (max) vs FID (min), slowest first."""
-    confirmed = [t for t in trials if t.complete and t.confirmation is not None]
+    """Confirmed schedules on the Pareto front of speed (max) vs FID (min), slowest first."""
+    confirmed = [t for t in schedules(trials) if t.complete and t.confirmation is not None]
     return sorted((confirmed[i] for i in pareto_front([(t.speed, t.fid) for t in confirmed])), key=lambda t: t.speed)
 
 
@@ -101,7 +110,7 @@ def proxy_layers(trials: Sequence[TrialRecord], layers: int = 1) -> list[list[Tr
     """The first ``layers`` non-dominated layers of the feasible completed trials in (predicted
     speedup, proxy), each fastest first. Layer 1 is the proxy Pareto front; a small-sample proxy is
     noisy, so a schedule just behind it may well beat it on FID (``search.confirm_layers``)."""
-    feasible = [t for t in trials if t.complete and t.feasible]
+    feasible = [t for t in schedules(trials) if t.complete and t.feasible]
     found = pareto_layers([t.values[:2] for t in feasible])[: max(1, int(layers))]
     return [sorted((feasible[i] for i in layer), key=lambda t: -t.values[0]) for layer in found] or [[]]
 
@@ -114,7 +123,7 @@ def proxy_front(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
 def metric_front(trials: Sequence[TrialRecord], metric: str) -> list[TrialRecord]:
     """The feasible completed trials non-dominated in (predicted speedup, ``metric``), fastest first,
     where ``metric`` is any measure the trials record in ``proxy_metrics`` (lower is better)."""
-    measured = [t for t in trials if t.complete and t.feasible and metric in t.proxy_metrics]
+    measured = [t for t in schedules(trials) if t.complete and t.feasible and metric in t.proxy_metrics]
     points = [(t.values[0], t.proxy_metrics[metric]) for t in measured]
     return sorted((measured[i] for i in pareto_front(points)), key=lambda t: -t.values[0])
 
@@ -251,11 +260,13 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
 
 def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
     """What the chosen schedule beat, in plain words: the fastest hand-set reference within the
-    target (FRDiff, fewer steps, DeepCache-style) and, when a reference wins, by how much."""
-    within = [t for t in records.confirmed() if t.speed > 1.0 and within_target(records, t)
-              and t.number != chosen.number and t.origin != "baseline"]
+    target (FRDiff, fewer steps, DeepCache-style) and the fastest peer within it (another library's
+    cache), and, when one of them wins, by how much."""
+    within = [t for t in records.confirmed() if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number
+              and t.origin != "baseline"]
     references = sorted((t for t in within if t.is_reference), key=lambda t: -t.speed)
-    searched = sorted((t for t in within if not t.is_reference), key=lambda t: -t.speed)
+    searched = sorted((t for t in within if not t.is_reference and not t.is_peer), key=lambda t: -t.speed)
+    peers = sorted((t for t in within if t.is_peer), key=lambda t: -t.speed)
     lines = []
     if chosen.is_reference:
         lines.append(f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
@@ -272,6 +283,16 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
                      f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x")
     else:
         lines.append("no hand-set baseline faster than full compute was confirmed within the target")
+    if peers and peers[0].speed > chosen.speed:
+        best = peers[0]
+        lines.append(f"a peer is faster: {best.label} ({best.speed:.2f}x) is within the target, "
+                     f"{best.speed / chosen.speed:.2f}x faster than this schedule")
+    elif peers:
+        best = peers[0]
+        lines.append(f"beats the fastest peer within the target, {best.label} ({best.speed:.2f}x), "
+                     f"by {chosen.speed / best.speed:.2f}x")
+    elif any(t.is_peer for t in records.confirmed()):
+        lines.append("no peer faster than full compute was confirmed within the target")
     return lines
 
 
@@ -304,9 +325,10 @@ def knee_point(front: Sequence, coordinates: Callable = lambda point: point):
 
 
 def _candidates(records: StudyRecords, measure: str) -> list[TrialRecord]:
+    """What an export policy chooses from: schedules (a peer is no schedule, so it is never picked)."""
     if measure == "fid":
-        return records.confirmed()
-    return [t for t in records.feasible() if math.isfinite(t.quality("proxy"))]
+        return schedules(records.confirmed())
+    return [t for t in schedules(records.feasible()) if math.isfinite(t.quality("proxy"))]
 
 
 def _baseline_proxy(records: StudyRecords) -> float | None:

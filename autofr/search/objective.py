@@ -118,24 +118,28 @@ class Objective:
         began = time.perf_counter()
         try:
             samples = generate(self.pipe, self.protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
+            self.score(result, samples, schedule, known)
         except QualityError as error:
             record_failure(trial, str(error))
             raise
+        result.sampling_seconds, result.trial_seconds = samples.seconds, time.perf_counter() - began
+        return self._finish(trial, result, key, grid=sample_grid_png(samples.images) if self.keep_grids else None)
+
+    def score(self, result: TrialResult, samples: SampleBatch, schedule, known: dict[int, TrialRecord]) -> None:
+        """Fill ``result``'s quality from its first samples: every measure, and with adaptive fidelity
+        the FID estimate (more samples of ``schedule`` near the target; ``schedule=None`` samples the
+        pipeline as it is, e.g. with a peer's cache enabled). Raises QualityError on a non-finite proxy."""
         metrics = {}
         for name, measure in self.measures.items():
             measure.reset()
             metrics[name] = float(measure.score(samples))
         proxy = metrics[self.proxy_name]
         if not math.isfinite(proxy):
-            reason = f"{self.proxy_name} is {proxy}: the schedule produced unusable samples"
-            record_failure(trial, reason)
-            raise QualityError(reason)
+            raise QualityError(f"{self.proxy_name} is {proxy}: the schedule produced unusable samples")
         result.proxy, result.proxy_metrics = proxy, metrics
         result.samples_generated = len(samples)
         if self.adaptive is not None:
             self._score_adaptively(result, schedule, samples, known)
-        result.sampling_seconds, result.trial_seconds = samples.seconds, time.perf_counter() - began
-        return self._finish(trial, result, key, grid=sample_grid_png(samples.images) if self.keep_grids else None)
 
     def _score_adaptively(self, result: TrialResult, schedule, samples: SampleBatch, known: dict[int, TrialRecord]) -> None:
         a = self.adaptive
@@ -143,21 +147,25 @@ class Objective:
         calibration = Calibration.from_records(a.plan, trials)
         within = [t.predicted_speedup or 0.0 for t in trials
                   if a.plan.top in t.fidelity_deltas and t.fidelity_deltas[a.plan.top] <= a.limit_delta]
-        # a trial no faster than one already known to be within the target cannot be the answer
-        may_climb = result.predicted_speedup > max(within, default=0.0)
+        # a trial no faster than one already known to be within the target cannot be the answer;
+        # a peer (no predicted speedup) is a baseline, not a candidate answer: it always may climb
+        may_climb = result.predicted_speedup is None or result.predicted_speedup > max(within, default=0.0)
         score = a.scorer.score(schedule, samples, a.limit_delta, calibration, may_climb=may_climb)
         result.fidelity, result.fidelity_deltas, result.fidelity_sd = score.fidelity, score.deltas, score.sd
         result.samples_generated = (result.samples_generated or 0) + score.samples
         result.fid_estimate, result.fid_estimate_sd = a.full_fid + score.estimate, score.estimate_sd
 
-    def _finish(self, trial, result: TrialResult, key: str, grid: bytes | None) -> tuple[float, float]:
+    def constrain(self, result: TrialResult) -> float:
+        """The quality objective of a scored result (FID estimate, else the proxy); sets its constraint."""
         if self.adaptive is not None:
-            value = result.fid_estimate
-            result.constraint = value - self.adaptive.limit
-        else:
-            value = result.proxy
-            if self.threshold is not None:
-                result.constraint = result.proxy - self.threshold
+            result.constraint = result.fid_estimate - self.adaptive.limit
+            return result.fid_estimate
+        if self.threshold is not None:
+            result.constraint = result.proxy - self.threshold
+        return result.proxy
+
+    def _finish(self, trial, result: TrialResult, key: str, grid: bytes | None) -> tuple[float, float]:
+        value = self.constrain(result)
         if result.constraint is not None:
             trial.set_constraint("quality_target", result.constraint)  # feasible when <= 0
         result.write(trial)

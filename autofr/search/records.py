@@ -7,13 +7,14 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
 
 * **trial user attrs** (:class:`TrialResult`, written by the objective; ``origin``/``label`` by the
   warm start): ``origin`` (``baseline`` | ``frdiff`` | ``reduced_steps`` | ``calibrated`` |
-  ``deepcache`` | ``search``), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
+  ``deepcache`` | ``search`` | ``peer``), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
   ``num_inference_steps``, ``predicted_speedup``, ``proxy``, ``proxy_metrics`` (name -> value),
   ``constraint`` (feasible when <= 0; also Optuna's own constraint), ``sampling_seconds``,
   ``trial_seconds``, ``duplicate_of``, ``fidelity`` (the most samples the trial was scored on),
   ``fidelity_deltas`` / ``fidelity_sd`` (samples -> FID difference to full compute and its bootstrap sd),
   ``samples_generated``, ``fid_estimate`` (the calibrated top-level FID), ``fid_estimate_sd``; plus
-  ``fail_reason`` and ``over_budget``;
+  ``fail_reason`` and ``over_budget``. A ``peer`` trial (:func:`add_peer_trial`) holds ``peer`` (its
+  description) and ``measured_speedup`` (its first value) instead of a schedule and a prediction;
 * the study's values are ``(predicted speedup, proxy)``, directions ``(maximize, minimize)``;
 * **confirmations** (:class:`Confirmation`): finished trials cannot change in Optuna, so the FID
   confirmation of trial ``n`` is the study user attr ``confirmed:<n>`` (``fid``, ``fid_vs_full``,
@@ -46,6 +47,8 @@ CONFIRMED_PREFIX = "confirmed:"
 BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps", "deepcache")
 #: Origins of enqueued schedules (references and the calibrated warm start).
 ENQUEUED_ORIGINS = (*BASELINE_ORIGINS, "calibrated")
+#: Origin of the trials that hold a peer (diffusers' caches, cache-dit): baselines, not schedules.
+PEER_ORIGIN = "peer"
 
 _ORIGIN, _LABEL = "origin", "label"
 
@@ -90,16 +93,9 @@ class Confirmation:
     def from_attr(cls, data: Mapping[str, Any]) -> Confirmation | None:
         if not _finite(data.get("fid")):
             return None
-        return cls(
-            fid=float(data["fid"]),
-            fid_vs_full=_number(data.get("fid_vs_full")),
-            fid_seeds={str(k): float(v) for k, v in (data.get("fid_seeds") or {}).items()},
-            fid_full_seeds={str(k): float(v) for k, v in (data.get("fid_full_seeds") or {}).items()},
-            latency_s=_number(data.get("latency_s")),
-            full_latency_s=_number(data.get("full_latency_s")),
-            measured_speedup=_number(data.get("measured_speedup")),
-            speed_gap=_number(data.get("speed_gap")),
-        )
+        numbers = ("fid_vs_full", "latency_s", "full_latency_s", "measured_speedup", "speed_gap")
+        return cls(fid=float(data["fid"]), **{key: _number(data.get(key)) for key in numbers},
+                   **{key: {str(k): float(v) for k, v in (data.get(key) or {}).items()} for key in ("fid_seeds", "fid_full_seeds")})
 
     def paired_difference(self) -> dict[str, float]:
         """FID minus full compute's FID at each seed both were scored at."""
@@ -136,16 +132,20 @@ class TrialResult:
     samples_generated: int | None = None
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
+    measured_speedup: float | None = None
+    peer: dict | None = None
 
     @classmethod
     def of(cls, record: TrialResult) -> TrialResult:
         """The result a recorded trial holds (a copy, without the record's identity)."""
         return cls(**{f.name: copy.copy(getattr(record, f.name)) for f in dataclasses.fields(cls)})
 
+    def attrs(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None and value != {}}
+
     def write(self, trial: optuna.Trial) -> None:
-        for key, value in dataclasses.asdict(self).items():
-            if value is not None and value != {}:
-                trial.set_user_attr(key, value)
+        for key, value in self.attrs().items():
+            trial.set_user_attr(key, value)
 
 
 def mark_origin(trial: optuna.Trial) -> None:
@@ -162,6 +162,18 @@ def enqueue_reference(study: optuna.Study, params: dict, origin: str, label: str
 
 def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON_ATTR, reason)
+
+
+def add_peer_trial(study: optuna.Study, label: str, result: TrialResult, values: Sequence[float]) -> None:
+    """Store a peer's evaluation as a finished trial (origin ``peer``); ``values``: (measured speedup, quality)."""
+    constraints = {"quality_target": result.constraint} if result.constraint is not None else None
+    study.add_trial(optuna.trial.create_trial(values=[float(v) for v in values], constraints=constraints,
+                                              user_attrs={_ORIGIN: PEER_ORIGIN, _LABEL: label, **result.attrs()}))
+
+
+def peer_trial_count(study: optuna.Study) -> int:
+    """How many finished trials of the study are peers (they take no slot of the search budget)."""
+    return sum(t.user_attrs.get(_ORIGIN) == PEER_ORIGIN for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 @dataclass(kw_only=True)
@@ -186,33 +198,20 @@ class TrialRecord(TrialResult):
         attrs = trial.user_attrs
         schedule = attrs.get("schedule")
         steps = attrs.get("num_inference_steps", (schedule or {}).get("num_inference_steps"))
+        numbers = ("predicted_speedup", "proxy", "constraint", "sampling_seconds", "trial_seconds", "fid_estimate",
+                   "fid_estimate_sd", "measured_speedup")
+        plain = ("duplicate_of", "fidelity", "samples_generated", "peer")
         return cls(
-            number=trial.number,
-            state=trial.state,
+            number=trial.number, state=trial.state, params=dict(trial.params),
             values=tuple(float(v) for v in trial.values) if trial.values else None,
-            params=dict(trial.params),
-            origin=str(attrs.get(_ORIGIN, "search")),
-            label=str(attrs.get(_LABEL, "") or ""),
-            schedule=schedule,
-            num_inference_steps=int(steps) if steps is not None else None,
-            predicted_speedup=_number(attrs.get("predicted_speedup")),
-            proxy=_number(attrs.get("proxy")),
+            origin=str(attrs.get(_ORIGIN, "search")), label=str(attrs.get(_LABEL, "") or ""),
+            schedule=schedule, num_inference_steps=int(steps) if steps is not None else None,
             proxy_metrics={str(k): float(v) for k, v in (attrs.get("proxy_metrics") or {}).items()
                            if isinstance(v, (int, float))},
-            constraint=_number(attrs.get("constraint")),
-            sampling_seconds=_number(attrs.get("sampling_seconds")),
-            trial_seconds=_number(attrs.get("trial_seconds")),
-            duplicate_of=attrs.get("duplicate_of"),
-            fidelity=attrs.get("fidelity"),
-            fidelity_deltas=_by_level(attrs.get("fidelity_deltas")),
-            fidelity_sd=_by_level(attrs.get("fidelity_sd")),
-            samples_generated=attrs.get("samples_generated"),
-            fid_estimate=_number(attrs.get("fid_estimate")),
-            fid_estimate_sd=_number(attrs.get("fid_estimate_sd")),
-            fail_reason=attrs.get(FAIL_REASON_ATTR),
-            over_budget=bool(attrs.get(OVER_BUDGET_ATTR, False)),
-            datetime_start=trial.datetime_start,
-            datetime_complete=trial.datetime_complete,
+            fidelity_deltas=_by_level(attrs.get("fidelity_deltas")), fidelity_sd=_by_level(attrs.get("fidelity_sd")),
+            **{key: _number(attrs.get(key)) for key in numbers}, **{key: attrs.get(key) for key in plain},
+            fail_reason=attrs.get(FAIL_REASON_ATTR), over_budget=bool(attrs.get(OVER_BUDGET_ATTR, False)),
+            datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
             confirmation=Confirmation.from_attr(confirmation if confirmation else attrs),
         )
 
@@ -228,7 +227,13 @@ class TrialRecord(TrialResult):
 
     @property
     def is_reference(self) -> bool:
+        """A hand-set reference schedule (full compute, FRDiff, fewer steps, DeepCache-style)."""
         return self.origin in BASELINE_ORIGINS
+
+    @property
+    def is_peer(self) -> bool:
+        """Another library's cache (:mod:`autofr.peers`): a baseline, but no schedule."""
+        return self.origin == PEER_ORIGIN
 
     @property
     def search_speedup(self) -> float:
@@ -247,9 +252,11 @@ class TrialRecord(TrialResult):
 
     @property
     def speed(self) -> float:
-        """Measured speedup where the trial was timed, else the predicted one."""
+        """Measured speedup where the trial was timed (a peer always is), else the predicted one."""
         if self.confirmation is not None and self.confirmation.measured_speedup is not None:
             return self.confirmation.measured_speedup
+        if self.measured_speedup is not None:
+            return self.measured_speedup
         if self.predicted_speedup is not None:
             return self.predicted_speedup
         return self.values[0] if self.values else float("nan")
@@ -286,7 +293,8 @@ def frozen_schedule_key(trial: FrozenTrial) -> str:
 @dataclass
 class StudyInfo:
     """The study's metadata (study user attrs), set once by the process that created the study
-    (``model_id`` ... ``mlflow_experiment_id``) or by the confirmation stage (``fid_*``, fidelity)."""
+    (``model_id`` ... ``mlflow_experiment_id``), by the confirmation stage (``fid_*``, fidelity) or by
+    the peer stage (``peers_skipped``: method -> why it cannot run on the model)."""
 
     model_id: str | None = None
     protocol: dict | None = None
@@ -305,6 +313,7 @@ class StudyInfo:
     proxy_fid_spearman: float | None = None
     proxy_fid_kendall: float | None = None
     calibration: dict | None = None
+    peers_skipped: dict | None = None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyInfo:

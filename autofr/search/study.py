@@ -3,6 +3,7 @@
     study = AutoFRStudy.prepare(StudyConfig.from_hydra(cfg))   # validates; writes nothing
     study.open()          # create or resume the Optuna study (+ warm start, MLflow parent run)
     study.run()           # this process's worker on the shared budget
+    study.evaluate_peers()  # other libraries' caches (search.peers) as trials, in the same protocol
     study.confirm()       # FID-N at several seeds + interleaved timing for the deciding candidates
     study.summarise()     # report files, MLflow summary; returns the records
 
@@ -29,7 +30,7 @@ from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order,
 from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
 from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
 from autofr.search.objective import Adaptive, Objective
-from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference
+from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference, peer_trial_count
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
 from autofr.search.target import QualityTarget
@@ -255,7 +256,8 @@ class AutoFRStudy:
             except AutoFRError as error:  # the Optuna storage stays the source of truth
                 logger.warning("trial %d not logged to MLflow: %s", frozen.number, error)
 
-        return run_worker(self.study, objective, self.config.search.n_trials, timeout_s=self.config.search.timeout_s,
+        budget = self.config.search.n_trials + peer_trial_count(self.study)  # peers take no slot of the budget
+        return run_worker(self.study, objective, budget, timeout_s=self.config.search.timeout_s,
                           callbacks=(log_trial,), progress=self.config.search.progress)
 
     def wait_for_running_trials(self) -> None:
@@ -266,6 +268,27 @@ class AutoFRStudy:
                 logger.warning("trials still running; confirming the front without them")
                 return
             time.sleep(1.0)
+
+    def evaluate_peers(self, progress=None):
+        """Other libraries' caches that run on the model (``search.peers``), each scored by the study's
+        objective and timed against full compute, stored as trials (origin ``peer``); see
+        :mod:`autofr.search.peer_trials`. Returns a :class:`~autofr.search.peer_trials.PeerStage`."""
+        from autofr.errors import AutoFRError
+        from autofr.search.peer_trials import PeerStage, evaluate_peers
+
+        methods = self.config.search.peer_methods
+        if not methods:
+            return PeerStage()
+        objective = getattr(self, "_objective", None) or self.objective()
+
+        def log_peer(record):
+            try:
+                self.tracker.log_trial_record(self.parent_run, record)
+            except AutoFRError as error:  # the Optuna storage stays the source of truth
+                logger.warning("peer trial %d not logged to MLflow: %s", record.number, error)
+
+        return evaluate_peers(self.study, self.model.pipe, self.protocol, objective, methods,
+                              timing_repeats=self.config.search.timing_repeats, progress=progress, on_added=log_peer)
 
     def confirm(self, progress=None) -> list:
         """FID-N and measured speed for the candidates that decide the answer (``search.confirm_*``)."""
