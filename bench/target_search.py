@@ -101,15 +101,16 @@ def stage_search(args) -> None:
     print(json.dumps({config.study_name: entry}))
 
 
-def fastest_at_top(records, top: int | None = None):
-    """The fastest trial whose exact top-level FID difference meets the target (None if none)."""
+def fastest_at_top(records, top: int | None = None, upto: int | None = None):
+    """The fastest trial whose exact top-level FID difference meets the target (None if none), among
+    the first ``upto`` trials when given (a 100-trial study read at a smaller budget)."""
     from autofr.search import front as fronts
 
     target = fronts.study_target(records)
     top = top or max((t.fidelity or 0 for t in records.completed()), default=0)
     baseline = records.baseline()
     full = baseline.fid_estimate if baseline is not None else None
-    inside = [t for t in records.completed() if top in t.fidelity_deltas and full is not None
+    inside = [t for t in records.completed() if (upto is None or t.number < upto) and top in t.fidelity_deltas and full is not None
               and full + t.fidelity_deltas[top] <= target.limit(full) and t.search_speedup > 1]
     return max(inside, key=lambda t: t.search_speedup, default=None)
 
@@ -134,8 +135,12 @@ def stage_samplers(args) -> None:
             except Exception as error:  # a study not run yet
                 print(f"{sampler} seed {seed}: {error}", file=sys.stderr)
                 continue
-            best = fastest_at_top(records)
+            best = fastest_at_top(records, upto=args.upto)
             run = log.get(config.study_name, {})
+            if args.upto:  # the cost of the first trials only
+                first = [t for t in records.completed() if t.number < args.upto]
+                run = {"seconds": sum(t.trial_seconds or 0 for t in first), "samples": sum(t.samples_generated or 0 for t in first),
+                       "by_fidelity": {str(n): sum(t.fidelity == n for t in first) for n in (64, 256, 1024)}}
             rows.append({"sampler": sampler, "seed": seed, "fastest_within_at_1024": best.search_speedup if best else None,
                          "trial": best.number if best else None, "origin": best.origin if best else None,
                          "minutes": run.get("seconds", 0) / 60, "samples": run.get("samples"), **run.get("by_fidelity", {})})
@@ -146,7 +151,8 @@ def stage_samplers(args) -> None:
         counts = "/".join(str(row.get(str(n), 0)) for n in (64, 256, 1024))
         print(f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {counts} | "
               f"{row['samples']} | {row['minutes']:.1f} |")
-    (RESULTS / f"samplers_{args.model}.json").write_text(json.dumps(rows, indent=1))
+    suffix = f"_first{args.upto}" if args.upto else ""
+    (RESULTS / f"samplers_{args.model}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
 
 def stage_confirm(args) -> None:
@@ -299,6 +305,7 @@ def main() -> int:
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--samplers", default="tpe,gp,nsga2")
+    parser.add_argument("--upto", type=int, default=None, help="samplers: read each study at its first N trials")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--trials", type=int, default=100)
