@@ -1,6 +1,6 @@
 # One command each, from a fresh clone (Linux or macOS, Python >= 3.10):
 #   make demo    .venv with torch==2.13.0 (the CPU build) and autofr, then the default search
-#                (embedded digits_unet, 30 trials, results and MLflow store in ./autofr_outputs)
+#                (embedded digits_unet, 40 trials, results and MLflow store in ./autofr_outputs)
 #   make test    .venv with the test extras, PostgreSQL + MLflow on loopback, chromium, every test
 #                (the same as `bash .ci/run`, which CI runs)
 # GPU users: make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu128" (any torch build).

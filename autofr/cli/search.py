@@ -1,6 +1,6 @@
 """``autofr-search``: run an Auto-FR study (a Hydra app driving Optuna).
 
-    autofr-search                                   # embedded digits_unet, ~30 trials, local storage + MLflow
+    autofr-search                                   # embedded digits_unet, 40 trials, local storage + MLflow
     autofr-search model=digits_dit sampler=nsga2 search.n_trials=100
     autofr-search search.target=3%                  # the fastest schedule within 3% of full compute's FID
     autofr-search search.workers=4                  # 4 local worker processes on one study
