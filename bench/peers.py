@@ -45,8 +45,7 @@ def config_of(args):
     extra = [f"study={args.model}", "search.peers=auto", "search.timing_repeats=1"]
     if args.smoke:  # every code path in minutes: few steps and samples (numbers meaningless)
         extra += ["model.num_inference_steps=4", "space.steps=[3,4]", "space.baseline_steps=[3]", "space.max_interval=2",
-                  "quality.proxy_samples=8",
-                  "quality.fid_samples=16", "quality.batch_size=16", "search.fidelity=[8,16]"]
+                  "quality.batch_size=16"]
     return StudyConfig.from_hydra(compose("config", target_search.overrides(args, args.sampler, args.seed) + extra))
 
 
@@ -73,21 +72,20 @@ def stage_check(args) -> None:
 
 
 def stage_search(args) -> None:
-    log = target_search.load_log(args)
     began = time.perf_counter()
     study = prepared(args)
     study.run()
     searched = time.perf_counter()
     stage = study.evaluate_peers()
     completed = study.records().completed()
-    log[study.config.study_name] = {
+    entry = {
         "seconds": searched - began, "peer_seconds": time.perf_counter() - searched,
         "trials": sum(not t.is_peer for t in completed), "peers": sum(t.is_peer for t in completed),
         "peers_skipped": stage.skipped, "peers_failed": stage.failed,
         "samples": sum(t.samples_generated or 0 for t in completed if not t.is_peer),
     }
-    target_search.save_log(args, log)
-    print(json.dumps({study.config.study_name: log[study.config.study_name]}))
+    target_search.record_run(args, study.config.study_name, entry)
+    print(json.dumps({study.config.study_name: entry}))
 
 
 def confirmer(study, seeds: int):
@@ -284,6 +282,8 @@ def main() -> int:
     parser.add_argument("--target", default="5%")
     parser.add_argument("--confirm-max", type=int, default=12, help="autofr's deciding schedules to confirm (peers: all)")
     parser.add_argument("--timing-samples", type=int, default=64)
+    parser.add_argument("--fid-samples", type=int, default=2000, help="FID-N of the confirmation")
+    parser.add_argument("--levels", default="64,256,1024", help="adaptive-fidelity sample counts")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "work" / "peers"))
     parser.add_argument("--seeds", type=int, default=3, help="FID seeds of the deciding points (rescore)")
@@ -294,6 +294,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.smoke:
         args.trials, args.workdir = min(args.trials, 4), str(Path(args.workdir) / "smoke")
+        args.fid_samples, args.levels = 16, "8,16"
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
     {"check": stage_check, "search": stage_search, "confirm": stage_confirm, "rescore": stage_rescore, "time": stage_time,
