@@ -1,9 +1,10 @@
 """Confirmation: the candidates that decide the answer, scored with FID-N at several seeds and timed.
 
 Order of candidates (:func:`confirm_candidates`): full compute first (every comparison needs it);
-then the proxy Pareto front (fastest first) interleaved with the references (FRDiff's settings, the
-calibrated and DeepCache-style schedules, then fewer steps) and the peers (other libraries' caches,
-:mod:`autofr.peers`), so all stand on the FID plot; then the
+then autofr's own candidates (the proxy Pareto front and the calibrated warm-start schedules, fastest
+first) interleaved with the hand-set references (FRDiff's settings, the DeepCache-style schedules,
+fewer steps) and the peers (other libraries' caches, :mod:`autofr.peers`), so all stand on the FID plot
+and the fastest hand-set schedule within the target is among the first confirmed; then the
 next ``layers - 1`` non-dominated layers behind the proxy front; then the fronts of the other
 recorded metrics named in ``proxies``; then the ``top_k`` best proxies. With a quality target the
 front and the layers are ordered by how likely a member decides "the fastest schedule within the
@@ -72,7 +73,9 @@ def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = No
     front, *behind = fronts.proxy_layers(trials, layers)
     if near_target:
         front = front + [t for t in trials if not t.feasible and possibly_within(t) and not t.is_peer]
-    references = [t for origin in ("frdiff", "calibrated", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    chosen = {t.number for t in front}
+    front = front + [t for t in trials if t.origin == "calibrated" and t.number not in chosen]  # autofr's, not hand-set
+    references = [t for origin in ("frdiff", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
     peers = [t for t in trials if t.is_peer]
     if order is not None:
         front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)

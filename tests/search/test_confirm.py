@@ -99,3 +99,17 @@ def test_confirm_proxies_adds_the_front_of_another_recorded_metric():
     assert 4 not in both and 5 not in both
     # a metric no trial records adds nothing rather than failing a finished study's confirmation
     assert [t.number for t in confirm_candidates(study, top_k=0, proxies=("ssim",))] == [0, 1, 2]
+
+
+def test_calibrated_schedules_do_not_take_the_hand_set_baselines_places():
+    """Five calibrated warm-start schedules and one hand-set baseline: within a budget of four the
+    hand-set one is confirmed, so "what the answer beat" has a hand-set point to name."""
+    from autofr.search.confirm import deciding_order
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rows = [("baseline", 1.0, 0.0)] + [("calibrated", 2.0 + 0.1 * i, 0.01 * i) for i in range(5)] + [("frdiff", 1.6, 0.0)]
+    for origin, speed, proxy in rows:
+        study.add_trial(optuna.trial.create_trial(values=[speed, proxy], user_attrs={"origin": origin}))
+    chosen = [t.user_attrs["origin"] for t in confirm_candidates(study, top_k=0, limit=4, order=deciding_order,
+                                                                  near_target=True)]
+    assert chosen[0] == "baseline" and "frdiff" in chosen and chosen.count("calibrated") == 2
