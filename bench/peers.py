@@ -110,12 +110,13 @@ def stage_confirm(args) -> None:
     print(f"{study.config.study_name}: {len(done)} confirmed ({len(peers)} peers) in {(time.perf_counter() - began) / 60:.1f} min")
 
 
-def groups(records) -> dict[str, list]:
-    """Confirmed points by method: autofr's schedules, each kind of hand-set reference, each peer method."""
+def groups(records, trials=None) -> dict[str, list]:
+    """Confirmed points (or ``trials``) by method: autofr's schedules, each kind of hand-set reference,
+    each peer method."""
     names = {"frdiff": "hand-set: FRDiff uniform", "deepcache": "hand-set: DeepCache-style",
              "reduced_steps": "hand-set: fewer steps"}
     found: dict[str, list] = {}
-    for trial in records.confirmed():
+    for trial in records.confirmed() if trials is None else trials:
         if trial.origin == "baseline":
             continue
         name = (f"peer: {trial.peer['method']}" if trial.is_peer else names.get(trial.origin, "autofr (searched)"))
@@ -191,6 +192,59 @@ def stage_time(args) -> None:
             confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
         save_confirmation(study.study, trial.number, confirmation)
     (Path(args.workdir) / args.model / "peers_timing.json").write_text(json.dumps(seconds, indent=1))
+
+
+def stage_quick(args) -> None:
+    """The comparison at the study's own top fidelity, without FID-2000: per method, the fastest point
+    whose FID-1024 difference to full compute (paired, the study's seed) meets the target, all of them
+    and full compute timed interleaved in one run (median of ``--repeats``)."""
+    from autofr.search import front as fronts
+    from autofr.search.confirm import candidate_of, timed_generation
+
+    study = prepared(args)
+    records = study.records()
+    completed = records.completed()
+    top = max(t.fidelity or 0 for t in completed)
+    full = records.baseline().fid_estimate
+    limit = fronts.study_target(records).limit(full)
+    best = {}
+    for name, trials in groups(records, [t for t in completed if t.origin != "baseline"]).items():
+        inside = [t for t in trials if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit
+                  and t.search_speedup > 1]
+        best[name] = (len(trials), max(inside, key=lambda t: t.search_speedup, default=None))
+    candidates = {"full": None, **{name: candidate_of(t) for name, (_, t) in best.items() if t is not None}}
+    protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
+    timed_generation(study.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
+    seconds = timed_generation(study.model.pipe, protocol, candidates, repeats=args.repeats)
+    speed = {name: seconds["full"] / seconds[name] for name in candidates if name != "full"}
+    autofr = speed.get("autofr (searched)")
+    lines = [f"{args.model}: full compute FID-{top} {full:.4f} (study seed {args.seed}), limit {limit:.4f}; "
+             f"{args.timing_samples} samples per timed call, median of {args.repeats}",
+             "", f"| method | settings | fastest within target at FID-{top} | FID-{top} | speedup (measured, this run) | autofr / it |",
+             "|---|---:|---|---:|---:|---:|"]
+    rows = []
+    for name, (count, trial) in sorted(best.items(), key=lambda item: (not item[0].startswith("autofr"), item[0])):
+        if trial is None:
+            lines.append(f"| {name} | {count} | none | - | - | - |")
+            continue
+        ratio = autofr / speed[name] if autofr else None
+        label = trial.label or f"trial {trial.number}"
+        lines.append(f"| {name} | {count} | {label} ({trial.num_inference_steps} steps) | "
+                     f"{full + trial.fidelity_deltas[top]:.4f} | {speed[name]:.2f}x | "
+                     f"{'-' if ratio is None else format(ratio, '.2f') + 'x'} |")
+        rows.append({"method": name, "settings": count, "trial": trial.number, "label": label,
+                     "fid": full + trial.fidelity_deltas[top], "speedup": speed[name], "autofr_ratio": ratio})
+    peers = [r for r in rows if r["method"].startswith("peer:")]
+    best_peer = max(peers, key=lambda r: r["speedup"], default=None)
+    if autofr and best_peer:
+        lines += ["", f"autofr {autofr:.2f}x vs the best peer within target, {best_peer['label']} {best_peer['speedup']:.2f}x: "
+                      f"{autofr / best_peer['speedup']:.2f}x"]
+    text = "\n".join(lines)
+    print(text)
+    (args.results / f"peers_{args.model}_fid{top}.txt").write_text(text + "\n")
+    (args.results / f"peers_{args.model}_fid{top}.json").write_text(json.dumps(
+        {"model": args.model, "fidelity": top, "full_compute_fid": full, "limit": limit, "rows": rows,
+         "seconds": seconds}, indent=1))
 
 
 def speed_at(trials, fid: float):
@@ -274,7 +328,7 @@ def _fid(point) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["check", "search", "confirm", "time", "rescore", "report"])
+    parser.add_argument("stage", choices=["check", "search", "confirm", "time", "rescore", "report", "quick"])
     parser.add_argument("--model", default="digits_flux")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
@@ -298,7 +352,7 @@ def main() -> int:
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
     {"check": stage_check, "search": stage_search, "confirm": stage_confirm, "rescore": stage_rescore, "time": stage_time,
-     "report": stage_report}[args.stage](args)
+     "report": stage_report, "quick": stage_quick}[args.stage](args)
     return 0
 
 
