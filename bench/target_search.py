@@ -198,7 +198,10 @@ def stage_rescore(args) -> None:
             break
         for trial in todo:
             began = time.perf_counter()
-            save_confirmation(study.study, trial.number, confirmer.score(trial))
+            confirmation, old = confirmer.score(trial), trial.confirmation  # keep the timing run's speed
+            confirmation.latency_s, confirmation.full_latency_s = old.latency_s, old.full_latency_s
+            confirmation.measured_speedup, confirmation.speed_gap = old.measured_speedup, old.speed_gap
+            save_confirmation(study.study, trial.number, confirmation)
             print(f"trial {trial.number} ({trial.label or trial.origin}) at 3 seeds [{time.perf_counter() - began:.0f} s]",
                   flush=True)
     print(f"{config.study_name}: deciding points {[t.number for t in deciding_points(study.records())]}")
