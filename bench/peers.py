@@ -159,11 +159,7 @@ def stage_rescore(args) -> None:
             break
         for trial in todo:
             began = time.perf_counter()
-            confirmation = scorer.score(trial)
-            old = trial.confirmation
-            confirmation.latency_s, confirmation.full_latency_s = old.latency_s, old.full_latency_s
-            confirmation.measured_speedup, confirmation.speed_gap = old.measured_speedup, old.speed_gap
-            save_confirmation(study.study, trial.number, confirmation)
+            save_confirmation(study.study, trial.number, target_search.with_timing(scorer.score(trial), trial.confirmation))
             print(f"trial {trial.number} ({trial.label or trial.origin}) at {args.seeds} seeds "
                   f"[{time.perf_counter() - began:.0f} s]", flush=True)
     print(f"deciding points: {[t.number for t in deciding_points(study.records())]}")

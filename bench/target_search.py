@@ -181,6 +181,13 @@ def deciding_points(records):
     return sorted({p.number: p for p in points if p is not None}.values(), key=lambda t: t.number)
 
 
+def with_timing(confirmation, old):
+    """``confirmation`` (more FID seeds) carrying ``old``'s speed from the timing run."""
+    confirmation.latency_s, confirmation.full_latency_s = old.latency_s, old.full_latency_s
+    confirmation.measured_speedup, confirmation.speed_gap = old.measured_speedup, old.speed_gap
+    return confirmation
+
+
 def stage_rescore(args) -> None:
     from autofr.search.confirm import Confirmer
     from autofr.search.records import save_confirmation
@@ -198,10 +205,7 @@ def stage_rescore(args) -> None:
             break
         for trial in todo:
             began = time.perf_counter()
-            confirmation, old = confirmer.score(trial), trial.confirmation  # keep the timing run's speed
-            confirmation.latency_s, confirmation.full_latency_s = old.latency_s, old.full_latency_s
-            confirmation.measured_speedup, confirmation.speed_gap = old.measured_speedup, old.speed_gap
-            save_confirmation(study.study, trial.number, confirmation)
+            save_confirmation(study.study, trial.number, with_timing(confirmer.score(trial), trial.confirmation))
             print(f"trial {trial.number} ({trial.label or trial.origin}) at 3 seeds [{time.perf_counter() - began:.0f} s]",
                   flush=True)
     print(f"{config.study_name}: deciding points {[t.number for t in deciding_points(study.records())]}")

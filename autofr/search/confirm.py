@@ -22,6 +22,7 @@ its description and the batch size (a dynamic cache decides per batch, so its sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,8 +30,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import contextlib
 
 import optuna
 
