@@ -50,7 +50,7 @@ def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int) -
     from autofr.cli._config import compose
     from autofr.config import StudyConfig
     from autofr.schedule import ReuseSchedule
-    from autofr.search.confirm import Confirmer, timed_generation
+    from autofr.search.confirm import Confirmer, interleaved_speedups, timed_generation
     from autofr.search.records import TrialRecord
     from autofr.search.study import AutoFRStudy
 
@@ -87,13 +87,13 @@ def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int) -
             print(f"{label}: FID-2000 {scored[label].fid:.4f} over {len(scored[label].fid_seeds)} seeds "
                   f"[{time.perf_counter() - began:.0f} s]", flush=True)
     scored["full compute"] = every.score(points["full compute"])
-    schedules = {"full": None, **{label: ReuseSchedule.from_dict(t.schedule) for label, t in points.items() if label != "full compute"}}
+    schedules = {label: ReuseSchedule.from_dict(t.schedule) for label, t in points.items()}
     protocol = study.protocol.replace(num_samples=64, batch_size=64)
     timed_generation(study.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
-    seconds = timed_generation(study.model.pipe, protocol, schedules, repeats=5)
+    timings = interleaved_speedups(study.model.pipe, protocol, schedules, repeats=5)
     rows = []
     for label, confirmation in scored.items():
-        speed = seconds["full"] / seconds[label] if label in seconds else 1.0
+        speed = timings[label].speedup
         full = confirmation.fid_full_seeds  # full compute at the same seeds as this point: a paired limit
         limit = 1.05 * sum(full.values()) / len(full)
         rows.append({"label": label, "origin": points[label].origin, "fid": confirmation.fid, "seeds": len(confirmation.fid_seeds),

@@ -167,27 +167,28 @@ def stage_rescore(args) -> None:
 
 def stage_time(args) -> None:
     """Every confirmed point and full compute, timed interleaved in one run (median of ``--repeats``)."""
-    from autofr.search.confirm import candidate_of, timed_generation
+    from autofr.search.confirm import candidate_of, interleaved_speedups, timed_generation
     from autofr.search.records import save_confirmation
 
     study = prepared(args)
     confirmed = [t for t in study.records().confirmed() if t.origin != "baseline"]
-    candidates = {"full": None, **{str(t.number): candidate_of(t) for t in confirmed}}
+    candidates = {str(t.number): candidate_of(t) for t in confirmed}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     pipe = study.model.pipe
     timed_generation(pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
     began = time.perf_counter()
-    seconds = timed_generation(pipe, protocol, candidates, repeats=args.repeats)
-    print(f"timed {len(candidates)} points x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min; "
-          f"full compute {seconds['full']:.3f} s")
-    for trial in [t for t in study.records().confirmed() if t.origin != "baseline"]:
-        confirmation = trial.confirmation
-        confirmation.latency_s, confirmation.full_latency_s = seconds[str(trial.number)], seconds["full"]
-        confirmation.measured_speedup = seconds["full"] / seconds[str(trial.number)]
+    timings = interleaved_speedups(pipe, protocol, candidates, repeats=args.repeats)
+    print(f"timed {len(candidates)} points x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min")
+    for trial in confirmed:
+        timing, confirmation = timings[str(trial.number)], trial.confirmation
+        confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
+        confirmation.measured_speedup = timing.speedup
         if trial.predicted_speedup:
             confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
         save_confirmation(study.study, trial.number, confirmation)
-    (Path(args.workdir) / args.model / "peers_timing.json").write_text(json.dumps(seconds, indent=1))
+    (Path(args.workdir) / args.model / "peers_timing.json").write_text(
+        json.dumps({key: {"seconds": t.seconds, "full_seconds": t.full_seconds, "speedup": t.speedup}
+                    for key, t in timings.items()}, indent=1))
 
 
 def stage_quick(args) -> None:
@@ -195,7 +196,7 @@ def stage_quick(args) -> None:
     whose FID-1024 difference to full compute (paired, the study's seed) meets the target, all of them
     and full compute timed interleaved in one run (median of ``--repeats``)."""
     from autofr.search import front as fronts
-    from autofr.search.confirm import candidate_of, timed_generation
+    from autofr.search.confirm import candidate_of, interleaved_speedups, timed_generation
 
     study = prepared(args)
     records = study.records()
@@ -208,11 +209,11 @@ def stage_quick(args) -> None:
         inside = [t for t in trials if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit
                   and t.search_speedup > 1]
         best[name] = (len(trials), max(inside, key=lambda t: t.search_speedup, default=None))
-    candidates = {"full": None, **{name: candidate_of(t) for name, (_, t) in best.items() if t is not None}}
+    candidates = {name: candidate_of(t) for name, (_, t) in best.items() if t is not None}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     timed_generation(study.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
-    seconds = timed_generation(study.model.pipe, protocol, candidates, repeats=args.repeats)
-    speed = {name: seconds["full"] / seconds[name] for name in candidates if name != "full"}
+    timings = interleaved_speedups(study.model.pipe, protocol, candidates, repeats=args.repeats)
+    speed = {name: timing.speedup for name, timing in timings.items()}
     autofr = speed.get("autofr (searched)")
     lines = [f"{args.model}: full compute FID-{top} {full:.4f} (study seed {args.seed}), limit {limit:.4f}; "
              f"{args.timing_samples} samples per timed call, median of {args.repeats}",

@@ -212,10 +212,11 @@ def stage_rescore(args) -> None:
 
 
 def stage_time(args) -> None:
-    """Every confirmed schedule of the model's studies and full compute, timed interleaved (median)."""
+    """Every confirmed schedule of the model's studies, timed in one interleaved run against full
+    compute (blocks bracketed by full compute, median of repeats; ``interleaved_speedups``)."""
     from autofr.schedule import ReuseSchedule
-    from autofr.search.confirm import timed_generation
-    from autofr.search.records import save_confirmation
+    from autofr.search.confirm import interleaved_speedups, timed_generation
+    from autofr.search.records import StudyRecords, save_confirmation
     from autofr.search.study import AutoFRStudy, open_existing
 
     log = load_log(args)
@@ -226,29 +227,28 @@ def stage_time(args) -> None:
         fixed = int(name.split("_fixed")[1]) if "_fixed" in name else None
         configs[name] = study_config(args, sampler, seed, fixed)
     first = AutoFRStudy.prepare(next(iter(configs.values())))
-    schedules = {"full": None}
+    schedules = {}
     for config in configs.values():
-        from autofr.search.records import StudyRecords
-
         for trial in StudyRecords.load(open_existing(config.storage, config.study_name)).confirmed():
             schedules.setdefault(trial.schedule_key(), ReuseSchedule.from_dict(trial.schedule))
     protocol = first.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     timed_generation(first.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
     began = time.perf_counter()
-    seconds = timed_generation(first.model.pipe, protocol, schedules, repeats=args.repeats)
+    timings = interleaved_speedups(first.model.pipe, protocol, schedules, repeats=args.repeats)
+    full_seconds = next(iter(timings.values())).full_seconds
     print(f"timed {len(schedules)} schedules x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min; "
-          f"full compute {seconds['full']:.3f} s")
+          f"full compute {full_seconds:.3f} s")
     for config in configs.values():
         study = open_existing(config.storage, config.study_name)
-        from autofr.search.records import StudyRecords
-
         for trial in StudyRecords.load(study).confirmed():
-            confirmation = trial.confirmation
-            confirmation.latency_s, confirmation.full_latency_s = seconds[trial.schedule_key()], seconds["full"]
-            confirmation.measured_speedup = seconds["full"] / seconds[trial.schedule_key()]
+            timing, confirmation = timings[trial.schedule_key()], trial.confirmation
+            confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
+            confirmation.measured_speedup = timing.speedup
             confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
             save_confirmation(study, trial.number, confirmation)
-    (Path(args.workdir) / args.model / "timing.json").write_text(json.dumps(seconds, indent=1))
+    (Path(args.workdir) / args.model / "timing.json").write_text(json.dumps(
+        {"full": full_seconds, **{key: t.seconds for key, t in timings.items()},
+         "speedups": {key: t.speedup for key, t in timings.items()}}, indent=1))
 
 
 def stage_report(args) -> None:

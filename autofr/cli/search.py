@@ -13,6 +13,7 @@ Re-running the same command resumes the study: same Optuna study, same MLflow pa
 from __future__ import annotations
 
 import sys
+import time
 
 from autofr.cli._config import compose, progress_bar, run_cli
 from autofr.cli._launch import hydra_multirun, run_local_workers
@@ -33,7 +34,9 @@ def search(config: StudyConfig) -> int:
     objective = study.objective()
     if objective.describe():
         print(objective.describe())
+    began = time.perf_counter()
     study.run(objective)
+    searched_s = time.perf_counter() - began
     if config.worker_only:
         return 0
     study.wait_for_running_trials()
@@ -44,10 +47,13 @@ def search(config: StudyConfig) -> int:
     peers = study.evaluate_peers(progress=bar)
     if config.search.peer_methods:
         print(f"peers: {peers.describe()}")
-    study.confirm(progress=bar)
+    confirmed = study.confirm(progress=bar)
     records = study.summarise()
     print()
     print(summary_text(records))
+    spent = study.confirm_seconds
+    print(f"\ntime: trials {searched_s / 60:.1f} min; FID of {len(confirmed)} confirmed {spent.get('fid', 0) / 60:.1f} min; "
+          f"their timing {spent.get('timing', 0) / 60:.1f} min")
     print(f"\nresults: {config.out_dir}")
     print(f"MLflow UI: {study.tracker.ui_command()}")
     print(f"export the schedule: autofr-export study_name={config.study_name}")

@@ -14,8 +14,9 @@ first; members predicted far outside it last. A schedule proposed twice is confi
 Scoring (:class:`Confirmer`): FID-N against the real data (and against full compute's own samples)
 at every seed of ``fid_seeds``, each seed a paired comparison (the same initial noise for every
 candidate at that seed); full compute's FID at the same seeds is stored with each confirmation.
-Timing: the candidate and full compute alternate, ``repeats`` times each, and the speedup is the
-ratio of their medians, so machine noise hits both alike (full compute measures ~1.00x itself).
+Timing: every scored candidate in one interleaved run, blocks of candidates bracketed by full
+compute, ``repeats`` times (:func:`interleaved_speedups`), so machine noise hits both alike (full
+compute measures ~1.00x itself) and full compute is not re-timed once per candidate.
 A peer is sampled and timed with its cache enabled instead of a schedule; its FID is cached under
 its description and the batch size (a dynamic cache decides per batch, so its samples depend on it).
 """
@@ -29,6 +30,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -94,20 +96,65 @@ def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = No
     return ordered[:limit] if limit else ordered
 
 
+def _timed(pipe, protocol: EvalProtocol, candidate) -> float:
+    """Wall seconds of one ``generate`` of ``candidate``: a :class:`ReuseSchedule`, a
+    :class:`~autofr.peers.Peer` (its cache enabled around the timed call, not inside it) or None
+    (full compute)."""
+    schedule = candidate if isinstance(candidate, ReuseSchedule) else None
+    steps = schedule.num_inference_steps if schedule is not None else protocol.num_inference_steps
+    with peer_enabled(pipe, candidate) if isinstance(candidate, Peer) else contextlib.nullcontext():
+        began = time.perf_counter()
+        generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
+        return time.perf_counter() - began
+
+
 def timed_generation(pipe, protocol: EvalProtocol, schedules: dict, repeats: int = 2) -> dict[str, float]:
-    """Median wall seconds of ``generate`` per candidate, interleaved so machine noise hits all alike.
-    A candidate is a :class:`ReuseSchedule`, a :class:`~autofr.peers.Peer` (its cache is enabled around
-    the timed call, not inside it) or None (full compute)."""
+    """Median wall seconds of ``generate`` per candidate (see :func:`_timed`), interleaved so machine
+    noise hits all alike."""
     times: dict[str, list[float]] = {key: [] for key in schedules}
     for _ in range(repeats):
         for key, candidate in schedules.items():
-            schedule = candidate if isinstance(candidate, ReuseSchedule) else None
-            steps = schedule.num_inference_steps if schedule is not None else protocol.num_inference_steps
-            with peer_enabled(pipe, candidate) if isinstance(candidate, Peer) else contextlib.nullcontext():
-                began = time.perf_counter()
-                generate(pipe, protocol.replace(num_inference_steps=steps), schedule)
-                times[key].append(time.perf_counter() - began)
+            times[key].append(_timed(pipe, protocol, candidate))
     return {key: statistics.median(values) for key, values in times.items()}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate's measured speed: median seconds, full compute's median seconds, and the median
+    over repeats of full compute's time around the candidate's block over the candidate's time."""
+
+    seconds: float
+    full_seconds: float
+    speedup: float
+
+
+def interleaved_speedups(pipe, protocol: EvalProtocol, candidates: dict, repeats: int = 3, block: int = 4) -> dict[str, Timing]:
+    """Time every candidate against full compute in one run: each repeat times full compute, then
+    ``block`` candidates, then full compute again, and so on (the order rotates between repeats);
+    a candidate's ratio in a repeat is the mean of the two full-compute times around its block over
+    its own time, and its speedup the median of those ratios. Full compute is timed ``n / block + 1``
+    times per repeat instead of once per candidate, and slow drift of the machine cancels in each
+    ratio. ``candidates``: key -> schedule, peer or None (see :func:`_timed`)."""
+    keys = list(candidates)
+    block = max(1, int(block))
+    seconds: dict[str, list[float]] = {key: [] for key in keys}
+    ratios: dict[str, list[float]] = {key: [] for key in keys}
+    full: list[float] = []
+    for repeat in range(max(1, int(repeats))):
+        shift = (repeat * block) % len(keys) if keys else 0
+        order = keys[shift:] + keys[:shift]
+        before = _timed(pipe, protocol, None)
+        full.append(before)
+        for start in range(0, len(order), block):
+            chunk = {key: _timed(pipe, protocol, candidates[key]) for key in order[start:start + block]}
+            after = _timed(pipe, protocol, None)
+            full.append(after)
+            for key, spent in chunk.items():
+                seconds[key].append(spent)
+                ratios[key].append(0.5 * (before + after) / spent)
+            before = after
+    full_median = statistics.median(full)
+    return {key: Timing(statistics.median(seconds[key]), full_median, statistics.median(ratios[key])) for key in keys}
 
 
 def candidate_of(trial: TrialRecord) -> ReuseSchedule | Peer:
@@ -131,14 +178,19 @@ class Confirmer:
         reference_samples: ``reference_samples(protocol) -> SampleBatch`` of full compute (cached).
         fid_samples: N of FID-N.
         fid_seeds: how many seeds (``protocol.seed``, ``+1``, ...), each paired across candidates.
-        timing_repeats: alternations of candidate and full compute per timed candidate (0: no timing).
+        timing_repeats: repeats of the one interleaved timing run of all candidates (0: no timing).
         timing_samples: samples per timed run (one batch).
+        reuse_trial_scores: ``protocol`` is the protocol the trials were scored with, so a schedule
+            trial whose adaptive fidelity reached N = ``fid_samples`` already holds its FID-N at
+            ``protocol.seed`` (the same noise): that seed is taken from the trial, not sampled again.
     """
 
     def __init__(self, pipe, protocol: EvalProtocol, measures: StudyMeasures, reference_samples, fid_samples: int,
                  fid_seeds: int = 1, timing_repeats: int = 3, timing_samples: int | None = None,
-                 cache_dir: str | Path | None = None, model_id: str | None = None) -> None:
+                 cache_dir: str | Path | None = None, model_id: str | None = None, reuse_trial_scores: bool = False) -> None:
         self.pipe = pipe
+        self.reuse_trial_scores = reuse_trial_scores
+        self.seconds: dict[str, float] = {}  # wall seconds of the last confirm(): "fid", "timing"
         self.seeds = [protocol.seed + k for k in range(max(1, int(fid_seeds)))]
         self.fid_protocol = protocol.replace(num_samples=int(fid_samples))
         self.measures = measures
@@ -184,6 +236,8 @@ class Confirmer:
             key = trial.schedule if schedule is not None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
             cached = self._cache.get(protocol, key) if self._cache is not None else None
             if cached is None:
+                cached = self._from_trial(trial, seed)
+            if cached is None:
                 full_samples, against_full, _ = self._full_compute(seed)
                 if schedule is not None and _computes_everything(schedule, self.fid_protocol.num_inference_steps):
                     samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
@@ -201,39 +255,64 @@ class Confirmer:
         return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
                             fid_seeds=real_seeds, fid_full_seeds=dict(full_seeds))
 
-    def time(self, trial: TrialRecord, confirmation: Confirmation) -> Confirmation:
-        """Add the measured speedup: candidate and full compute alternate ``timing_repeats`` times."""
-        if self.timing_repeats < 1:
-            return confirmation
+    def _from_trial(self, trial: TrialRecord, seed: int) -> dict | None:
+        """The trial's own FID-N at the study's seed, when its adaptive fidelity reached N (a
+        schedule's samples do not depend on how they were batched; a peer's dynamic cache's do)."""
+        n = self.fid_protocol.num_samples
+        if (not self.reuse_trial_scores or trial.peer or seed != self.seeds[0] or trial.fidelity != n
+                or trial.fid_vs_full_top is None or n not in trial.fidelity_deltas):
+            return None
+        _, _, real = self._full_compute(seed)
+        return {"fid_vs_full": trial.fid_vs_full_top,
+                "fid": real + trial.fidelity_deltas[n] if real is not None else None}
+
+    def time(self, scored: Sequence[tuple[TrialRecord, Confirmation]]) -> None:
+        """Add the measured speedup to every ``(trial, confirmation)``: all candidates are timed in one
+        interleaved run against full compute (:func:`interleaved_speedups`, ``timing_repeats`` repeats)."""
+        if self.timing_repeats < 1 or not scored:
+            return
         if not self._warm:  # first calls pay one-off allocation costs
             timed_generation(self.pipe, self.timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
             self._warm = True
-        seconds = timed_generation(self.pipe, self.timing_protocol, {"full": None, "trial": candidate_of(trial)},
-                                   repeats=self.timing_repeats)
-        confirmation.latency_s, confirmation.full_latency_s = seconds["trial"], seconds["full"]
-        confirmation.measured_speedup = seconds["full"] / seconds["trial"]
-        if trial.predicted_speedup:
-            confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
-        return confirmation
+        timings = interleaved_speedups(self.pipe, self.timing_protocol,
+                                       {str(trial.number): candidate_of(trial) for trial, _ in scored},
+                                       repeats=self.timing_repeats)
+        for trial, confirmation in scored:
+            timing = timings[str(trial.number)]
+            confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
+            confirmation.measured_speedup = timing.speedup
+            if trial.predicted_speedup:
+                confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
 
     def confirm(self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None) -> list[tuple[int, Confirmation]]:
-        """Score, time and store each candidate (one failure does not lose the others)."""
+        """Score and store each candidate (one failure does not lose the others; a stored FID survives
+        an interrupted run), then time them all in one interleaved run and store the speeds."""
         mean, per_seed = self.full_compute()
         StudyInfo.update(study, fid_full_compute=mean, fid_full_seeds=per_seed,
                          fid_name=f"fid_{self.fid_protocol.num_samples}",
                          fid_reference="real" if self._fid_vs_real is not None else "full_compute")
-        done = []
+        scored, began = [], time.perf_counter()
         for trial in (progress(candidates, "confirming with FID") if progress else candidates):
             try:
-                confirmation = self.time(trial, self.score(trial))
+                confirmation = self.score(trial)
             except Exception as error:  # one bad confirmation must not lose the others
                 logger.warning("confirming trial %d failed: %s", trial.number, error)
                 continue
             save_confirmation(study, trial.number, confirmation)
-            done.append((trial.number, confirmation))
+            scored.append((trial, confirmation))
+        self.seconds["fid"] = time.perf_counter() - began
+        began = time.perf_counter()
+        try:
+            self.time(scored)
+        except Exception as error:  # the FIDs stand without the speeds
+            logger.warning("timing the confirmed trials failed: %s", error)
+        self.seconds["timing"] = time.perf_counter() - began
+        for trial, confirmation in scored:
+            if confirmation.measured_speedup is not None:
+                save_confirmation(study, trial.number, confirmation)
             if on_confirmed is not None:
                 on_confirmed(trial, confirmation)
-        return done
+        return [(trial.number, confirmation) for trial, confirmation in scored]
 
 
 class ScoreCache:

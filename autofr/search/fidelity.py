@@ -67,6 +67,7 @@ class FidelityScore:
     estimate_sd: float
     samples: int           # samples generated for this trial
     seconds: float = 0.0
+    fid_vs_full_top: float | None = None  # at the top level: FID against full compute's samples
 
     @property
     def fidelity(self) -> int:
@@ -147,7 +148,10 @@ class AdaptiveScorer:
             last = index == len(self.plan.levels) - 1
             if last or not may_climb or limit is None or abs(estimate - limit) > self.plan.z * sd:
                 break
-        return FidelityScore(deltas, sds, estimate, sd, samples, time.perf_counter() - began)
+        vs_full = None
+        if self.plan.top in deltas:
+            vs_full = frechet_distance(FeatureStats.from_features(features[:self.plan.top]), FeatureStats.from_features(self.full))
+        return FidelityScore(deltas, sds, estimate, sd, samples, time.perf_counter() - began, vs_full)
 
     def _delta(self, features: np.ndarray, level: int) -> tuple[float, float]:
         """FID difference to full compute at ``level`` samples and its paired bootstrap sd."""

@@ -154,6 +154,7 @@ class Objective:
         result.fidelity, result.fidelity_deltas, result.fidelity_sd = score.fidelity, score.deltas, score.sd
         result.samples_generated = (result.samples_generated or 0) + score.samples
         result.fid_estimate, result.fid_estimate_sd = a.full_fid + score.estimate, score.estimate_sd
+        result.fid_vs_full_top = score.fid_vs_full_top
 
     def constrain(self, result: TrialResult) -> float:
         """The quality objective of a scored result (FID estimate, else the proxy); sets its constraint."""

@@ -132,6 +132,7 @@ class TrialResult:
     samples_generated: int | None = None
     fid_estimate: float | None = None
     fid_estimate_sd: float | None = None
+    fid_vs_full_top: float | None = None  # FID of the top level's samples against full compute's (same N, seed)
     measured_speedup: float | None = None
     peer: dict | None = None
 
@@ -199,7 +200,7 @@ class TrialRecord(TrialResult):
         schedule = attrs.get("schedule")
         steps = attrs.get("num_inference_steps", (schedule or {}).get("num_inference_steps"))
         numbers = ("predicted_speedup", "proxy", "constraint", "sampling_seconds", "trial_seconds", "fid_estimate",
-                   "fid_estimate_sd", "measured_speedup")
+                   "fid_estimate_sd", "fid_vs_full_top", "measured_speedup")
         plain = ("duplicate_of", "fidelity", "samples_generated", "peer")
         return cls(
             number=trial.number, state=trial.state, params=dict(trial.params),

@@ -125,6 +125,7 @@ class AutoFRStudy:
         self.study: optuna.Study | None = None
         self.created = False
         self._references = None
+        self.confirm_seconds: dict[str, float] = {}  # wall seconds of the last confirm(): "fid", "timing"
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -301,10 +302,12 @@ class AutoFRStudy:
         confirmer = Confirmer(self.model.pipe, self.protocol, self.measures, self.reference_samples,
                               self.config.quality.fid_samples, fid_seeds=search.fid_seeds,
                               timing_repeats=search.timing_repeats if search.measure_speed else 0,
-                              cache_dir=self.config.cache_dir or default_cache_dir(), model_id=self.config.model.name)
+                              cache_dir=self.config.cache_dir or default_cache_dir(), model_id=self.config.model.name,
+                              reuse_trial_scores=True)
         done = confirmer.confirm(self.study, candidates, progress=progress,
                                  on_confirmed=lambda trial, c: self.tracker.log_confirmation(self.parent_run, trial.number, c))
         record_proxy_fidelity(self.study)
+        self.confirm_seconds = dict(confirmer.seconds)
         return done
 
     def records(self) -> StudyRecords:

@@ -170,3 +170,62 @@ def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_p
     other = TrialRecord(number=4, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 3).to_dict())
     confirmer().score(other)
     assert len(calls) == 4  # another schedule is scored
+
+
+def _targeted_overrides(tiny, tmp_path, name: str, *extra: str) -> list[str]:
+    return [
+        f"model.path={tiny / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
+        "space.max_interval=3", "quality.proxy=fid_real", "quality.fid_reference=real", f"quality.real_data={tiny / 'real.npz'}",
+        "quality.proxy_samples=8", "quality.fid_samples=24", "quality.batch_size=8", "search.fidelity=[8,24]",
+        "search.fidelity_bootstrap=8", "search.progress=false", "sampler.n_startup_trials=3", "search.target=30%",
+        f"storage.journal_path={tmp_path / 'journal.log'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", f"study_name={name}", *extra,
+    ]
+
+
+def test_confirmation_takes_a_climbed_trials_own_fid_at_the_studys_seed(tiny, tmp_path, monkeypatch):
+    """A trial scored at N = fid_samples holds FID-N at the study's seed: the confirmation reuses it
+    (the same value a fresh sampling gives) and samples only the other seeds; all are timed."""
+    from autofr.search.confirm import Confirmer
+    from autofr.search.study import AutoFRStudy
+
+    overrides = _targeted_overrides(tiny, tmp_path, "reuse", "search.n_trials=5", "search.fidelity_z=1000",
+                                    "search.warm_start=false", "search.confirm_max=3", "search.fid_seeds=2",
+                                    "search.timing_repeats=1")
+    assert search_cli.main(overrides) == 0
+    config = StudyConfig.from_hydra(compose("config", overrides))
+    records = StudyRecords.load(optuna.load_study(study_name="reuse", storage=open_storage(config.storage)))
+    climbed = [t for t in records.confirmed() if t.fidelity == 24 and t.origin != "baseline"]
+    assert climbed and all(t.fid_vs_full_top is not None for t in climbed)
+    study = AutoFRStudy.prepare(config)
+    fresh = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2,
+                      timing_repeats=0)  # no cache, no reuse: both seeds sampled again
+    for trial in climbed:
+        again = fresh.score(trial)
+        assert trial.confirmation.fid_seeds["0"] == pytest.approx(again.fid_seeds["0"], rel=1e-3, abs=1e-4)
+        assert trial.confirmation.fid_seeds["1"] == pytest.approx(again.fid_seeds["1"], rel=1e-6)
+        assert trial.confirmation.fid_vs_full == pytest.approx(again.fid_vs_full, rel=1e-3, abs=1e-4)
+    assert all(t.confirmation.measured_speedup > 0 for t in records.confirmed())
+    from autofr.search import confirm as confirm_module
+
+    calls = []
+    real_generate = confirm_module.generate
+    monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    reusing = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2,
+                        timing_repeats=0, reuse_trial_scores=True)
+    assert reusing.score(climbed[0]).fid_seeds == pytest.approx(climbed[0].confirmation.fid_seeds)
+    assert len(calls) == 1  # seed 1 only
+
+
+def test_one_timing_run_measures_fewer_steps_faster_and_full_compute_as_itself(tiny):
+    from autofr.search.confirm import interleaved_speedups
+
+    pipe = load_pipeline(str(tiny / "tiny"))
+    protocol = EvalProtocol(num_samples=8, seed=0, batch_size=8, num_inference_steps=16, guidance_scale=2.0, num_classes=10)
+    candidates = {"full as a schedule": ReuseSchedule.uniform(pipe, 16, 1), "4 steps": ReuseSchedule.uniform(pipe, 4, 1),
+                  "8 steps": ReuseSchedule.uniform(pipe, 8, 1)}
+    timings = interleaved_speedups(pipe, protocol, candidates, repeats=3, block=2)
+    assert set(timings) == set(candidates)
+    assert 0.7 < timings["full as a schedule"].speedup < 1.4
+    assert timings["4 steps"].speedup > timings["8 steps"].speedup > 1.3
+    assert all(t.full_seconds > t.seconds for key, t in timings.items() if key != "full as a schedule")
