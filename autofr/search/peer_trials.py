@@ -7,9 +7,11 @@ study, origin ``peer``, so it stands on the same axes as every schedule:
 * **quality**: the study's samples (the same seeds, initial noise and labels as every trial) drawn with
   the peer's cache enabled, scored by the study's own :class:`~autofr.search.objective.Objective`
   (every measure; with adaptive fidelity, more samples while the estimate is near the target);
-* **speed**: measured, since a dynamic cache has no MAC prediction: the peer and full compute
-  alternate (``timing_repeats`` times, at least once, on one batch) and the speedup is the ratio of
-  their medians. It is the trial's first value, where a schedule has its predicted speedup.
+* **speed**: measured, since a dynamic cache has no MAC prediction: all peers are timed on one batch in
+  one interleaved run against full compute (:func:`~autofr.search.confirm.interleaved_speedups`,
+  ``timing_repeats`` repeats, at least one); a peer whose timing fails is timed again on its own, so
+  it cannot lose the others theirs. The speedup is the trial's first value, where a schedule has its
+  predicted speedup.
 
 A peer already in the study is not evaluated again (a resumed run). A method that cannot run on the
 model is logged and recorded in the study (``peers_skipped``, with its reason); on a UNet none runs and
@@ -27,7 +29,7 @@ import optuna
 
 from autofr.evaluation import EvalProtocol, generate
 from autofr.peers import Peer, available_peers, peer_enabled, peer_key
-from autofr.search.confirm import timed_generation
+from autofr.search.confirm import Timing, interleaved_speedups, timed_generation
 from autofr.search.objective import Objective
 from autofr.search.records import StudyInfo, StudyRecords, TrialRecord, TrialResult, add_peer_trial
 
@@ -62,19 +64,36 @@ class PeerStage:
 
 
 def evaluate_peer(pipe, protocol: EvalProtocol, objective: Objective, peer: Peer, known: dict[int, TrialRecord],
-                  timing_repeats: int = 3) -> tuple[TrialResult, tuple[float, float]]:
-    """``(result, values)`` of one peer: its samples under ``protocol`` scored by ``objective``, and its
-    speed timed interleaved with full compute on one batch."""
+                  timing: Timing) -> tuple[TrialResult, tuple[float, float]]:
+    """``(result, values)`` of one peer: its samples under ``protocol`` scored by ``objective``, with
+    its measured speed ``timing``."""
     began = time.perf_counter()
-    timing = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
-    seconds = timed_generation(pipe, timing, {"full": None, "peer": peer}, repeats=max(1, int(timing_repeats)))
     result = TrialResult(schedule=None, num_inference_steps=protocol.num_inference_steps, predicted_speedup=None,
-                         measured_speedup=seconds["full"] / seconds["peer"], peer=peer.describe())
+                         measured_speedup=timing.speedup, peer=peer.describe())
     with peer_enabled(pipe, peer):
         samples = generate(pipe, protocol)
         objective.score(result, samples, None, known)
     result.sampling_seconds, result.trial_seconds = samples.seconds, time.perf_counter() - began
     return result, (result.measured_speedup, objective.constrain(result))
+
+
+def time_peers(pipe, protocol: EvalProtocol, peers: list[Peer], repeats: int = 3) -> tuple[dict[str, Timing], dict[str, str]]:
+    """``(timings by peer key, failures by peer label)``: every peer on one batch in one interleaved run;
+    if that run fails, each peer on its own, so one failing peer keeps the others' timings."""
+    timing = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
+    repeats = max(1, int(repeats))
+    try:
+        by_key = interleaved_speedups(pipe, timing, {peer.key(): peer for peer in peers}, repeats=repeats)
+        return by_key, {}
+    except Exception as error:
+        logger.warning("timing the peers together failed (%s); timing each on its own", error)
+    timings, failed = {}, {}
+    for peer in peers:
+        try:
+            timings.update(interleaved_speedups(pipe, timing, {peer.key(): peer}, repeats=repeats))
+        except Exception as error:
+            failed[peer.label] = " ".join(str(error).split())[:300]
+    return timings, failed
 
 
 def evaluate_peers(study: optuna.Study, pipe, protocol: EvalProtocol, objective: Objective, methods,
@@ -94,11 +113,16 @@ def evaluate_peers(study: optuna.Study, pipe, protocol: EvalProtocol, objective:
     known = {t.number: t for t in records.completed()}
     todo = [peer for peer in peers if peer.key() not in done]
     stage.already = len(peers) - len(todo)
-    if todo:  # the first calls pay one-off allocation costs
-        timed_generation(pipe, protocol.replace(num_samples=1, batch_size=1), {"warm-up": None}, repeats=1)
+    if not todo:
+        return stage
+    timed_generation(pipe, protocol.replace(num_samples=1, batch_size=1), {"warm-up": None}, repeats=1)  # one-off costs
+    timings, stage.failed = time_peers(pipe, protocol, todo, timing_repeats)
     for peer in (progress(todo, "peers") if progress else todo):
+        if peer.key() not in timings:
+            logger.warning("peer %s failed: %s", peer.label, stage.failed.get(peer.label))
+            continue
         try:
-            result, values = evaluate_peer(pipe, protocol, objective, peer, known, timing_repeats)
+            result, values = evaluate_peer(pipe, protocol, objective, peer, known, timings[peer.key()])
         except Exception as error:  # one peer failing must not lose the others
             logger.warning("peer %s failed: %s", peer.label, error)
             stage.failed[peer.label] = " ".join(str(error).split())[:300]

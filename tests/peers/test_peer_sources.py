@@ -126,3 +126,17 @@ def test_a_cache_the_user_enabled_is_neither_replaced_nor_removed(flux, flux_pee
         assert isinstance(pipe.transformer._cache_config, FirstBlockCacheConfig)
     finally:
         pipe.transformer.disable_cache()
+
+
+def test_peers_are_timed_together_and_a_failing_one_keeps_the_others_timings(flux, flux_peers):
+    from autofr.search.peer_trials import time_peers
+
+    pipe, protocol = flux
+    peers, _ = flux_peers
+    good = [p for p in peers if p.method == "first_block_cache"][:2]
+    broken = Peer("first_block_cache", "FirstBlockCache broken", {"threshold": "not a number"})
+    timings, failed = time_peers(pipe, protocol, good, repeats=1)
+    assert set(timings) == {p.key() for p in good} and not failed
+    assert all(t.speedup > 0 and t.full_seconds > 0 for t in timings.values())
+    timings, failed = time_peers(pipe, protocol, [good[0], broken], repeats=1)
+    assert set(timings) == {good[0].key()} and set(failed) == {"FirstBlockCache broken"}
