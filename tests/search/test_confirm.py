@@ -113,3 +113,23 @@ def test_calibrated_schedules_do_not_take_the_hand_set_baselines_places():
     chosen = [t.user_attrs["origin"] for t in confirm_candidates(study, top_k=0, limit=4, order=deciding_order,
                                                                   near_target=True)]
     assert chosen[0] == "baseline" and "frdiff" in chosen and chosen.count("calibrated") == 2
+
+
+def test_a_schedule_clearly_within_the_target_is_confirmed_before_faster_likely_misses():
+    """Two trials a little faster than a clearly feasible one, each 1.5-1.75 sd beyond the limit: with
+    room for two confirmations after full compute, the feasible one is among them (fastest-first
+    would spend both places on the likely misses and never confirm the probable answer)."""
+    from autofr.search.confirm import chance_within, deciding_order
+    from autofr.search.records import StudyRecords
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rows = [("baseline", 1.0, 0.50, -0.03, 0.0), ("search", 2.30, 0.49, -0.05, 0.01),
+            ("search", 2.34, 0.63, 0.03, 0.02), ("search", 2.33, 0.62, 0.035, 0.02)]
+    for origin, speed, fid, constraint, sd in rows:
+        attrs = {"origin": origin, "constraint": constraint, "fid_estimate": fid, "fid_estimate_sd": sd}
+        study.add_trial(optuna.trial.create_trial(values=[speed, fid], user_attrs=attrs,
+                                                  system_attrs={"constraints": [constraint]}))
+    chosen = [t.number for t in confirm_candidates(study, top_k=0, limit=3, order=deciding_order, near_target=True)]
+    assert chosen[:2] == [0, 1] and len(chosen) == 3
+    trials = {t.number: t for t in StudyRecords.load(study).completed()}
+    assert chance_within(trials[1]) > 0.99 and 0.05 < chance_within(trials[2]) < 0.1
