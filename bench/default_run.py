@@ -41,7 +41,7 @@ def run_default(seed: int, folder: Path) -> dict:
             "schedule": str(folder / "autofr_outputs" / "digits_unet" / "schedule.json")}
 
 
-def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int) -> list[dict]:
+def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int, cached_only: bool = False) -> list[dict]:
     """FID-2000 of each exported schedule and of every hand-set baseline at ``fid_seeds``, and one
     interleaved timing run of all of them against full compute."""
     import torch
@@ -62,9 +62,11 @@ def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int) -
     def confirmer(seeds: int) -> Confirmer:
         return Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 2000, fid_seeds=seeds,
                          timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
-    points = {}
+    points, every = {}, confirmer(len(fid_seeds))
     for origin, label, params in study.space.warm_start():
         trial = _record(study.space, params, origin, label)
+        if cached_only and origin != "baseline" and len(every.cached_seeds(trial)) < len(fid_seeds):
+            continue  # --cached-handset: only the hand-set points bench/target_search.py scored at every seed
         points[label] = trial
     for run in runs:
         path = Path(run["schedule"])
@@ -79,7 +81,6 @@ def check(runs: list[dict], workdir: Path, fid_seeds: list[int], threads: int) -
     for label, trial in points.items():
         scored[label] = first.score(trial)
     limit_first = 1.05 * scored["full compute"].fid
-    every = confirmer(len(fid_seeds))
     for label, trial in points.items():
         if label == "full compute" or label.startswith("exported") or scored[label].fid <= 1.1 * limit_first:
             began = time.perf_counter()
@@ -121,6 +122,8 @@ def main() -> int:
     parser.add_argument("--fid-seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1, help="threads for the FID-2000 check")
     parser.add_argument("--skip-runs", action="store_true", help="check the runs already in --folder")
+    parser.add_argument("--cached-handset", action="store_true",
+                        help="check only the hand-set points whose FID-2000 at every seed is in the shared cache")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results = Path(args.folder) / "runs.json"
@@ -133,7 +136,7 @@ def main() -> int:
     for run in runs:
         print(f"seed {run['seed']}: search {run['search_s'] / 60:.1f} min + export {run['export_s']:.0f} s "
               f"(exit {run['search_rc']}/{run['export_rc']}); " + (run["export_out"][0] if run["export_out"] else ""))
-    rows = check(runs, Path(args.workdir), [int(s) for s in args.fid_seeds.split(",")], args.threads)
+    rows = check(runs, Path(args.workdir), [int(s) for s in args.fid_seeds.split(",")], args.threads, args.cached_handset)
     handset = [r for r in rows if r["origin"] in ("baseline", "frdiff", "reduced_steps", "deepcache") and r["within"]
                and r["label"] != "full compute"]
     best = max(handset, key=lambda r: r["speedup"], default=None)

@@ -270,6 +270,20 @@ class Confirmer:
         return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
                             fid_seeds=real_seeds, fid_full_seeds=dict(full_seeds))
 
+    def cached_seeds(self, trial: TrialRecord) -> list[int]:
+        """The seeds at which the disk cache already holds ``trial``'s FID-N (scoring them samples nothing)."""
+        if self._cache is None:
+            return []
+        candidate = candidate_of(trial)
+        steps = candidate.num_inference_steps if isinstance(candidate, ReuseSchedule) else self.fid_protocol.num_inference_steps
+        found = []
+        for seed in self.seeds:
+            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
+            key = trial.schedule if trial.peer is None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            if self._cache.get(protocol, key) is not None:
+                found.append(seed)
+        return found
+
     def _from_trial(self, trial: TrialRecord, seed: int) -> dict | None:
         """The trial's own FID-N at the study's seed, when its adaptive fidelity reached N (a
         schedule's samples do not depend on how they were batched; a peer's dynamic cache's do)."""

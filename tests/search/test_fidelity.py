@@ -163,8 +163,10 @@ def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_p
         return Confirmer(pipe, protocol, measures, lambda p: generate(pipe, p), 8, fid_seeds=2, timing_repeats=0,
                          cache_dir=tmp_path / "cache", model_id="tiny")
 
+    assert confirmer().cached_seeds(trial) == []
     first = confirmer().score(trial)
     assert len(calls) == 2 and set(first.fid_seeds) == {"0", "1"}
+    assert confirmer().cached_seeds(trial) == [0, 1]
     again = confirmer().score(trial)  # a new study, a resume: the same scores, nothing sampled
     assert len(calls) == 2 and again.fid_seeds == first.fid_seeds and again.fid_vs_full == first.fid_vs_full
     other = TrialRecord(number=4, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 3).to_dict())
