@@ -6,6 +6,7 @@
     python bench/target_search.py rescore --model digits_unet --sampler tpe --seed 0    # deciding points at 2 more seeds
     python bench/target_search.py time    --model digits_unet                           # one interleaved timing run
     python bench/target_search.py report  --model digits_unet --sampler tpe             # tables, JSON, the plot
+    python bench/target_search.py quick   --model digits_dit --seeds 0,1,2              # without FID-2000 (below)
 
 Every study of a model shares one workdir (``--workdir``, default ``bench/work``): one journal, one
 MLflow store, one cache (full-compute references, FID scores: a hand-set schedule is scored once per
@@ -18,6 +19,8 @@ seed for all studies). Settings: target 5% of full compute's FID-2000, adaptive 
   mean at the same seeds (paired: the same noise for every point at a seed).
 * The deciding points (fastest searched and fastest hand-set within target, and every point within 1%
   of the limit) are re-scored until each has three seeds; the answer is read after that.
+* ``quick``: the studies' own FID estimates instead of FID-2000 (fastest searched and hand-set trial
+  within target per seed), timed in one interleaved run; for studies stopped early.
 """
 
 from __future__ import annotations
@@ -251,6 +254,68 @@ def stage_time(args) -> None:
          "speedups": {key: t.speedup for key, t in timings.items()}}, indent=1))
 
 
+def stage_quick(args) -> None:
+    """Without FID-2000: per study (``--seeds``), the fastest searched (TPE or calibrated) and the fastest
+    hand-set trial whose FID estimate (the study's own, at up to the top fidelity, the study's seed)
+    meets the target, all timed in one interleaved run; the ratio per seed. For studies stopped before
+    their budget, or when FID-2000 does not fit the time."""
+    from autofr.schedule import ReuseSchedule
+    from autofr.search.confirm import interleaved_speedups, timed_generation
+    from autofr.search.study import AutoFRStudy
+
+    rows, schedules, first = [], {}, None
+    for seed in (int(s) for s in args.seeds.split(",")):
+        config, records = open_records(args, args.sampler, seed)
+        first = first or config
+        feasible = [t for t in records.completed() if t.feasible and t.origin != "baseline" and t.search_speedup > 1]
+        searched = max((t for t in feasible if not t.is_reference), key=lambda t: t.search_speedup, default=None)
+        handset = max((t for t in feasible if t.is_reference), key=lambda t: t.search_speedup, default=None)
+        rows.append({"seed": seed, "trials": len(records.completed()), "limit": fronts_limit(records),
+                     "searched": searched, "handset": handset})
+        for trial in (searched, handset):
+            if trial is not None:
+                schedules[trial.schedule_key()] = ReuseSchedule.from_dict(trial.schedule)
+    study = AutoFRStudy.prepare(first)
+    protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
+    timed_generation(study.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
+    timings = interleaved_speedups(study.model.pipe, protocol, schedules, repeats=args.repeats)
+    print(f"{args.model}, {args.sampler}: the study's own FID estimate (top fidelity {args.levels.split(',')[-1]}), "
+          f"speed measured in one run ({args.timing_samples} samples, median of {args.repeats})\n")
+    print("| seed | trials | fastest searched within target | estimate / limit | fastest hand-set within target | "
+          "ratio (measured) | ratio (MACs) |")
+    print("|---:|---:|---|---|---|---:|---:|")
+    out = []
+    for row in rows:
+        s, h = row["searched"], row["handset"]
+        cell = {}
+        for name, t in (("searched", s), ("handset", h)):
+            cell[name] = None if t is None else {
+                "trial": t.number, "label": t.label or t.origin, "steps": t.num_inference_steps, "fidelity": t.fidelity,
+                "predicted": t.search_speedup, "measured": timings[t.schedule_key()].speedup, "estimate": t.fid_estimate}
+        measured = cell["searched"]["measured"] / cell["handset"]["measured"] if s and h else None
+        predicted = s.search_speedup / h.search_speedup if s and h else None
+
+        def text(c):
+            if c is None:
+                return "none"
+            name = f"trial {c['trial']}" if c["label"] == "search" else c["label"]
+            return f"{name} ({c['steps']} steps), {c['measured']:.2f}x ({c['predicted']:.2f}x MACs)"
+        estimate = f"{s.fid_estimate:.4f} (N={s.fidelity}) / {row['limit']:.4f}" if s else "-"
+        print(f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | "
+              f"{measured:.2f}x | {predicted:.2f}x |" if measured else
+              f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | - | - |")
+        out.append({"seed": row["seed"], "trials": row["trials"], "limit": row["limit"], **cell,
+                    "ratio_measured": measured, "ratio_predicted": predicted})
+    (RESULTS / f"quick_{args.model}_{args.sampler}.json").write_text(json.dumps(out, indent=1))
+
+
+def fronts_limit(records) -> float:
+    """The highest FID estimate within the study's target."""
+    from autofr.search import front as fronts
+
+    return fronts.study_target(records).limit(records.baseline().fid_estimate)
+
+
 def stage_report(args) -> None:
     from autofr.report import write_study_report
     from autofr.search import front as fronts
@@ -308,7 +373,7 @@ def _fid(point) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["search", "samplers", "confirm", "rescore", "time", "report"])
+    parser.add_argument("stage", choices=["search", "samplers", "confirm", "rescore", "time", "report", "quick"])
     parser.add_argument("--model", default="digits_unet")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--samplers", default="tpe,gp,nsga2")
@@ -330,7 +395,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     {"search": stage_search, "samplers": stage_samplers, "confirm": stage_confirm, "rescore": stage_rescore,
-     "time": stage_time, "report": stage_report}[args.stage](args)
+     "time": stage_time, "report": stage_report, "quick": stage_quick}[args.stage](args)
     return 0
 
 
