@@ -83,6 +83,9 @@ def _describe(records: StudyRecords, trial: TrialRecord, schedule: ReuseSchedule
                      + (f"; vs full-compute samples {confirmation.fid_vs_full:.4g}" if confirmation.fid_vs_full is not None else ""))
         if policy == "fastest_within":
             lines.extend(f"  {line}" for line in fronts.verdict(records, trial))
+            warning = fronts.close_to_limit(records, trial)
+            if warning:
+                lines.append(f"  {warning}")
     if trial.proxy is not None:
         lines.append(f"  proxy     {info.proxy_label} {trial.proxy:.4g}")
     return lines

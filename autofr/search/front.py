@@ -159,6 +159,24 @@ def within_target(records: StudyRecords, trial: TrialRecord) -> bool:
     return trial.confirmation is not None and limit is not None and trial.fid <= limit
 
 
+def close_to_limit(records: StudyRecords, trial: TrialRecord, z: float = 2.0) -> str | None:
+    """A warning when a confirmed trial within the target is closer to the limit than ``z`` standard
+    errors of its paired difference to full compute over the seeds (None when it is clear of it, or
+    when fewer than two seeds leave the noise unmeasured)."""
+    confirmation, limit = trial.confirmation, target_limit(records, trial)
+    differences = list(confirmation.paired_difference().values()) if confirmation is not None else []
+    if limit is None or len(differences) < 2 or trial.fid > limit:
+        return None
+    mean = sum(differences) / len(differences)
+    error = math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(differences) - 1) / len(differences))
+    margin, full = limit - trial.fid, trial.fid - mean
+    if margin >= z * error or full <= 0:
+        return None
+    return (f"close to the limit: within it by {100 * margin / full:.2f}% of full compute's FID, less than {z:g} "
+            f"standard errors of the paired difference over {len(differences)} seeds ({100 * error / full:.2f}%); "
+            "more samples or seeds may place it outside")
+
+
 # ---------------------------------------------------------------------- export policies
 def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRecord:
     """The trial an export policy picks.

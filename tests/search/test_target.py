@@ -123,3 +123,18 @@ def test_front_plot_is_log_scaled_cut_to_the_target_and_marks_it():
     assert len(boxes) >= 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     legend = [t.get_text() for t in axis.get_legend().get_texts()]
     assert "exported: trial 4" in legend and any(text.startswith("target") for text in legend)
+
+
+def test_a_schedule_at_the_limit_within_its_noise_is_flagged_and_a_clear_one_is_not():
+    full = {"0": 1.0, "1": 1.0, "2": 1.0}
+    records = study_of([
+        ("baseline", "full compute", 1.0, full, full),
+        ("search", "", 2.5, {"0": 1.03, "1": 1.07, "2": 1.045}, full),   # mean 1.0483 <= 1.05, the seeds spread 4%
+        ("search", "", 2.0, {"0": 0.95, "1": 0.96, "2": 0.955}, full),   # 9% inside the limit
+    ])
+    assert fronts.select_default(records).number == 1
+    warning = fronts.close_to_limit(records, records.trial(1))
+    assert warning and warning.startswith("close to the limit: within it by 0.17%") and "over 3 seeds" in warning
+    assert fronts.close_to_limit(records, records.trial(2)) is None
+    single = study_of([("baseline", "full compute", 1.0, {"0": 1.0}, {"0": 1.0}), ("search", "", 2.5, {"0": 1.049}, {"0": 1.0})])
+    assert fronts.close_to_limit(records=single, trial=single.trial(1)) is None  # one seed: the noise is unmeasured
