@@ -167,7 +167,7 @@ def stage_rescore(args) -> None:
 
 def stage_time(args) -> None:
     """Every confirmed point and full compute, timed interleaved in one run (median of ``--repeats``)."""
-    from autofr.search.confirm import candidate_of, interleaved_speedups, timed_generation
+    from autofr.search.confirm import apply_timing, candidate_of, interleaved_speedups, timed_generation
     from autofr.search.records import save_confirmation
 
     study = prepared(args)
@@ -180,12 +180,8 @@ def stage_time(args) -> None:
     timings = interleaved_speedups(pipe, protocol, candidates, repeats=args.repeats)
     print(f"timed {len(candidates)} points x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min")
     for trial in confirmed:
-        timing, confirmation = timings[str(trial.number)], trial.confirmation
-        confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
-        confirmation.measured_speedup = timing.speedup
-        if trial.predicted_speedup:
-            confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
-        save_confirmation(study.study, trial.number, confirmation)
+        save_confirmation(study.study, trial.number,
+                          apply_timing(trial.confirmation, timings[str(trial.number)], trial.predicted_speedup))
     (Path(args.workdir) / args.model / "peers_timing.json").write_text(
         json.dumps({key: {"seconds": t.seconds, "full_seconds": t.full_seconds, "speedup": t.speedup}
                     for key, t in timings.items()}, indent=1))

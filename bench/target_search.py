@@ -218,7 +218,7 @@ def stage_time(args) -> None:
     """Every confirmed schedule of the model's studies, timed in one interleaved run against full
     compute (blocks bracketed by full compute, median of repeats; ``interleaved_speedups``)."""
     from autofr.schedule import ReuseSchedule
-    from autofr.search.confirm import interleaved_speedups, timed_generation
+    from autofr.search.confirm import apply_timing, interleaved_speedups, timed_generation
     from autofr.search.records import StudyRecords, save_confirmation
     from autofr.search.study import AutoFRStudy, open_existing
 
@@ -244,11 +244,8 @@ def stage_time(args) -> None:
     for config in configs.values():
         study = open_existing(config.storage, config.study_name)
         for trial in StudyRecords.load(study).confirmed():
-            timing, confirmation = timings[trial.schedule_key()], trial.confirmation
-            confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
-            confirmation.measured_speedup = timing.speedup
-            confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
-            save_confirmation(study, trial.number, confirmation)
+            save_confirmation(study, trial.number,
+                              apply_timing(trial.confirmation, timings[trial.schedule_key()], trial.predicted_speedup))
     (Path(args.workdir) / args.model / "timing.json").write_text(json.dumps(
         {"full": full_seconds, **{key: t.seconds for key, t in timings.items()},
          "speedups": {key: t.speedup for key, t in timings.items()}}, indent=1))

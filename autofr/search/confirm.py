@@ -143,6 +143,15 @@ class Timing:
     speedup: float
 
 
+def apply_timing(confirmation: Confirmation, timing: Timing, predicted_speedup: float | None) -> Confirmation:
+    """Store a measured :class:`Timing` in ``confirmation`` (and the measured/predicted gap)."""
+    confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
+    confirmation.measured_speedup = timing.speedup
+    if predicted_speedup:
+        confirmation.speed_gap = timing.speedup / predicted_speedup
+    return confirmation
+
+
 def interleaved_speedups(pipe, protocol: EvalProtocol, candidates: dict, repeats: int = 3, block: int = 4) -> dict[str, Timing]:
     """Time every candidate against full compute in one run: each repeat times full compute, then
     ``block`` candidates, then full compute again, and so on (the order rotates between repeats);
@@ -307,11 +316,7 @@ class Confirmer:
                                        {str(trial.number): candidate_of(trial) for trial, _ in scored},
                                        repeats=self.timing_repeats)
         for trial, confirmation in scored:
-            timing = timings[str(trial.number)]
-            confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
-            confirmation.measured_speedup = timing.speedup
-            if trial.predicted_speedup:
-                confirmation.speed_gap = confirmation.measured_speedup / trial.predicted_speedup
+            apply_timing(confirmation, timings[str(trial.number)], trial.predicted_speedup)
 
     def confirm(self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None) -> list[tuple[int, Confirmation]]:
         """Score and store each candidate (one failure does not lose the others; a stored FID survives
