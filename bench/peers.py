@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import sys
 import time
 from pathlib import Path
@@ -183,8 +184,7 @@ def stage_time(args) -> None:
         save_confirmation(study.study, trial.number,
                           apply_timing(trial.confirmation, timings[str(trial.number)], trial.predicted_speedup))
     (Path(args.workdir) / args.model / "peers_timing.json").write_text(
-        json.dumps({key: {"seconds": t.seconds, "full_seconds": t.full_seconds, "speedup": t.speedup}
-                    for key, t in timings.items()}, indent=1))
+        json.dumps({key: asdict(t) for key, t in timings.items()}, indent=1))
 
 
 def stage_quick(args) -> None:
@@ -237,7 +237,7 @@ def stage_quick(args) -> None:
     (args.results / f"peers_{args.model}_fid{top}.txt").write_text(text + "\n")
     (args.results / f"peers_{args.model}_fid{top}.json").write_text(json.dumps(
         {"model": args.model, "fidelity": top, "full_compute_fid": full, "limit": limit, "rows": rows,
-         "seconds": seconds}, indent=1))
+         "timing": {name: asdict(t) for name, t in timings.items()}}, indent=1))
 
 
 def speed_at(trials, fid: float):
