@@ -150,20 +150,8 @@ def deciding_points(records) -> list:
 
 
 def stage_rescore(args) -> None:
-    from autofr.search.records import save_confirmation
-
     study = prepared(args)
-    scorer = confirmer(study, args.seeds)
-    while True:
-        todo = [t for t in deciding_points(study.records()) if len(t.confirmation.fid_seeds) < args.seeds]
-        if not todo:
-            break
-        for trial in todo:
-            began = time.perf_counter()
-            save_confirmation(study.study, trial.number, target_search.with_timing(scorer.score(trial), trial.confirmation))
-            print(f"trial {trial.number} ({trial.label or trial.origin}) at {args.seeds} seeds "
-                  f"[{time.perf_counter() - began:.0f} s]", flush=True)
-    print(f"deciding points: {[t.number for t in deciding_points(study.records())]}")
+    target_search.rescore(study, confirmer(study, args.seeds), target_search.chosen_or(args, deciding_points), args.seeds)
 
 
 def stage_time(args) -> None:
@@ -335,6 +323,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "work" / "peers"))
     parser.add_argument("--seeds", type=int, default=3, help="FID seeds of the deciding points (rescore)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--points", default=None, help="rescore: these trial numbers instead of the deciding points")
     parser.add_argument("--smoke", action="store_true", help="a quick run of every stage (meaningless numbers)")
     args = parser.parse_args()
     args.fixed, args.timeout_of = None, None  # target_search's study overrides read these

@@ -4,6 +4,7 @@
     python bench/target_search.py samplers --model digits_unet                          # compare the samplers' studies
     python bench/target_search.py confirm --model digits_unet --sampler tpe --seed 0    # FID-2000 at the study's seed
     python bench/target_search.py rescore --model digits_unet --sampler tpe --seed 0    # deciding points at 2 more seeds
+                                                                                        #   (--points N,M: those trials instead)
     python bench/target_search.py time    --model digits_unet                           # one interleaved timing run
     python bench/target_search.py report  --model digits_unet --sampler tpe             # tables, JSON, the plot
     python bench/target_search.py quick   --model digits_dit --seeds 0,1,2              # without FID-2000 (below)
@@ -191,10 +192,44 @@ def with_timing(confirmation, old):
     return confirmation
 
 
-def stage_rescore(args) -> None:
+def chosen_or(args, pick):
+    """``pick`` (records -> trials), or the trials ``--points`` names."""
+    if not args.points:
+        return pick
+    numbers = [int(n) for n in args.points.split(",")]
+    return lambda records: [records.trial(n) for n in numbers]
+
+
+def rescore(study, scorer, pick, seeds: int) -> None:
+    """Score the trials ``pick(records)`` names at ``seeds`` FID seeds (``scorer``: a Confirmer), each
+    kept with the speed of its timing run, until every one it names has them (a re-scored point can move
+    another into the deciding set); then print each one's verdict: its mean FID over the seeds against
+    the limit from full compute's mean at the same seeds."""
     from autofr.search import front as fronts
-    from autofr.search.confirm import Confirmer
     from autofr.search.records import save_confirmation
+
+    while True:
+        todo = [t for t in pick(study.records()) if t.confirmation is None or len(t.confirmation.fid_seeds) < seeds]
+        if not todo:
+            break
+        for trial in todo:
+            began = time.perf_counter()
+            confirmation = scorer.score(trial)
+            if trial.confirmation is not None:
+                confirmation = with_timing(confirmation, trial.confirmation)
+            save_confirmation(study.study, trial.number, confirmation)
+            print(f"trial {trial.number} ({trial.label or trial.origin}) at {seeds} seeds "
+                  f"[{time.perf_counter() - began:.0f} s]", flush=True)
+    records = study.records()
+    for trial in pick(records):
+        limit = fronts.target_limit(records, trial)
+        print(f"{study.config.study_name} trial {trial.number} ({trial.label or trial.origin}): "
+              f"FID {trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
+              f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}", flush=True)
+
+
+def stage_rescore(args) -> None:
+    from autofr.search.confirm import Confirmer
     from autofr.search.study import AutoFRStudy
 
     config = study_config(args, args.sampler, args.seed, args.fixed)
@@ -202,30 +237,7 @@ def stage_rescore(args) -> None:
     study.open()
     confirmer = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, args.fid_samples,
                           fid_seeds=3, timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
-    chosen = [int(n) for n in args.points.split(",")] if args.points else None
-    while True:
-        records = study.records()
-        points = deciding_points(records) if chosen is None else [records.trial(n) for n in chosen]
-        todo = [t for t in points if t.confirmation is None or len(t.confirmation.fid_seeds) < 3]
-        if not todo:
-            break
-        for trial in todo:
-            began = time.perf_counter()
-            confirmation = confirmer.score(trial)
-            if trial.confirmation is not None:
-                confirmation = with_timing(confirmation, trial.confirmation)
-            save_confirmation(study.study, trial.number, confirmation)
-            print(f"trial {trial.number} ({trial.label or trial.origin}) at 3 seeds [{time.perf_counter() - began:.0f} s]",
-                  flush=True)
-        if chosen is not None:
-            break
-    records = study.records()
-    points = deciding_points(records) if chosen is None else [records.trial(n) for n in chosen]
-    for trial in points:  # the verdict: mean FID over the seeds against 1.05 x full compute's mean at them
-        limit = fronts.target_limit(records, trial)
-        print(f"{config.study_name} trial {trial.number} ({trial.label or trial.origin}): FID-{args.fid_samples} "
-              f"{trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
-              f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}")
+    rescore(study, confirmer, chosen_or(args, deciding_points), 3)
 
 
 def stage_time(args) -> None:
