@@ -73,7 +73,8 @@ def load_log(args) -> dict:
 
 
 def record_run(args, name: str, entry: dict) -> None:
-    """Add one study's run to the model's log (read again under a lock: studies run side by side)."""
+    """Add one study's run to the model's log (read again under a lock: studies run side by side); a
+    study that has an entry already (resumed, or its peer stage run later) keeps its total time."""
     import fcntl
 
     from autofr.files import atomic_write_text
@@ -81,6 +82,13 @@ def record_run(args, name: str, entry: dict) -> None:
     with open(log_path(args).with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         log = load_log(args)
+        previous = log.get(name)
+        if previous:  # a resumed study (or a later stage on it): its time is the sum of its runs
+            entry = dict(entry)
+            for key in ("seconds", "peer_seconds"):
+                if key in entry:
+                    entry[key] += previous.get(key, 0.0)
+            entry["runs"] = previous.get("runs", 1) + 1
         log[name] = entry
         atomic_write_text(log_path(args), json.dumps(log, indent=1))
 
