@@ -113,9 +113,9 @@ def stage_search(args) -> None:
     print(json.dumps({config.study_name: entry}))
 
 
-def fastest_at_top(records, top: int | None = None, upto: int | None = None):
-    """The fastest trial whose exact top-level FID difference meets the target (None if none), among
-    the first ``upto`` trials when given (a 100-trial study read at a smaller budget)."""
+def within_at_top(records, top: int | None = None, upto: int | None = None) -> list:
+    """The trials whose exact top-level FID difference meets the target and that are faster than full
+    compute, among the first ``upto`` trials when given (a 100-trial study read at a smaller budget)."""
     from autofr.search import front as fronts
 
     target = fronts.study_target(records)
@@ -124,7 +124,12 @@ def fastest_at_top(records, top: int | None = None, upto: int | None = None):
     full = baseline.fid_estimate if baseline is not None else None
     inside = [t for t in records.completed() if (upto is None or t.number < upto) and top in t.fidelity_deltas and full is not None
               and full + t.fidelity_deltas[top] <= target.limit(full) and t.search_speedup > 1]
-    return max(inside, key=lambda t: t.search_speedup, default=None)
+    return inside
+
+
+def fastest_at_top(records, top: int | None = None, upto: int | None = None):
+    """The fastest of :func:`within_at_top` (None if none)."""
+    return max(within_at_top(records, top, upto), key=lambda t: t.search_speedup, default=None)
 
 
 def open_records(args, sampler, seed, fixed=None):
@@ -147,7 +152,10 @@ def stage_samplers(args) -> None:
             except Exception as error:  # a study not run yet
                 print(f"{sampler} seed {seed}: {error}", file=sys.stderr)
                 continue
-            best = fastest_at_top(records, upto=args.upto)
+            inside = within_at_top(records, upto=args.upto)
+            best = max(inside, key=lambda t: t.search_speedup, default=None)
+            own = [t for t in inside if t.origin == "search"]  # the sampler's own proposals, not the warm start
+            best_own = max(own, key=lambda t: t.search_speedup, default=None)
             run = log.get(config.study_name, {})
             if args.upto:  # the cost of the first trials only
                 first = [t for t in records.completed() if t.number < args.upto]
@@ -155,13 +163,16 @@ def stage_samplers(args) -> None:
                        "by_fidelity": {str(n): sum(t.fidelity == n for t in first) for n in (64, 256, 1024)}}
             rows.append({"sampler": sampler, "seed": seed, "fastest_within_at_1024": best.search_speedup if best else None,
                          "trial": best.number if best else None, "origin": best.origin if best else None,
+                         "own_within": len(own), "own_fastest": best_own.search_speedup if best_own else None,
                          "minutes": run.get("seconds", 0) / 60, "samples": run.get("samples"), **run.get("by_fidelity", {})})
-    print("| sampler | seed | fastest within target (FID-1024, predicted x) | trial (origin) | trials at 64/256/1024 | samples | minutes |")
-    print("|---|---:|---:|---|---|---:|---:|")
+    print("| sampler | seed | fastest within target (FID-1024, predicted x) | trial (origin) | own proposals within "
+          "(fastest) | trials at 64/256/1024 | samples | minutes |")
+    print("|---|---:|---:|---|---|---|---:|---:|")
     for row in rows:
         best = "-" if row["fastest_within_at_1024"] is None else f"{row['fastest_within_at_1024']:.2f}"
+        own = f"{row['own_within']}" + (f" ({row['own_fastest']:.2f})" if row["own_fastest"] else "")
         counts = "/".join(str(row.get(str(n), 0)) for n in (64, 256, 1024))
-        print(f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {counts} | "
+        print(f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {own} | {counts} | "
               f"{row['samples']} | {row['minutes']:.1f} |")
     suffix = f"_first{args.upto}" if args.upto else ""
     (RESULTS / f"samplers_{args.model}{suffix}.json").write_text(json.dumps(rows, indent=1))
