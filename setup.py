@@ -26,12 +26,16 @@ class build_py_with_configs(build_py):
             return
         for folder in ("conf", "studies"):
             if not (ROOT / folder).is_dir():
-                raise SystemExit(f"cannot build autofr: {ROOT / folder} is missing (build from a checkout or the sdist)")
+                raise SystemExit(
+                    f"cannot build autofr: {ROOT / folder} is missing (build from a checkout or the sdist)"
+                )
         target = Path(self.build_lib) / PACKAGED_CONF
         if target.exists():
             shutil.rmtree(target)
         # conf/study is a link to ../studies: copy the presets themselves, never the link
-        shutil.copytree(ROOT / "conf", target, ignore=lambda folder, names: ["study"] if Path(folder) == ROOT / "conf" else [])
+        shutil.copytree(
+            ROOT / "conf", target, ignore=lambda folder, names: ["study"] if Path(folder) == ROOT / "conf" else []
+        )
         shutil.copytree(ROOT / "studies", target / "study")
 
 

@@ -226,18 +226,23 @@ class SearchSettings:
         if isinstance(self.fidelity, tuple) and any(n < 2 for n in self.fidelity):
             raise ConfigError(f"search.fidelity={list(self.fidelity)} must be sample counts >= 2")
         if any(t <= 0 for t in self.calibrated_thresholds) or any(not 0 < f <= 1 for f in self.calibrated_steps):
-            raise ConfigError("search.calibrated_thresholds must be > 0 and search.calibrated_steps fractions in (0, 1]")
+            raise ConfigError(
+                "search.calibrated_thresholds must be > 0 and search.calibrated_steps fractions in (0, 1]"
+            )
         for key, low in (("fidelity_z", 0), ("fidelity_bootstrap", 2), ("fid_seeds", 1), ("timing_repeats", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"search.{key}={getattr(self, key)} must be >= {low}")
         from autofr.peers import PEER_CHOICES, PEER_METHODS
 
         if isinstance(self.peers, str) and self.peers not in PEER_CHOICES:
-            raise ConfigError(f"search.peers={self.peers!r} must be auto, off or a list of peer methods "
-                              f"({', '.join(PEER_METHODS)})")
+            raise ConfigError(
+                f"search.peers={self.peers!r} must be auto, off or a list of peer methods ({', '.join(PEER_METHODS)})"
+            )
         unknown = [name for name in self.peers if name not in PEER_METHODS] if isinstance(self.peers, tuple) else []
         if unknown:
-            raise ConfigError(f"search.peers names an unknown peer method {unknown[0]!r}: use {', '.join(PEER_METHODS)}")
+            raise ConfigError(
+                f"search.peers names an unknown peer method {unknown[0]!r}: use {', '.join(PEER_METHODS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,9 @@ class StudyConfig:
     tracking: TrackingSettings
     search: SearchSettings
     worker_only: bool = False
-    tree: dict = field(default_factory=dict, repr=False, compare=False)  # the composed config, for the MLflow parent run
+    tree: dict = field(
+        default_factory=dict, repr=False, compare=False
+    )  # the composed config, for the MLflow parent run
 
     @classmethod
     def from_hydra(cls, cfg) -> StudyConfig:

@@ -78,17 +78,19 @@ def measure_cost(
         prefix = type(model).__name__ + "."
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             model(**inputs, return_dict=False)
-        per_module = {
-            key[len(prefix):]: sum(ops.values()) // 2 for key, ops in counter.get_flop_counts().items()
-        }
+        per_module = {key[len(prefix) :]: sum(ops.values()) // 2 for key, ops in counter.get_flop_counts().items()}
         unit_macs = {}
         for unit in units:
             path = unit.name + ".conv1" if unit.mode == "conv1" else unit.name
             unit_macs[unit.name] = int(per_module.get(path, 0))
         cost = ModelCost(int(counter.get_total_flops() // 2), unit_macs, shape)
         cache[key] = cost
-        logger.debug("measured %s: %.3g MMACs per forward, %.0f%% in reusable units",
-                     type(model).__name__, cost.total_macs / 1e6, 100 * cost.reusable_fraction)
+        logger.debug(
+            "measured %s: %.3g MMACs per forward, %.0f%% in reusable units",
+            type(model).__name__,
+            cost.total_macs / 1e6,
+            100 * cost.reusable_fraction,
+        )
     for unit in units:
         unit.macs = cost.unit_macs[unit.name]
     return cost

@@ -29,26 +29,37 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"device {str(device)!r} is not a torch device: use cpu, cuda, cuda:<index> or mps") from None
+        raise ConfigError(
+            f"device {str(device)!r} is not a torch device: use cpu, cuda, cuda:<index> or mps"
+        ) from None
     kind = resolved.type
     if kind == "cpu":
         return resolved
     if kind == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch is a CPU-only build" if torch.version.cuda is None
-                   else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-            raise ConfigError(f"device {str(device)!r} is not available: {why} (torch {torch.__version__}); "
-                              "use model.device=cpu, or install a CUDA build of torch")
+            why = (
+                "this torch is a CPU-only build"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+            )
+            raise ConfigError(
+                f"device {str(device)!r} is not available: {why} (torch {torch.__version__}); "
+                "use model.device=cpu, or install a CUDA build of torch"
+            )
         count = torch.cuda.device_count()
         if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(f"device {str(device)!r} is not available: this machine has {count} CUDA device(s) "
-                              f"(cuda:0..cuda:{count - 1})")
+            raise ConfigError(
+                f"device {str(device)!r} is not available: this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1})"
+            )
         return resolved
     backend = getattr(torch.backends, kind, None) if kind == "mps" else getattr(torch, kind, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():
-        raise ConfigError(f"device {str(device)!r} is not available on this machine (torch {torch.__version__}): "
-                          "use model.device=cpu")
+        raise ConfigError(
+            f"device {str(device)!r} is not available on this machine (torch {torch.__version__}): "
+            "use model.device=cpu"
+        )
     return resolved
 
 
@@ -63,8 +74,10 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         if not isinstance(resolved, torch.dtype):
             raise ConfigError(f"dtype {str(dtype)!r} is not a torch dtype: use one of {', '.join(COMMON_DTYPES)}")
     if not resolved.is_floating_point:
-        raise ConfigError(f"dtype {_name(resolved)} cannot hold a diffusion model's weights: use a floating-point "
-                          f"dtype ({', '.join(COMMON_DTYPES)})")
+        raise ConfigError(
+            f"dtype {_name(resolved)} cannot hold a diffusion model's weights: use a floating-point "
+            f"dtype ({', '.join(COMMON_DTYPES)})"
+        )
     return resolved
 
 
@@ -75,12 +88,14 @@ def check_device_dtype(device: str | torch.device, dtype: str | torch.dtype) -> 
     resolved_dtype = resolve_dtype(dtype)
     problem = _probe(str(resolved_device), resolved_dtype)
     if problem:
-        raise ConfigError(f"dtype {_name(resolved_dtype)} cannot run on {resolved_device} ({problem}): "
-                          f"use model.dtype={_suggestion(str(resolved_device), resolved_dtype)}")
+        raise ConfigError(
+            f"dtype {_name(resolved_dtype)} cannot run on {resolved_device} ({problem}): "
+            f"use model.dtype={_suggestion(str(resolved_device), resolved_dtype)}"
+        )
     return resolved_device, resolved_dtype
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(device: str, dtype: torch.dtype) -> str | None:
     """None when a convolution, group norm, SiLU, attention and linear layer run in ``dtype`` on
     ``device``; else the first line of the reason."""

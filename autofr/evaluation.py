@@ -43,8 +43,9 @@ import inspect
 import json
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -109,17 +110,31 @@ class EvalProtocol:
         object.__setattr__(self, "prompts", tuple(self.prompts))
         options = self.call_options.items() if hasattr(self.call_options, "items") else self.call_options
         object.__setattr__(self, "call_options", tuple(sorted((str(k), v) for k, v in options)))
-        reserved = {"num_inference_steps", "prompt", "class_labels", "latents", "generator", "guidance_scale",
-                    "height", "width", "output_type", "batch_size"}
+        reserved = {
+            "num_inference_steps",
+            "prompt",
+            "class_labels",
+            "latents",
+            "generator",
+            "guidance_scale",
+            "height",
+            "width",
+            "output_type",
+            "batch_size",
+        }
         clash = sorted(reserved & {key for key, _ in self.call_options})
         if clash:
-            raise ConfigError(f"evaluation protocol call_options sets {clash[0]!r}, which the protocol itself sets: remove it")
+            raise ConfigError(
+                f"evaluation protocol call_options sets {clash[0]!r}, which the protocol itself sets: remove it"
+            )
         for name in ("num_samples", "batch_size", "num_inference_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"evaluation protocol {name}={value!r} is invalid: use a positive integer")
         if self.num_classes is not None and self.num_classes < 1:
-            raise ConfigError(f"evaluation protocol num_classes={self.num_classes!r} is invalid: use a positive integer")
+            raise ConfigError(
+                f"evaluation protocol num_classes={self.num_classes!r} is invalid: use a positive integer"
+            )
         if self.num_classes is not None and self.prompts:
             raise ConfigError("evaluation protocol sets both num_classes and prompts: keep the one your model takes")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -158,7 +173,7 @@ class EvalProtocol:
         canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
-    def replace(self, **changes: Any) -> "EvalProtocol":
+    def replace(self, **changes: Any) -> EvalProtocol:
         """A copy with some fields changed (e.g. fewer samples for a proxy stage)."""
         return dataclasses.replace(self, **changes)
 
@@ -184,7 +199,9 @@ class SampleBatch:
         return self.images.shape[0]
 
 
-def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: bool = False, first: int = 0) -> SampleBatch:
+def generate(
+    pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: bool = False, first: int = 0
+) -> SampleBatch:
     """Sample ``protocol.num_samples`` images with ``pipe``, optionally under a reuse schedule.
 
     Sample ``i`` depends only on ``i`` and the protocol (its noise, label or prompt and generator),
@@ -207,7 +224,11 @@ def generate(pipe: Any, protocol: EvalProtocol, schedule: Any = None, progress: 
     noise = initial_noise(pipe, protocol, parameters)
     vae = getattr(pipe, "vae", None)
     images, latents, seconds = [], [], 0.0
-    with _sampler(pipe, protocol.scheduler), _pipeline_progress_bar(pipe, disable=True), _reuse_schedule(pipe, schedule):
+    with (
+        _sampler(pipe, protocol.scheduler),
+        _pipeline_progress_bar(pipe, disable=True),
+        _reuse_schedule(pipe, schedule),
+    ):
         for start in _progress(range(first, protocol.num_samples, protocol.batch_size), progress):
             stop = min(start + protocol.batch_size, protocol.num_samples)
             kwargs = _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop)
@@ -253,7 +274,9 @@ def _call_kwargs(pipe, protocol, parameters, conditioning, noise, start, stop) -
         kwargs["latents"] = noise[start:stop].to(device=denoiser.device, dtype=denoiser.dtype)
     if protocol.guidance_scale is not None:
         if "guidance_scale" not in parameters:
-            raise ConfigError(f"{type(pipe).__name__} has no guidance: set guidance_scale to null in the evaluation protocol")
+            raise ConfigError(
+                f"{type(pipe).__name__} has no guidance: set guidance_scale to null in the evaluation protocol"
+            )
         kwargs["guidance_scale"] = protocol.guidance_scale
     for key, value in protocol.call_options:
         if key not in parameters:

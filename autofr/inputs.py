@@ -60,7 +60,10 @@ def example_inputs(model: torch.nn.Module, sample_size: int | tuple[int, int] | 
         inputs["encoder_hidden_states"] = randn(1, 77, dim)
         if config.addition_embed_type == "text_time":
             text_dim = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
-            inputs["added_cond_kwargs"] = {"text_embeds": randn(1, text_dim), "time_ids": torch.zeros(1, 6, device=device, dtype=dtype)}
+            inputs["added_cond_kwargs"] = {
+                "text_embeds": randn(1, text_dim),
+                "time_ids": torch.zeros(1, 6, device=device, dtype=dtype),
+            }
         if config.num_class_embeds is not None:
             inputs["class_labels"] = torch.zeros(1, dtype=torch.long, device=device)
     elif family == "DiTTransformer2DModel":
@@ -87,7 +90,9 @@ def example_inputs(model: torch.nn.Module, sample_size: int | tuple[int, int] | 
         inputs["encoder_hidden_states"] = randn(1, text_tokens, config.joint_attention_dim)
         inputs["pooled_projections"] = randn(1, config.pooled_projection_dim)
         rows = torch.arange(tokens, device=device) // width
-        inputs["img_ids"] = torch.stack([torch.zeros_like(rows), rows, torch.arange(tokens, device=device) % width], 1).to(dtype)
+        inputs["img_ids"] = torch.stack(
+            [torch.zeros_like(rows), rows, torch.arange(tokens, device=device) % width], 1
+        ).to(dtype)
         inputs["txt_ids"] = torch.zeros(text_tokens, 3, device=device, dtype=dtype)
         if config.guidance_embeds:
             inputs["guidance"] = torch.tensor([3.5], device=device, dtype=dtype)
@@ -119,7 +124,10 @@ def capture_inputs(pipe: Any, protocol: Any) -> dict:
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        generate(pipe, protocol.replace(num_samples=1, batch_size=1, num_inference_steps=min(2, protocol.num_inference_steps)))
+        generate(
+            pipe,
+            protocol.replace(num_samples=1, batch_size=1, num_inference_steps=min(2, protocol.num_inference_steps)),
+        )
     except _Captured:
         pass
     finally:

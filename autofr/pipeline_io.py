@@ -38,7 +38,9 @@ def denoiser_of(pipe: Any) -> torch.nn.Module:
         module = getattr(pipe, name, None)
         if isinstance(module, torch.nn.Module):
             return module
-    raise ConfigError(f"{type(pipe).__name__} has no unet, transformer or denoiser: autofr evaluates diffusers denoising pipelines")
+    raise ConfigError(
+        f"{type(pipe).__name__} has no unet, transformer or denoiser: autofr evaluates diffusers denoising pipelines"
+    )
 
 
 def latent_layout(pipe: Any, parameters: Any) -> str:
@@ -103,7 +105,9 @@ def run_batch(pipe, vae, parameters, kwargs) -> tuple[torch.Tensor, torch.Tensor
         else:
             images = _as_tensor(output.images, type(pipe).__name__)
         if not final:
-            raise ConfigError(f"{type(pipe).__name__} reported no latents through callback_on_step_end: it cannot be evaluated")
+            raise ConfigError(
+                f"{type(pipe).__name__} reported no latents through callback_on_step_end: it cannot be evaluated"
+            )
         return images.float().cpu(), final[-1].float().cpu()
     # Legacy VAE pipelines (DiTPipeline) have no latent output: record what they decode.
     recorded: list[torch.Tensor] = []
@@ -136,7 +140,9 @@ def _record_latents(final: list[torch.Tensor]):
 
 def _as_tensor(images: Any, pipeline_name: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
-        raise ConfigError(f"{pipeline_name} did not return a tensor for output_type='pt'/'latent': it cannot be evaluated")
+        raise ConfigError(
+            f"{pipeline_name} did not return a tensor for output_type='pt'/'latent': it cannot be evaluated"
+        )
     return images
 
 
@@ -154,5 +160,3 @@ def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
         if upcast:
             vae.to(original_dtype)
     return (decoded / 2 + 0.5).clamp(0, 1)
-
-

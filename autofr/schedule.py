@@ -39,9 +39,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autofr.errors import ScheduleError
 
@@ -75,7 +76,9 @@ class Mixing:
         if not (isinstance(self.bias, (int, float)) and math.isfinite(self.bias) and -1.0 <= self.bias <= 2.0):
             raise ScheduleError(f"mixing bias {self.bias!r} is out of range: use a number in [-1, 2] (FRDiff: 0.5)")
         if not (isinstance(self.slope, (int, float)) and math.isfinite(self.slope) and 0 < self.slope <= MAX_SLOPE):
-            raise ScheduleError(f"mixing slope {self.slope!r} is out of range: use a number in (0, {MAX_SLOPE:g}] (FRDiff: 30)")
+            raise ScheduleError(
+                f"mixing slope {self.slope!r} is out of range: use a number in (0, {MAX_SLOPE:g}] (FRDiff: 30)"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,17 @@ class UnitSchedule:
             if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < num_steps for s in self.steps):
                 raise ScheduleError(f"unit {name!r}: steps must be integers in [0, {num_steps - 1}]")
             return
-        if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= num_steps:
+        if (
+            not isinstance(self.interval, int)
+            or isinstance(self.interval, bool)
+            or not 1 <= self.interval <= num_steps
+        ):
             raise ScheduleError(f"unit {name!r}: interval {self.interval!r} must be an integer in [1, {num_steps}]")
-        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or not 0 <= self.offset < max(1, self.interval):
+        if (
+            not isinstance(self.offset, int)
+            or isinstance(self.offset, bool)
+            or not 0 <= self.offset < max(1, self.interval)
+        ):
             raise ScheduleError(f"unit {name!r}: offset {self.offset!r} must be an integer in [0, interval)")
 
     def to_dict(self) -> dict:
@@ -149,7 +160,7 @@ class ReuseSchedule:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def full_compute(cls, model, num_inference_steps: int, **kwargs) -> "ReuseSchedule":
+    def full_compute(cls, model, num_inference_steps: int, **kwargs) -> ReuseSchedule:
         """The schedule that computes everything at every step (the baseline)."""
         return cls.uniform(model, num_inference_steps, interval=1, mixing=False, **kwargs)
 
@@ -162,7 +173,7 @@ class ReuseSchedule:
         mixing: bool | Mixing | None = False,
         scheduler: str | None = None,
         provenance: dict | None = None,
-    ) -> "ReuseSchedule":
+    ) -> ReuseSchedule:
         """FRDiff's uniform-M setting: every unit computes every ``interval`` steps (keyframes
         ``range(0, T, interval)``). ``mixing=True`` uses FRDiff's reference mixing (b=0.5, s=30)."""
         from autofr.reuse.units import discover_units, model_fingerprint, resolve_denoiser
@@ -187,8 +198,7 @@ class ReuseSchedule:
         steps = self.num_inference_steps
         every_step = [True] * steps
         unit_compute = {
-            name: (self.units[name].compute_mask(steps) if name in self.units else every_step)
-            for name in unit_names
+            name: (self.units[name].compute_mask(steps) if name in self.units else every_step) for name in unit_names
         }
         full = [all(mask[i] for mask in unit_compute.values()) for i in range(steps)]
         if self.mixing is None:
@@ -249,7 +259,7 @@ class ReuseSchedule:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping, source: str = "schedule") -> "ReuseSchedule":
+    def from_dict(cls, data: Mapping, source: str = "schedule") -> ReuseSchedule:
         if not isinstance(data, Mapping):
             raise ScheduleError(f"{source}: expected a JSON object at the top level")
         version = data.get("format_version")
@@ -280,9 +290,13 @@ class ReuseSchedule:
                 provenance=dict(data.get("provenance") or {}),
             )
         except KeyError as missing:
-            raise ScheduleError(f"{source}: missing field {missing}; see the schedule format in autofr/schedule.py") from None
+            raise ScheduleError(
+                f"{source}: missing field {missing}; see the schedule format in autofr/schedule.py"
+            ) from None
         except (TypeError, ValueError, AttributeError) as error:
-            raise ScheduleError(f"{source}: malformed value ({error}); see the schedule format in autofr/schedule.py") from None
+            raise ScheduleError(
+                f"{source}: malformed value ({error}); see the schedule format in autofr/schedule.py"
+            ) from None
         try:
             schedule.validate()
         except ScheduleError as error:
@@ -296,7 +310,7 @@ class ReuseSchedule:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "ReuseSchedule":
+    def from_json(cls, path: str | os.PathLike) -> ReuseSchedule:
         path = Path(path)
         try:
             text = path.read_text()

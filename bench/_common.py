@@ -16,9 +16,19 @@ def open_bench_study(model: str, study_name: str, workdir: Path, *extra: str):
         workdir = workdir / model
     if not (workdir / "journal.log").exists():
         raise SystemExit(f"{workdir / 'journal.log'} does not exist: give the --workdir of a finished bench run")
-    config = StudyConfig.from_hydra(compose("config", [
-        f"model={model}", f"study_name={study_name}", f"storage.journal_path={Path(workdir) / 'journal.log'}",
-        f"tracking.uri=sqlite:///{Path(workdir) / 'mlflow.db'}", f"cache_dir={Path(workdir) / 'cache'}", *extra]))
+    config = StudyConfig.from_hydra(
+        compose(
+            "config",
+            [
+                f"model={model}",
+                f"study_name={study_name}",
+                f"storage.journal_path={Path(workdir) / 'journal.log'}",
+                f"tracking.uri=sqlite:///{Path(workdir) / 'mlflow.db'}",
+                f"cache_dir={Path(workdir) / 'cache'}",
+                *extra,
+            ],
+        )
+    )
     return config, open_existing(config.storage, config.study_name)
 
 

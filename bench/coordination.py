@@ -50,7 +50,9 @@ TRIAL_SECONDS = 10.0
 WINDOW = 50  # trials per checkpoint median
 
 
-def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | None, parent_run: tuple | None, out: str) -> None:
+def worker(
+    storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | None, parent_run: tuple | None, out: str
+) -> None:
     import optuna
 
     from autofr.execution.storage import open_storage
@@ -63,7 +65,9 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
         from mlflow.entities import Metric, Param
 
         client = MlflowClient(mlflow_uri)
-    study, _ = open_study(open_storage(storage_cfg), study_name, ["maximize", "minimize"], sampler=optuna.samplers.RandomSampler())
+    study, _ = open_study(
+        open_storage(storage_cfg), study_name, ["maximize", "minimize"], sampler=optuna.samplers.RandomSampler()
+    )
     marks: list[tuple[int, float, float]] = []  # (trial number, objective entered, objective left)
     mlflow_s: list[float] = []
     told: list[float] = []
@@ -74,7 +78,9 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
         if client is not None:
             start = time.perf_counter()
             experiment_id, parent_run_id = parent_run
-            run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_run_id}, run_name=f"trial-{trial.number}")
+            run = client.create_run(
+                experiment_id, tags={"mlflow.parentRunId": parent_run_id}, run_name=f"trial-{trial.number}"
+            )
             now = int(time.time() * 1000)
             client.log_batch(
                 run.info.run_id,
@@ -95,10 +101,16 @@ def worker(storage_cfg: dict, study_name: str, n_trials: int, mlflow_uri: str | 
         coordination.append((number, (entered - previous) + (done - left)))
         previous = done
     offset = time.time() - time.perf_counter()  # one wall clock for all workers
-    Path(out).write_text(json.dumps({
-        "coordination_s": coordination, "mlflow_s": mlflow_s,
-        "first": started + offset, "last": (told[-1] if told else started) + offset,
-    }))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "coordination_s": coordination,
+                "mlflow_s": mlflow_s,
+                "first": started + offset,
+                "last": (told[-1] if told else started) + offset,
+            }
+        )
+    )
 
 
 def fresh_postgres_database(url: str):
@@ -116,8 +128,14 @@ def fresh_postgres_database(url: str):
     return url.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None, scratch: Path,
-            checkpoints: tuple[int, ...] = ()) -> dict:
+def measure(
+    storage: str,
+    n_workers: int,
+    n_trials: int,
+    mlflow_uri: str | None,
+    scratch: Path,
+    checkpoints: tuple[int, ...] = (),
+) -> dict:
     import optuna
 
     from autofr.execution.storage import open_storage
@@ -141,7 +159,8 @@ def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None,
     context = multiprocessing.get_context("spawn")
     outs = [str(scratch / f"{storage}_{n_workers}_{index}.json") for index in range(n_workers)]
     processes = [
-        context.Process(target=worker, args=(storage_cfg, study_name, n_trials, mlflow_uri, parent_run, out)) for out in outs
+        context.Process(target=worker, args=(storage_cfg, study_name, n_trials, mlflow_uri, parent_run, out))
+        for out in outs
     ]
     for process in processes:
         process.start()
@@ -163,13 +182,20 @@ def measure(storage: str, n_workers: int, n_trials: int, mlflow_uri: str | None,
     mlflow_s = sorted(s for result in results for s in result["mlflow_s"])
     wall = max(r["last"] for r in results) - min(r["first"] for r in results)
     return {
-        "storage": storage, "workers": n_workers, "complete": complete, "retired": retired,
+        "storage": storage,
+        "workers": n_workers,
+        "complete": complete,
+        "retired": retired,
         "trials_per_s": complete / wall,
-        "p50_ms": 1000 * statistics.median(coordination), "p95_ms": 1000 * percentile(coordination, 95),
+        "p50_ms": 1000 * statistics.median(coordination),
+        "p95_ms": 1000 * percentile(coordination, 95),
         "mlflow_p95_ms": 1000 * percentile(mlflow_s, 95) if mlflow_s else None,
         # bookkeeping at a study size: median over the WINDOW trials numbered just below each checkpoint
-        "at_ms": {k: 1000 * statistics.median([s for number, s in by_number if k - WINDOW <= number < k])
-                  for k in checkpoints if k <= n_trials and k >= WINDOW},
+        "at_ms": {
+            k: 1000 * statistics.median([s for number, s in by_number if k - WINDOW <= number < k])
+            for k in checkpoints
+            if k <= n_trials and k >= WINDOW
+        },
     }
 
 
@@ -195,14 +221,19 @@ def table(rows: list[dict]) -> str:
 def growth_table(rows: list[dict], checkpoints: tuple[int, ...]) -> str:
     """Per-trial bookkeeping at each study size; the last column is the largest size over the first."""
     shown = [k for k in checkpoints if any(k in row["at_ms"] for row in rows)]
-    lines = ["| storage | workers | " + " | ".join(f"trial {k} ms" for k in shown) + " | last / first |",
-             "|---|---:|" + "---:|" * (len(shown) + 1)]
+    lines = [
+        "| storage | workers | " + " | ".join(f"trial {k} ms" for k in shown) + " | last / first |",
+        "|---|---:|" + "---:|" * (len(shown) + 1),
+    ]
     for row in rows:
         values = [row["at_ms"].get(k) for k in shown]
         present = [v for v in values if v is not None]
         ratio = f"{present[-1] / present[0]:.2f}x" if len(present) > 1 else "-"
-        lines.append(f"| {row['storage']} | {row['workers']} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in values)
-                     + f" | {ratio} |")
+        lines.append(
+            f"| {row['storage']} | {row['workers']} | "
+            + " | ".join("-" if v is None else f"{v:.1f}" for v in values)
+            + f" | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -213,12 +244,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=300, help="completed trials per study (global budget)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--mlflow", default=os.environ.get("AUTOFR_TEST_MLFLOW_URI"),
-                        help="MLflow tracking URI ('' for none: the growth columns measure autofr's own bookkeeping)")
-    parser.add_argument("--checkpoints", default="100,1000,4900",
-                        help="study sizes at which the per-trial cost is reported (median of the 50 trials before); "
-                             "the last trials of a study wait for the other workers' last trials (the exact "
-                             "budget), so the largest checkpoint stays short of the budget")
+    parser.add_argument(
+        "--mlflow",
+        default=os.environ.get("AUTOFR_TEST_MLFLOW_URI"),
+        help="MLflow tracking URI ('' for none: the growth columns measure autofr's own bookkeeping)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        default="100,1000,4900",
+        help="study sizes at which the per-trial cost is reported (median of the 50 trials before); "
+        "the last trials of a study wait for the other workers' last trials (the exact "
+        "budget), so the largest checkpoint stays short of the budget",
+    )
     args = parser.parse_args()
     storages = ["journal"] + (["postgres"] if os.environ.get("AUTOFR_TEST_POSTGRES_URL") else [])
     checkpoints = tuple(int(k) for k in args.checkpoints.split(",") if k)

@@ -41,19 +41,43 @@ def rows() -> list[dict]:
     table = []
     for case in sorted(CASES, key=lambda c: c.class_name):
         result = check_denoiser(case.class_name, case.build(), case.inputs(), case.sample, case.timestep, case.scale)
-        status = "passes" if result.passed else (
-            f"unsupported: {UNSUPPORTED[case.class_name]}" if case.class_name in UNSUPPORTED else f"fails: {result.error}")
-        share = f"{100 * result.reusable_share:.0f}%" if result.reusable_share is not None else (
-            "n/a (the FLOP counter cannot trace it)" if result.cost_note else "n/a")
-        table.append({"class": case.class_name, "kinds": result.units_by_kind, "share": share, "status": status,
-                      "cache_mixin": issubclass(getattr(diffusers, case.class_name), CacheMixin)})
+        status = (
+            "passes"
+            if result.passed
+            else (
+                f"unsupported: {UNSUPPORTED[case.class_name]}"
+                if case.class_name in UNSUPPORTED
+                else f"fails: {result.error}"
+            )
+        )
+        share = (
+            f"{100 * result.reusable_share:.0f}%"
+            if result.reusable_share is not None
+            else ("n/a (the FLOP counter cannot trace it)" if result.cost_note else "n/a")
+        )
+        table.append(
+            {
+                "class": case.class_name,
+                "kinds": result.units_by_kind,
+                "share": share,
+                "status": status,
+                "cache_mixin": issubclass(getattr(diffusers, case.class_name), CacheMixin),
+            }
+        )
     for name, reason in sorted(NOT_RUN.items()):
         kinds = {}
         if name in DISCOVERY_ONLY:
             kinds = dict(Counter(u.kind for u in discover_units(getattr(diffusers, name)(**DISCOVERY_ONLY[name]))))
         status = f"units found, not run: {reason}" if kinds else f"not run: {reason}"
-        table.append({"class": name, "kinds": kinds, "share": "n/a", "status": status,
-                      "cache_mixin": issubclass(getattr(diffusers, name), CacheMixin)})
+        table.append(
+            {
+                "class": name,
+                "kinds": kinds,
+                "share": "n/a",
+                "status": status,
+                "cache_mixin": issubclass(getattr(diffusers, name), CacheMixin),
+            }
+        )
     return table
 
 

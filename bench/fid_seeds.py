@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -47,8 +47,12 @@ def main() -> int:
     from autofr.schedule import ReuseSchedule
     from autofr.search.records import StudyRecords
 
-    config, study = open_bench_study(args.model, args.study or f"bench_{args.model}_{args.trials}", Path(args.workdir),
-                                     f"quality.fid_samples={args.fid_samples}")
+    config, study = open_bench_study(
+        args.model,
+        args.study or f"bench_{args.model}_{args.trials}",
+        Path(args.workdir),
+        f"quality.fid_samples={args.fid_samples}",
+    )
     records = StudyRecords.load(study)
     pipe, protocol, measures = model_and_measures(config)
     protocol = protocol.replace(num_samples=args.fid_samples)
@@ -61,18 +65,25 @@ def main() -> int:
     for number in points:
         trial = records.trial(number)
         schedule = ReuseSchedule.from_dict(trial.schedule)
-        stored = (trial.confirmation.fid_seeds.get(str(config.seed), trial.confirmation.fid)
-                  if trial.confirmation is not None else None)
+        stored = (
+            trial.confirmation.fid_seeds.get(str(config.seed), trial.confirmation.fid)
+            if trial.confirmation is not None
+            else None
+        )
         for seed in seeds:
             began = time.perf_counter()
-            samples = generate(pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule)
+            samples = generate(
+                pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule
+            )
             fid.reset()
             scores.setdefault(number, {})[seed] = value = float(fid.score(samples))
             check = ""
             if seed == config.seed and stored is not None and records.info.fid_name == f"fid_{args.fid_samples}":
                 check = f" (stored confirmation {stored:.4f}: {'reproduced' if abs(stored - value) < 1e-4 else 'NOT reproduced'})"
-            print(f"trial {number} seed {seed}: FID-{args.fid_samples} {value:.4f}{check} [{time.perf_counter() - began:.0f} s]",
-                  flush=True)
+            print(
+                f"trial {number} seed {seed}: FID-{args.fid_samples} {value:.4f}{check} [{time.perf_counter() - began:.0f} s]",
+                flush=True,
+            )
 
     def label(number: int) -> str:
         return records.trial(number).label or f"trial {number}"
@@ -82,20 +93,35 @@ def main() -> int:
     for number in points:
         values = [scores[number][s] for s in seeds]
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        print(f"| {label(number)} | {records.trial(number).num_inference_steps} | "
-              + " | ".join(f"{v:.4f}" for v in values) + f" | {statistics.fmean(values):.4f} | {sd:.4f} |")
+        print(
+            f"| {label(number)} | {records.trial(number).num_inference_steps} | "
+            + " | ".join(f"{v:.4f}" for v in values)
+            + f" | {statistics.fmean(values):.4f} | {sd:.4f} |"
+        )
     if pairs:
         print("\n| paired difference | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |")
         print("|---|" + "---:|" * (len(seeds) + 2))
         for a, b in pairs:
             diffs = [scores[a][s] - scores[b][s] for s in seeds]
             sd = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
-            print(f"| {label(a)} - {label(b)} | " + " | ".join(f"{d:+.4f}" for d in diffs)
-                  + f" | {statistics.fmean(diffs):+.4f} | {sd:.4f} |")
+            print(
+                f"| {label(a)} - {label(b)} | "
+                + " | ".join(f"{d:+.4f}" for d in diffs)
+                + f" | {statistics.fmean(diffs):+.4f} | {sd:.4f} |"
+            )
     if args.json is not None:
-        args.json.write_text(json.dumps({"model": args.model, "fid_samples": args.fid_samples, "seeds": seeds,
-                                         "scores": {label(n): scores[n] for n in points},
-                                         "pairs": [[label(a), label(b)] for a, b in pairs]}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "fid_samples": args.fid_samples,
+                    "seeds": seeds,
+                    "scores": {label(n): scores[n] for n in points},
+                    "pairs": [[label(a), label(b)] for a, b in pairs],
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -34,15 +34,25 @@ import autofr
 from autofr import Mixing, ReuseSchedule
 from autofr.cost import measure_cost
 
-SETTINGS = [("full compute", 1, False), ("FRDiff M=2", 2, False), ("FRDiff M=2 +mixing", 2, True),
-            ("FRDiff M=3", 3, False), ("FRDiff M=3 +mixing", 3, True)]
+SETTINGS = [
+    ("full compute", 1, False),
+    ("FRDiff M=2", 2, False),
+    ("FRDiff M=2 +mixing", 2, True),
+    ("FRDiff M=3", 3, False),
+    ("FRDiff M=3 +mixing", 3, True),
+]
 
 
 def sd15_unet(small: bool):
     width = (32, 64, 64, 64) if small else (320, 640, 1280, 1280)
     model = UNet2DConditionModel(
-        sample_size=16 if small else 64, in_channels=4, out_channels=4, layers_per_block=1 if small else 2,
-        block_out_channels=width, cross_attention_dim=64 if small else 768, attention_head_dim=8,
+        sample_size=16 if small else 64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1 if small else 2,
+        block_out_channels=width,
+        cross_attention_dim=64 if small else 768,
+        attention_head_dim=8,
         norm_num_groups=16 if small else 32,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
@@ -50,23 +60,32 @@ def sd15_unet(small: bool):
     size = model.config.sample_size
 
     def inputs(device, dtype):
-        return {"sample": torch.randn(1, 4, size, size, device=device, dtype=dtype),
-                "encoder_hidden_states": torch.randn(1, 77, model.config.cross_attention_dim, device=device, dtype=dtype)}
+        return {
+            "sample": torch.randn(1, 4, size, size, device=device, dtype=dtype),
+            "encoder_hidden_states": torch.randn(1, 77, model.config.cross_attention_dim, device=device, dtype=dtype),
+        }
 
     return model, "sample", inputs, 1000.0
 
 
 def dit_xl_2(small: bool):
     model = DiTTransformer2DModel(
-        num_attention_heads=4 if small else 16, attention_head_dim=16 if small else 72, in_channels=4,
-        out_channels=8, num_layers=4 if small else 28, sample_size=16 if small else 32, patch_size=2,
+        num_attention_heads=4 if small else 16,
+        attention_head_dim=16 if small else 72,
+        in_channels=4,
+        out_channels=8,
+        num_layers=4 if small else 28,
+        sample_size=16 if small else 32,
+        patch_size=2,
         num_embeds_ada_norm=1000,
     )
     size = model.config.sample_size
 
     def inputs(device, dtype):
-        return {"hidden_states": torch.randn(1, 4, size, size, device=device, dtype=dtype),
-                "class_labels": torch.tensor([207], device=device)}
+        return {
+            "hidden_states": torch.randn(1, 4, size, size, device=device, dtype=dtype),
+            "class_labels": torch.tensor([207], device=device),
+        }
 
     return model, "hidden_states", inputs, 1000.0
 
@@ -74,20 +93,32 @@ def dit_xl_2(small: bool):
 def flux_shaped(small: bool):
     heads, head_dim = (4, 16) if small else (24, 128)
     model = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=head_dim,
-        num_attention_heads=heads, joint_attention_dim=64 if small else 4096, pooled_projection_dim=64 if small else 768,
-        axes_dims_rope=(4, 6, 6) if small else (16, 56, 56), guidance_embeds=True,
+        patch_size=1,
+        in_channels=64,
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=64 if small else 4096,
+        pooled_projection_dim=64 if small else 768,
+        axes_dims_rope=(4, 6, 6) if small else (16, 56, 56),
+        guidance_embeds=True,
     )
     side, text = (16, 64) if small else (64, 512)
 
     def inputs(device, dtype):
         rows = torch.arange(side * side, device=device)
         img_ids = torch.stack([torch.zeros_like(rows), rows // side, rows % side], 1).to(dtype)
-        return {"hidden_states": torch.randn(1, side * side, 64, device=device, dtype=dtype),
-                "encoder_hidden_states": torch.randn(1, text, model.config.joint_attention_dim, device=device, dtype=dtype),
-                "pooled_projections": torch.randn(1, model.config.pooled_projection_dim, device=device, dtype=dtype),
-                "img_ids": img_ids, "txt_ids": torch.zeros(text, 3, device=device, dtype=dtype),
-                "guidance": torch.full((1,), 3.5, device=device, dtype=dtype)}
+        return {
+            "hidden_states": torch.randn(1, side * side, 64, device=device, dtype=dtype),
+            "encoder_hidden_states": torch.randn(
+                1, text, model.config.joint_attention_dim, device=device, dtype=dtype
+            ),
+            "pooled_projections": torch.randn(1, model.config.pooled_projection_dim, device=device, dtype=dtype),
+            "img_ids": img_ids,
+            "txt_ids": torch.zeros(text, 3, device=device, dtype=dtype),
+            "guidance": torch.full((1,), 3.5, device=device, dtype=dtype),
+        }
 
     return model, "hidden_states", inputs, 1.0
 
@@ -129,8 +160,10 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
     cost = measure_cost(model, inputs=dict(inputs, timestep=timesteps[0]))
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    schedules = {label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False)
-                 for label, m, mix in SETTINGS}
+    schedules = {
+        label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False)
+        for label, m, mix in SETTINGS
+    }
     times = {label: [] for label in schedules}
     predicted, cache_mib, peak_mib = {}, {}, {}
     sample(model, sample_key, inputs, timesteps[:2], sync)  # warm-up
@@ -151,20 +184,29 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
         autofr.apply_schedule(model, schedules["FRDiff M=3 +mixing"], cost=cost)
         hooked = syncs_in_a_run(model, sample_key, inputs, timesteps)
         autofr.remove_schedule(model)
-        sync_report = ("none" if hooked is None else f"model itself syncs: {alone}" if alone is not None
-                       else f"HOOKS SYNC: {hooked}")
+        sync_report = (
+            "none"
+            if hooked is None
+            else f"model itself syncs: {alone}"
+            if alone is not None
+            else f"HOOKS SYNC: {hooked}"
+        )
     full = statistics.median(times["full compute"])
-    lines = [f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, {cost.total_macs / 1e9:.1f} "
-             f"GMACs per step, {100 * cost.reusable_fraction:.0f}% reusable, {len(cost.unit_macs)} units; {steps} steps, "
-             f"{dtype}, {device}; syncs in a scheduled run: {sync_report})",
-             "| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, {cost.total_macs / 1e9:.1f} "
+        f"GMACs per step, {100 * cost.reusable_fraction:.0f}% reusable, {len(cost.unit_macs)} units; {steps} steps, "
+        f"{dtype}, {device}; syncs in a scheduled run: {sync_report})",
+        "| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label in schedules:
         seconds = statistics.median(times[label])
         measured = full / seconds
         extra = f"{peak_mib[label] - peak_mib['full compute']:.0f}" if cuda else "n/a"
-        lines.append(f"| {label} | {seconds:.3f} | {measured:.2f}x | {predicted[label]:.2f}x | "
-                     f"{measured / predicted[label]:.2f} | {cache_mib[label]:.1f} | {extra} |")
+        lines.append(
+            f"| {label} | {seconds:.3f} | {measured:.2f}x | {predicted[label]:.2f}x | "
+            f"{measured / predicted[label]:.2f} | {cache_mib[label]:.1f} | {extra} |"
+        )
     return lines
 
 

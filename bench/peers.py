@@ -30,9 +30,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 import target_search  # bench/ is the script's folder, so its sibling imports as a module
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -45,8 +44,13 @@ def config_of(args):
 
     extra = [f"study={args.model}", "search.peers=auto", "search.timing_repeats=1"]
     if args.smoke:  # every code path in minutes: few steps and samples (numbers meaningless)
-        extra += ["model.num_inference_steps=4", "space.steps=[3,4]", "space.baseline_steps=[3]", "space.max_interval=2",
-                  "quality.batch_size=16"]
+        extra += [
+            "model.num_inference_steps=4",
+            "space.steps=[3,4]",
+            "space.baseline_steps=[3]",
+            "space.max_interval=2",
+            "quality.batch_size=16",
+        ]
     return StudyConfig.from_hydra(compose("config", target_search.overrides(args, args.sampler, args.seed) + extra))
 
 
@@ -80,9 +84,12 @@ def stage_search(args) -> None:
     stage = study.evaluate_peers()
     completed = study.records().completed()
     entry = {
-        "seconds": searched - began, "peer_seconds": time.perf_counter() - searched,
-        "trials": sum(not t.is_peer for t in completed), "peers": sum(t.is_peer for t in completed),
-        "peers_skipped": stage.skipped, "peers_failed": stage.failed,
+        "seconds": searched - began,
+        "peer_seconds": time.perf_counter() - searched,
+        "trials": sum(not t.is_peer for t in completed),
+        "peers": sum(t.is_peer for t in completed),
+        "peers_skipped": stage.skipped,
+        "peers_failed": stage.failed,
         "samples": sum(t.samples_generated or 0 for t in completed if not t.is_peer),
     }
     target_search.record_run(args, study.config.study_name, entry)
@@ -93,8 +100,17 @@ def confirmer(study, seeds: int):
     from autofr.search.confirm import Confirmer
 
     config = study.config
-    return Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, config.quality.fid_samples,
-                     fid_seeds=seeds, timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
+    return Confirmer(
+        study.model.pipe,
+        study.protocol,
+        study.measures,
+        study.reference_samples,
+        config.quality.fid_samples,
+        fid_seeds=seeds,
+        timing_repeats=0,
+        cache_dir=config.cache_dir,
+        model_id=config.model.name,
+    )
 
 
 def stage_confirm(args) -> None:
@@ -103,24 +119,31 @@ def stage_confirm(args) -> None:
 
     study = prepared(args)
     records = study.records()
-    schedules = [t for t in confirm_candidates(records, 1, None, order=deciding_order, near_target=True) if not t.is_peer]
+    schedules = [
+        t for t in confirm_candidates(records, 1, None, order=deciding_order, near_target=True) if not t.is_peer
+    ]
     peers = sorted((t for t in records.completed() if t.is_peer and t.confirmation is None), key=deciding_order)
-    candidates = schedules[:args.confirm_max] + peers
+    candidates = schedules[: args.confirm_max] + peers
     began = time.perf_counter()
     done = confirmer(study, 1).confirm(study.study, candidates)
-    print(f"{study.config.study_name}: {len(done)} confirmed ({len(peers)} peers) in {(time.perf_counter() - began) / 60:.1f} min")
+    print(
+        f"{study.config.study_name}: {len(done)} confirmed ({len(peers)} peers) in {(time.perf_counter() - began) / 60:.1f} min"
+    )
 
 
 def groups(records, trials=None) -> dict[str, list]:
     """Confirmed points (or ``trials``) by method: autofr's schedules, each kind of hand-set reference,
     each peer method."""
-    names = {"frdiff": "hand-set: FRDiff uniform", "deepcache": "hand-set: DeepCache-style",
-             "reduced_steps": "hand-set: fewer steps"}
+    names = {
+        "frdiff": "hand-set: FRDiff uniform",
+        "deepcache": "hand-set: DeepCache-style",
+        "reduced_steps": "hand-set: fewer steps",
+    }
     found: dict[str, list] = {}
     for trial in records.confirmed() if trials is None else trials:
         if trial.origin == "baseline":
             continue
-        name = (f"peer: {trial.peer['method']}" if trial.is_peer else names.get(trial.origin, "autofr (searched)"))
+        name = f"peer: {trial.peer['method']}" if trial.is_peer else names.get(trial.origin, "autofr (searched)")
         found.setdefault(name, []).append(trial)
     return found
 
@@ -151,7 +174,9 @@ def deciding_points(records) -> list:
 
 def stage_rescore(args) -> None:
     study = prepared(args)
-    target_search.rescore(study, confirmer(study, args.seeds), target_search.chosen_or(args, deciding_points), args.seeds)
+    target_search.rescore(
+        study, confirmer(study, args.seeds), target_search.chosen_or(args, deciding_points), args.seeds
+    )
 
 
 def stage_time(args) -> None:
@@ -169,10 +194,14 @@ def stage_time(args) -> None:
     timings = interleaved_speedups(pipe, protocol, candidates, repeats=args.repeats)
     print(f"timed {len(candidates)} points x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min")
     for trial in confirmed:
-        save_confirmation(study.study, trial.number,
-                          apply_timing(trial.confirmation, timings[str(trial.number)], trial.predicted_speedup))
+        save_confirmation(
+            study.study,
+            trial.number,
+            apply_timing(trial.confirmation, timings[str(trial.number)], trial.predicted_speedup),
+        )
     (Path(args.workdir) / args.model / "peers_timing.json").write_text(
-        json.dumps({key: asdict(t) for key, t in timings.items()}, indent=1))
+        json.dumps({key: asdict(t) for key, t in timings.items()}, indent=1)
+    )
 
 
 def stage_quick(args) -> None:
@@ -190,8 +219,11 @@ def stage_quick(args) -> None:
     limit = fronts.study_target(records).limit(full)
     best = {}
     for name, trials in groups(records, [t for t in completed if t.origin != "baseline"]).items():
-        inside = [t for t in trials if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit
-                  and t.search_speedup > 1]
+        inside = [
+            t
+            for t in trials
+            if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit and t.search_speedup > 1
+        ]
         best[name] = (len(trials), max(inside, key=lambda t: t.search_speedup, default=None))
     candidates = {name: candidate_of(t) for name, (_, t) in best.items() if t is not None}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
@@ -199,10 +231,13 @@ def stage_quick(args) -> None:
     timings = interleaved_speedups(study.model.pipe, protocol, candidates, repeats=args.repeats)
     speed = {name: timing.speedup for name, timing in timings.items()}
     autofr = speed.get("autofr (searched)")
-    lines = [f"{args.model}: full compute FID-{top} {full:.4f} (study seed {args.seed}), limit {limit:.4f}; "
-             f"{args.timing_samples} samples per timed call, median of {args.repeats}",
-             "", f"| method | settings | fastest within target at FID-{top} | FID-{top} | speedup (measured, this run) | autofr / it |",
-             "|---|---:|---|---:|---:|---:|"]
+    lines = [
+        f"{args.model}: full compute FID-{top} {full:.4f} (study seed {args.seed}), limit {limit:.4f}; "
+        f"{args.timing_samples} samples per timed call, median of {args.repeats}",
+        "",
+        f"| method | settings | fastest within target at FID-{top} | FID-{top} | speedup (measured, this run) | autofr / it |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
     rows = []
     for name, (count, trial) in sorted(best.items(), key=lambda item: (not item[0].startswith("autofr"), item[0])):
         if trial is None:
@@ -210,22 +245,46 @@ def stage_quick(args) -> None:
             continue
         ratio = autofr / speed[name] if autofr else None
         label = trial.label or f"trial {trial.number}"
-        lines.append(f"| {name} | {count} | {label} ({trial.num_inference_steps} steps) | "
-                     f"{full + trial.fidelity_deltas[top]:.4f} | {speed[name]:.2f}x | "
-                     f"{'-' if ratio is None else format(ratio, '.2f') + 'x'} |")
-        rows.append({"method": name, "settings": count, "trial": trial.number, "label": label,
-                     "fid": full + trial.fidelity_deltas[top], "speedup": speed[name], "autofr_ratio": ratio})
+        lines.append(
+            f"| {name} | {count} | {label} ({trial.num_inference_steps} steps) | "
+            f"{full + trial.fidelity_deltas[top]:.4f} | {speed[name]:.2f}x | "
+            f"{'-' if ratio is None else format(ratio, '.2f') + 'x'} |"
+        )
+        rows.append(
+            {
+                "method": name,
+                "settings": count,
+                "trial": trial.number,
+                "label": label,
+                "fid": full + trial.fidelity_deltas[top],
+                "speedup": speed[name],
+                "autofr_ratio": ratio,
+            }
+        )
     peers = [r for r in rows if r["method"].startswith("peer:")]
     best_peer = max(peers, key=lambda r: r["speedup"], default=None)
     if autofr and best_peer:
-        lines += ["", f"autofr {autofr:.2f}x vs the best peer within target, {best_peer['label']} {best_peer['speedup']:.2f}x: "
-                      f"{autofr / best_peer['speedup']:.2f}x"]
+        lines += [
+            "",
+            f"autofr {autofr:.2f}x vs the best peer within target, {best_peer['label']} {best_peer['speedup']:.2f}x: "
+            f"{autofr / best_peer['speedup']:.2f}x",
+        ]
     text = "\n".join(lines)
     print(text)
     (args.results / f"peers_{args.model}_fid{top}.txt").write_text(text + "\n")
-    (args.results / f"peers_{args.model}_fid{top}.json").write_text(json.dumps(
-        {"model": args.model, "fidelity": top, "full_compute_fid": full, "limit": limit, "rows": rows,
-         "timing": {name: asdict(t) for name, t in timings.items()}}, indent=1))
+    (args.results / f"peers_{args.model}_fid{top}.json").write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "fidelity": top,
+                "full_compute_fid": full,
+                "limit": limit,
+                "rows": rows,
+                "timing": {name: asdict(t) for name, t in timings.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 def speed_at(trials, fid: float):
@@ -261,9 +320,16 @@ def stage_report(args) -> None:
     for name, trials in sorted(found.items(), key=lambda item: (not item[0].startswith("autofr"), item[0])):
         best = fastest_within(records, trials)
         speed, exact = speed_at(trials, answer_fid) if answer_fid is not None else (None, True)
-        rows.append({"method": name, "settings": len(trials),
-                     "fastest_within": _point(records, best), "speed_at_autofr_fid": speed, "exact": exact,
-                     "autofr_ratio": autofr.speed / best.speed if autofr and best else None})
+        rows.append(
+            {
+                "method": name,
+                "settings": len(trials),
+                "fastest_within": _point(records, best),
+                "speed_at_autofr_fid": speed,
+                "exact": exact,
+                "autofr_ratio": autofr.speed / best.speed if autofr and best else None,
+            }
+        )
     peers = [r for r in rows if r["method"].startswith("peer:") and r["fastest_within"]]
     best_peer = max(peers, key=lambda r: r["fastest_within"]["speed"], default=None)
     ratio = autofr.speed / best_peer["fastest_within"]["speed"] if autofr and best_peer else None
@@ -271,26 +337,44 @@ def stage_report(args) -> None:
     plot = args.results / f"peers_{args.model}.png"
     plot.write_bytes(Path(paths["front_png"]).read_bytes())
     full = fronts.full_compute_fid(records)
-    lines = [f"{args.model}: full compute FID-2000 {full:.4f}; target {fronts.study_target(records).describe()}; "
-             f"peers skipped: " + ("; ".join(f"{m} ({r})" for m, r in (records.info.peers_skipped or {}).items()) or "none"),
-             "", "| method | settings | fastest within target | FID (seeds) / limit | speed at autofr's FID | autofr / it |",
-             "|---|---:|---|---|---:|---:|"]
+    lines = [
+        f"{args.model}: full compute FID-2000 {full:.4f}; target {fronts.study_target(records).describe()}; "
+        f"peers skipped: "
+        + ("; ".join(f"{m} ({r})" for m, r in (records.info.peers_skipped or {}).items()) or "none"),
+        "",
+        "| method | settings | fastest within target | FID (seeds) / limit | speed at autofr's FID | autofr / it |",
+        "|---|---:|---|---|---:|---:|",
+    ]
     for row in rows:
         point, speed = row["fastest_within"], row["speed_at_autofr_fid"]
         at = "-" if speed is None else f"{'' if row['exact'] else '>= '}{speed:.2f}x"
         versus = "-" if row["autofr_ratio"] is None else f"{row['autofr_ratio']:.2f}x"
         lines.append(f"| {row['method']} | {row['settings']} | {_cell(point)} | {_fid(point)} | {at} | {versus} |")
-    verdict = ("no peer within the target" if best_peer is None else
-               f"autofr {autofr.speed:.2f}x vs the best peer {best_peer['fastest_within']['label']} "
-               f"{best_peer['fastest_within']['speed']:.2f}x: {ratio:.2f}x ({'meets' if ratio >= GOAL else 'misses'} "
-               f"the {GOAL}x goal)" if autofr else "autofr has no schedule within the target")
+    verdict = (
+        "no peer within the target"
+        if best_peer is None
+        else f"autofr {autofr.speed:.2f}x vs the best peer {best_peer['fastest_within']['label']} "
+        f"{best_peer['fastest_within']['speed']:.2f}x: {ratio:.2f}x ({'meets' if ratio >= GOAL else 'misses'} "
+        f"the {GOAL}x goal)"
+        if autofr
+        else "autofr has no schedule within the target"
+    )
     lines += ["", verdict, f"plot: {plot}"]
     text = "\n".join(lines)
     print(text)
     (args.results / f"peers_{args.model}.txt").write_text(text + "\n")
-    (args.results / f"peers_{args.model}.json").write_text(json.dumps(
-        {"model": args.model, "full_compute_fid": full, "rows": rows, "autofr_over_best_peer": ratio,
-         "peers_skipped": records.info.peers_skipped}, indent=1))
+    (args.results / f"peers_{args.model}.json").write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "full_compute_fid": full,
+                "rows": rows,
+                "autofr_over_best_peer": ratio,
+                "peers_skipped": records.info.peers_skipped,
+            },
+            indent=1,
+        )
+    )
 
 
 def _point(records, trial):
@@ -315,7 +399,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--target", default="5%")
-    parser.add_argument("--confirm-max", type=int, default=12, help="autofr's deciding schedules to confirm (peers: all)")
+    parser.add_argument(
+        "--confirm-max", type=int, default=12, help="autofr's deciding schedules to confirm (peers: all)"
+    )
     parser.add_argument("--timing-samples", type=int, default=64)
     parser.add_argument("--fid-samples", type=int, default=2000, help="FID-N of the confirmation")
     parser.add_argument("--levels", default="64,256,1024", help="adaptive-fidelity sample counts")
@@ -333,8 +419,15 @@ def main() -> int:
         args.fid_samples, args.levels = 16, "8,16"
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
-    {"check": stage_check, "search": stage_search, "confirm": stage_confirm, "rescore": stage_rescore, "time": stage_time,
-     "report": stage_report, "quick": stage_quick}[args.stage](args)
+    {
+        "check": stage_check,
+        "search": stage_search,
+        "confirm": stage_confirm,
+        "rescore": stage_rescore,
+        "time": stage_time,
+        "report": stage_report,
+        "quick": stage_quick,
+    }[args.stage](args)
     return 0
 
 

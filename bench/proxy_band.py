@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -60,7 +60,9 @@ def main() -> int:
         for row, trial in zip(rows, points):
             schedule = ReuseSchedule.from_dict(trial.schedule)
             for seed in seeds:
-                samples = generate(pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule)
+                samples = generate(
+                    pipe, protocol.replace(seed=seed, num_inference_steps=schedule.num_inference_steps), schedule
+                )
                 measure.reset()
                 row[f"fid_real@{seed}"] = float(measure.score(samples))
             row["fid_real@mean"] = statistics.fmean(row[f"fid_real@{seed}"] for seed in seeds)
@@ -69,10 +71,16 @@ def main() -> int:
     band = [r for r in rows if lo <= r["steps"] <= hi]
 
     def rho(subset, metric):
-        return float(spearmanr([r[metric] for r in subset], [r["fid"] for r in subset])[0]) if len(subset) > 2 else float("nan")
+        return (
+            float(spearmanr([r[metric] for r in subset], [r["fid"] for r in subset])[0])
+            if len(subset) > 2
+            else float("nan")
+        )
 
-    print(f"\n### {config.study_name}: Spearman rho of each proxy vs {records.info.fid_label} "
-          f"to {records.info.fid_reference or 'real'} data (proxy seed {config.seed} unless marked @seed)\n")
+    print(
+        f"\n### {config.study_name}: Spearman rho of each proxy vs {records.info.fid_label} "
+        f"to {records.info.fid_reference or 'real'} data (proxy seed {config.seed} unless marked @seed)\n"
+    )
     print(f"| proxy | all confirmed (n={len(rows)}) | {lo}-{hi} steps (n={len(band)}) |")
     print("|---|---:|---:|")
     table = {}
@@ -80,8 +88,9 @@ def main() -> int:
         table[metric] = (rho(rows, metric), rho(band, metric))
         print(f"| {metric} | {table[metric][0]:.3f} | {table[metric][1]:.3f} |")
     if args.json is not None:
-        args.json.write_text(json.dumps({"study": config.study_name, "band": [lo, hi], "rows": rows,
-                                         "spearman": table}, indent=1))
+        args.json.write_text(
+            json.dumps({"study": config.study_name, "band": [lo, hi], "rows": rows, "spearman": table}, indent=1)
+        )
     return 0
 
 

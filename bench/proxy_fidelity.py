@@ -45,21 +45,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; --quick: 20)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the pipeline's)")
     parser.add_argument("--fid-samples", type=int, default=None, help="N of FID-N (default 2000; --quick: 256)")
-    parser.add_argument("--proxy-samples", type=int, default=None, help="samples per proxy evaluation (default 128; --quick: 32)")
-    parser.add_argument("--random-schedules", type=int, default=None, help="random per-layer schedules (default 24; --quick: 2)")
+    parser.add_argument(
+        "--proxy-samples", type=int, default=None, help="samples per proxy evaluation (default 128; --quick: 32)"
+    )
+    parser.add_argument(
+        "--random-schedules", type=int, default=None, help="random per-layer schedules (default 24; --quick: 2)"
+    )
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the FID protocol (proxies use seed + 1) and the random schedules")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the FID protocol (proxies use seed + 1) and the random schedules"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write per-schedule values and the tables here")
-    parser.add_argument("--rescore", type=Path, default=None,
-                        help="a --json file of an earlier run: recompute the proxies on its schedules, reuse its FID-N")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 8 schedules, FID-256, 32-sample proxies (explicit options still win)")
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="a --json file of an earlier run: recompute the proxies on its schedules, reuse its FID-N",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 steps, 8 schedules, FID-256, 32-sample proxies (explicit options still win)",
+    )
     args = parser.parse_args(argv)
     if args.rescore is not None:  # the earlier run's protocol and schedules, whatever was passed here
         earlier = json.loads(Path(args.rescore).read_text())["args"]
-        for name, kind in (("model", str), ("steps", int), ("fid_samples", int), ("proxy_samples", int),
-                           ("random_schedules", int), ("seed", int), ("guidance_scale", float)):
+        for name, kind in (
+            ("model", str),
+            ("steps", int),
+            ("fid_samples", int),
+            ("proxy_samples", int),
+            ("random_schedules", int),
+            ("seed", int),
+            ("guidance_scale", float),
+        ):
             value = earlier.get(name, "None")
             setattr(args, name, None if value == "None" else kind(value))
         args.quick = earlier.get("quick") == "True"
@@ -78,7 +99,9 @@ def build_schedules(pipe, steps: int, num_random: int, seed: int, quick: bool) -
     # M=1 computes every step, so mixing never applies: "M=1 +mixing" would repeat the full-compute row.
     schedules = [
         ReuseSchedule.uniform(pipe, steps, m, mixing=mixing)
-        for m in intervals for mixing in (False, True) if not (m == 1 and mixing)
+        for m in intervals
+        for mixing in (False, True)
+        if not (m == 1 and mixing)
     ]
     rng = random.Random(seed)
     base = ReuseSchedule.uniform(pipe, steps, 1)
@@ -120,17 +143,30 @@ def main(argv: list[str] | None = None) -> int:
     features = DigitFeatures(load_digit_classifier(args.device))
     cache = ReferenceCache(args.cache_dir)
     fid_protocol = EvalProtocol(
-        num_samples=args.fid_samples, seed=args.seed, batch_size=args.batch_size, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, scheduler=None, num_classes=pipe.num_classes,
+        num_samples=args.fid_samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        scheduler=None,
+        num_classes=pipe.num_classes,
     )
     proxy_protocol = fid_protocol.replace(num_samples=args.proxy_samples, seed=args.seed + 1)
 
     real_images, _ = load_digits_images("all", size=16)
     real_stats = cache.feature_stats(f"digits-all-16px-{len(real_images)}", real_images, features)
-    full_stats = None if args.rescore else cache.reference_stats(pipe, fid_protocol, features, model_id=args.model, progress=True)
+    full_stats = (
+        None
+        if args.rescore
+        else cache.reference_stats(pipe, fid_protocol, features, model_id=args.model, progress=True)
+    )
     proxy_reference = cache.samples(pipe, proxy_protocol, model_id=args.model)
 
-    measures = {name: build_measure(name, reference=proxy_reference) for name in PROXIES if name not in ("kid_small", "fid_real")}
+    measures = {
+        name: build_measure(name, reference=proxy_reference)
+        for name in PROXIES
+        if name not in ("kid_small", "fid_real")
+    }
     measures["kid_small"] = build_measure("kid_small", feature=features, reference=proxy_reference)
     measures["fid_real"] = build_measure("fid", feature=features, reference=real_stats)
     earlier = load_earlier(args.rescore) if args.rescore else None
@@ -150,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         if earlier is not None:  # FID-N from the earlier run; its stored proxies must be reproduced
             old = earlier[len(rows)]
             if old["schedule"] != row["schedule"]:
-                raise SystemExit(f"{args.rescore}: schedule {len(rows)} is {old['schedule']!r}, here {row['schedule']!r}: "
-                                 "rescore with the same --model/--steps/--seed/--random-schedules")
+                raise SystemExit(
+                    f"{args.rescore}: schedule {len(rows)} is {old['schedule']!r}, here {row['schedule']!r}: "
+                    "rescore with the same --model/--steps/--seed/--random-schedules"
+                )
             for name in PROXIES:
                 if name in old and abs(old[name] - row[name]) > 1e-4 * max(1.0, abs(old[name])):
-                    raise SystemExit(f"{args.rescore}: {name} of {row['schedule']} was {old[name]}, now {row[name]}: "
-                                     "not the same protocol")
+                    raise SystemExit(
+                        f"{args.rescore}: {name} of {row['schedule']} was {old[name]}, now {row[name]}: "
+                        "not the same protocol"
+                    )
             row.update({k: old[k] for k in ("fid_n_real", "fid_n_real_seconds", "fid_n_full", "fid_n_full_seconds")})
             rows.append(row)
             continue
@@ -168,14 +208,19 @@ def main(argv: list[str] | None = None) -> int:
 
     n = args.fid_samples
     wall_minutes = (time.perf_counter() - began_all) / 60
-    print(f"## Proxy fidelity on {args.model}, {args.steps} steps, {len(schedules)} schedules, "
-          f"proxies on {args.proxy_samples} samples, FID-{n} with digit features ({args.device}, "
-          f"{torch.get_num_threads()} threads, {wall_minutes:.0f} min)\n")
+    print(
+        f"## Proxy fidelity on {args.model}, {args.steps} steps, {len(schedules)} schedules, "
+        f"proxies on {args.proxy_samples} samples, FID-{n} with digit features ({args.device}, "
+        f"{torch.get_num_threads()} threads, {wall_minutes:.0f} min)\n"
+    )
     print("| schedule | " + " | ".join(PROXIES) + f" | FID-{n} real | FID-{n} full |")
     print("|---|" + "---:|" * (len(PROXIES) + 2))
     for row in rows:
-        print(f"| {row['schedule']} | " + " | ".join(f"{row[p]:.4g}" for p in PROXIES)
-              + f" | {row['fid_n_real']:.4g} | {row['fid_n_full']:.4g} |")
+        print(
+            f"| {row['schedule']} | "
+            + " | ".join(f"{row[p]:.4g}" for p in PROXIES)
+            + f" | {row['fid_n_real']:.4g} | {row['fid_n_full']:.4g} |"
+        )
     tables = {}
     for key, label in (("fid_n_real", f"FID-{n} vs real digits"), ("fid_n_full", f"FID-{n} vs full-compute samples")):
         fidelity = proxy_fidelity(
@@ -188,12 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n### {label}\n")
         print(format_fidelity_table(fidelity, fid_name=f"FID-{n}"))
     if args.rescore is not None:
-        print(f"\n(--rescore: FID-{n} values and seconds are from {args.rescore}; proxy seconds are from this run, "
-              "so the cost ratios mix two runs' machine load)")
+        print(
+            f"\n(--rescore: FID-{n} values and seconds are from {args.rescore}; proxy seconds are from this run, "
+            "so the cost ratios mix two runs' machine load)"
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "protocols": {"fid": fid_protocol.describe(), "proxy": proxy_protocol.describe()},
-                                         "schedules": rows, "fidelity": tables}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "protocols": {"fid": fid_protocol.describe(), "proxy": proxy_protocol.describe()},
+                    "schedules": rows,
+                    "fidelity": tables,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

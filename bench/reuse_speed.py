@@ -33,7 +33,10 @@ from autofr.search.speed import SpeedModel
 
 def cifar_unet() -> torch.nn.Module:
     return UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
         block_out_channels=(128, 256, 256, 256),
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
@@ -42,8 +45,14 @@ def cifar_unet() -> torch.nn.Module:
 
 def small_dit() -> torch.nn.Module:
     return DiTTransformer2DModel(
-        num_attention_heads=6, attention_head_dim=64, in_channels=3, out_channels=3, num_layers=12,
-        sample_size=32, patch_size=2, num_embeds_ada_norm=10,
+        num_attention_heads=6,
+        attention_head_dim=64,
+        in_channels=3,
+        out_channels=3,
+        num_layers=12,
+        sample_size=32,
+        patch_size=2,
+        num_embeds_ada_norm=10,
     )
 
 
@@ -107,8 +116,18 @@ def run(name: str, model, batch: int, steps: int, repeats: int) -> list[dict]:
         predicted = predicted_speedup(schedule, cost)
         measured = base / wall
         by_latency = latency.predicted_speedup(schedule)
-        rows.append(dict(model=name, schedule=label, wall=wall, measured=measured, predicted=predicted,
-                         efficiency=measured / predicted, latency=by_latency, hook_efficiency=measured / by_latency))
+        rows.append(
+            dict(
+                model=name,
+                schedule=label,
+                wall=wall,
+                measured=measured,
+                predicted=predicted,
+                efficiency=measured / predicted,
+                latency=by_latency,
+                hook_efficiency=measured / by_latency,
+            )
+        )
     return rows
 
 
@@ -128,16 +147,23 @@ def main() -> None:
     for name, build in (("UNet (DDPM-CIFAR10, 35.7M)", cifar_unet), ("DiT-S/2 32x32 (33M)", small_dit)):
         model = build()
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"# {name}: {params:.1f}M parameters, DDIM-{args.steps}, batch {args.batch}, "
-              f"{args.repeats} repeats, {args.threads} threads", flush=True)
+        print(
+            f"# {name}: {params:.1f}M parameters, DDIM-{args.steps}, batch {args.batch}, "
+            f"{args.repeats} repeats, {args.threads} threads",
+            flush=True,
+        )
         rows += run(name, model, args.batch, args.steps, args.repeats)
     print()
-    print("| model | schedule | wall (s) | measured speedup | MAC-predicted | measured / MAC-predicted | "
-          "latency-predicted | measured / latency-predicted |")
+    print(
+        "| model | schedule | wall (s) | measured speedup | MAC-predicted | measured / MAC-predicted | "
+        "latency-predicted | measured / latency-predicted |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['schedule']} | {r['wall']:.2f} | {r['measured']:.2f}x | "
-              f"{r['predicted']:.2f}x | {r['efficiency']:.2f} | {r['latency']:.2f}x | {r['hook_efficiency']:.2f} |")
+        print(
+            f"| {r['model']} | {r['schedule']} | {r['wall']:.2f} | {r['measured']:.2f}x | "
+            f"{r['predicted']:.2f}x | {r['efficiency']:.2f} | {r['latency']:.2f}x | {r['hook_efficiency']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,14 +46,28 @@ def overrides(args, sampler: str, seed: int, fixed: int | None = None, timeout: 
     extra = [f"quality.proxy_samples={fixed if fixed else args.levels.split(',')[0]}"]
     if timeout:
         extra += [f"search.timeout_s={timeout}", "search.n_trials=100000"]
-    return [f"model={args.model}", f"study_name={name}", f"seed={seed}", f"sampler={sampler}",
-            f"search.n_trials={args.trials}", f"quality.fid_samples={args.fid_samples}", f"search.fidelity={fidelity}",
-            "search.fid_seeds=1", "search.measure_speed=false", f"search.confirm_max={args.confirm_max}",
-            "search.progress=false", f"search.target={args.target}",
-            # the calibrated warm start the benchmark ran with (wider than the default's)
-            "search.calibrated_thresholds=[0.1,0.2,0.4]", "search.calibrated_mixing=[false,true]",
-            f"storage.journal_path={work / 'journal.log'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-            f"cache_dir={work / 'cache'}", f"out_dir={work / 'out' / name}", *extra]
+    return [
+        f"model={args.model}",
+        f"study_name={name}",
+        f"seed={seed}",
+        f"sampler={sampler}",
+        f"search.n_trials={args.trials}",
+        f"quality.fid_samples={args.fid_samples}",
+        f"search.fidelity={fidelity}",
+        "search.fid_seeds=1",
+        "search.measure_speed=false",
+        f"search.confirm_max={args.confirm_max}",
+        "search.progress=false",
+        f"search.target={args.target}",
+        # the calibrated warm start the benchmark ran with (wider than the default's)
+        "search.calibrated_thresholds=[0.1,0.2,0.4]",
+        "search.calibrated_mixing=[false,true]",
+        f"storage.journal_path={work / 'journal.log'}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        f"cache_dir={work / 'cache'}",
+        f"out_dir={work / 'out' / name}",
+        *extra,
+    ]
 
 
 def study_config(args, sampler, seed, fixed=None, timeout=None):
@@ -96,7 +110,9 @@ def record_run(args, name: str, entry: dict) -> None:
 def stage_search(args) -> None:
     from autofr.search.study import AutoFRStudy
 
-    timeout = load_log(args)[f"{args.model}_{args.timeout_of.replace(':', '_s')}"]["seconds"] if args.timeout_of else None
+    timeout = (
+        load_log(args)[f"{args.model}_{args.timeout_of.replace(':', '_s')}"]["seconds"] if args.timeout_of else None
+    )
     config = study_config(args, args.sampler, args.seed, args.fixed, timeout)
     began = time.perf_counter()
     study = AutoFRStudy.prepare(config)
@@ -105,9 +121,13 @@ def stage_search(args) -> None:
     records = study.records()
     completed = records.completed()
     entry = {
-        "seconds": time.perf_counter() - began, "trials": len(completed),
+        "seconds": time.perf_counter() - began,
+        "trials": len(completed),
         "samples": sum(t.samples_generated or 0 for t in completed),
-        "by_fidelity": {str(n): sum(t.fidelity == n for t in completed) for n in sorted({t.fidelity for t in completed if t.fidelity})},
+        "by_fidelity": {
+            str(n): sum(t.fidelity == n for t in completed)
+            for n in sorted({t.fidelity for t in completed if t.fidelity})
+        },
     }
     record_run(args, config.study_name, entry)
     print(json.dumps({config.study_name: entry}))
@@ -122,8 +142,15 @@ def within_at_top(records, top: int | None = None, upto: int | None = None) -> l
     top = top or max((t.fidelity or 0 for t in records.completed()), default=0)
     baseline = records.baseline()
     full = baseline.fid_estimate if baseline is not None else None
-    inside = [t for t in records.completed() if (upto is None or t.number < upto) and top in t.fidelity_deltas and full is not None
-              and full + t.fidelity_deltas[top] <= target.limit(full) and t.search_speedup > 1]
+    inside = [
+        t
+        for t in records.completed()
+        if (upto is None or t.number < upto)
+        and top in t.fidelity_deltas
+        and full is not None
+        and full + t.fidelity_deltas[top] <= target.limit(full)
+        and t.search_speedup > 1
+    ]
     return inside
 
 
@@ -159,21 +186,38 @@ def stage_samplers(args) -> None:
             run = log.get(config.study_name, {})
             if args.upto:  # the cost of the first trials only
                 first = [t for t in records.completed() if t.number < args.upto]
-                run = {"seconds": sum(t.trial_seconds or 0 for t in first), "samples": sum(t.samples_generated or 0 for t in first),
-                       "by_fidelity": {str(n): sum(t.fidelity == n for t in first) for n in (64, 256, 1024)}}
-            rows.append({"sampler": sampler, "seed": seed, "fastest_within_at_1024": best.search_speedup if best else None,
-                         "trial": best.number if best else None, "origin": best.origin if best else None,
-                         "own_within": len(own), "own_fastest": best_own.search_speedup if best_own else None,
-                         "minutes": run.get("seconds", 0) / 60, "samples": run.get("samples"), **run.get("by_fidelity", {})})
-    print("| sampler | seed | fastest within target (FID-1024, predicted x) | trial (origin) | own proposals within "
-          "(fastest) | trials at 64/256/1024 | samples | minutes |")
+                run = {
+                    "seconds": sum(t.trial_seconds or 0 for t in first),
+                    "samples": sum(t.samples_generated or 0 for t in first),
+                    "by_fidelity": {str(n): sum(t.fidelity == n for t in first) for n in (64, 256, 1024)},
+                }
+            rows.append(
+                {
+                    "sampler": sampler,
+                    "seed": seed,
+                    "fastest_within_at_1024": best.search_speedup if best else None,
+                    "trial": best.number if best else None,
+                    "origin": best.origin if best else None,
+                    "own_within": len(own),
+                    "own_fastest": best_own.search_speedup if best_own else None,
+                    "minutes": run.get("seconds", 0) / 60,
+                    "samples": run.get("samples"),
+                    **run.get("by_fidelity", {}),
+                }
+            )
+    print(
+        "| sampler | seed | fastest within target (FID-1024, predicted x) | trial (origin) | own proposals within "
+        "(fastest) | trials at 64/256/1024 | samples | minutes |"
+    )
     print("|---|---:|---:|---|---|---|---:|---:|")
     for row in rows:
         best = "-" if row["fastest_within_at_1024"] is None else f"{row['fastest_within_at_1024']:.2f}"
         own = f"{row['own_within']}" + (f" ({row['own_fastest']:.2f})" if row["own_fastest"] else "")
         counts = "/".join(str(row.get(str(n), 0)) for n in (64, 256, 1024))
-        print(f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {own} | {counts} | "
-              f"{row['samples']} | {row['minutes']:.1f} |")
+        print(
+            f"| {row['sampler']} | {row['seed']} | {best} | {row['trial']} ({row['origin']}) | {own} | {counts} | "
+            f"{row['samples']} | {row['minutes']:.1f} |"
+        )
     suffix = f"_first{args.upto}" if args.upto else ""
     (RESULTS / f"samplers_{args.model}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
@@ -195,8 +239,10 @@ def deciding_points(records):
 
     confirmed = [t for t in records.confirmed() if t.origin != "baseline"]
     inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
-    points = [max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
-              max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)]
+    points = [
+        max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
+        max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None),
+    ]
     for trial in confirmed:
         limit = fronts.target_limit(records, trial)
         if limit and abs(trial.fid / limit - 1) <= 0.01:
@@ -237,14 +283,20 @@ def rescore(study, scorer, pick, seeds: int) -> None:
             if trial.confirmation is not None:
                 confirmation = with_timing(confirmation, trial.confirmation)
             save_confirmation(study.study, trial.number, confirmation)
-            print(f"trial {trial.number} ({trial.label or trial.origin}) at {seeds} seeds "
-                  f"[{time.perf_counter() - began:.0f} s]", flush=True)
+            print(
+                f"trial {trial.number} ({trial.label or trial.origin}) at {seeds} seeds "
+                f"[{time.perf_counter() - began:.0f} s]",
+                flush=True,
+            )
     records = study.records()
     for trial in pick(records):
         limit = fronts.target_limit(records, trial)
-        print(f"{study.config.study_name} trial {trial.number} ({trial.label or trial.origin}): "
-              f"FID {trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
-              f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}", flush=True)
+        print(
+            f"{study.config.study_name} trial {trial.number} ({trial.label or trial.origin}): "
+            f"FID {trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
+            f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}",
+            flush=True,
+        )
 
 
 def stage_rescore(args) -> None:
@@ -254,8 +306,17 @@ def stage_rescore(args) -> None:
     config = study_config(args, args.sampler, args.seed, args.fixed)
     study = AutoFRStudy.prepare(config)
     study.open()
-    confirmer = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, args.fid_samples,
-                          fid_seeds=3, timing_repeats=0, cache_dir=config.cache_dir, model_id=config.model.name)
+    confirmer = Confirmer(
+        study.model.pipe,
+        study.protocol,
+        study.measures,
+        study.reference_samples,
+        args.fid_samples,
+        fid_seeds=3,
+        timing_repeats=0,
+        cache_dir=config.cache_dir,
+        model_id=config.model.name,
+    )
     rescore(study, confirmer, chosen_or(args, deciding_points), 3)
 
 
@@ -271,7 +332,7 @@ def stage_time(args) -> None:
     names = [name for name in log if name.startswith(args.model)]
     configs = {}
     for name in names:
-        sampler, seed = name[len(args.model) + 1:].split("_s")[0], int(name.split("_s")[1].split("_")[0])
+        sampler, seed = name[len(args.model) + 1 :].split("_s")[0], int(name.split("_s")[1].split("_")[0])
         fixed = int(name.split("_fixed")[1]) if "_fixed" in name else None
         configs[name] = study_config(args, sampler, seed, fixed)
     first = AutoFRStudy.prepare(next(iter(configs.values())))
@@ -284,16 +345,28 @@ def stage_time(args) -> None:
     began = time.perf_counter()
     timings = interleaved_speedups(first.model.pipe, protocol, schedules, repeats=args.repeats)
     full_seconds = next(iter(timings.values())).full_seconds
-    print(f"timed {len(schedules)} schedules x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min; "
-          f"full compute {full_seconds:.3f} s")
+    print(
+        f"timed {len(schedules)} schedules x {args.repeats} in {(time.perf_counter() - began) / 60:.1f} min; "
+        f"full compute {full_seconds:.3f} s"
+    )
     for config in configs.values():
         study = open_existing(config.storage, config.study_name)
         for trial in StudyRecords.load(study).confirmed():
-            save_confirmation(study, trial.number,
-                              apply_timing(trial.confirmation, timings[trial.schedule_key()], trial.predicted_speedup))
-    (Path(args.workdir) / args.model / "timing.json").write_text(json.dumps(
-        {"full": full_seconds, **{key: t.seconds for key, t in timings.items()},
-         "speedups": {key: t.speedup for key, t in timings.items()}}, indent=1))
+            save_confirmation(
+                study,
+                trial.number,
+                apply_timing(trial.confirmation, timings[trial.schedule_key()], trial.predicted_speedup),
+            )
+    (Path(args.workdir) / args.model / "timing.json").write_text(
+        json.dumps(
+            {
+                "full": full_seconds,
+                **{key: t.seconds for key, t in timings.items()},
+                "speedups": {key: t.speedup for key, t in timings.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 def stage_quick(args) -> None:
@@ -312,8 +385,15 @@ def stage_quick(args) -> None:
         feasible = [t for t in records.completed() if t.feasible and t.origin != "baseline" and t.search_speedup > 1]
         searched = max((t for t in feasible if not t.is_reference), key=lambda t: t.search_speedup, default=None)
         handset = max((t for t in feasible if t.is_reference), key=lambda t: t.search_speedup, default=None)
-        rows.append({"seed": seed, "trials": len(records.completed()), "limit": fronts_limit(records),
-                     "searched": searched, "handset": handset})
+        rows.append(
+            {
+                "seed": seed,
+                "trials": len(records.completed()),
+                "limit": fronts_limit(records),
+                "searched": searched,
+                "handset": handset,
+            }
+        )
         for trial in (searched, handset):
             if trial is not None:
                 schedules[trial.schedule_key()] = ReuseSchedule.from_dict(trial.schedule)
@@ -321,19 +401,33 @@ def stage_quick(args) -> None:
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     timed_generation(study.model.pipe, protocol.replace(num_samples=1), {"warm-up": None}, repeats=1)
     timings = interleaved_speedups(study.model.pipe, protocol, schedules, repeats=args.repeats)
-    print(f"{args.model}, {args.sampler}: the study's own FID estimate (top fidelity {args.levels.split(',')[-1]}), "
-          f"speed measured in one run ({args.timing_samples} samples, median of {args.repeats})\n")
-    print("| seed | trials | fastest searched within target | estimate / limit | fastest hand-set within target | "
-          "ratio (measured) | ratio (MACs) |")
+    print(
+        f"{args.model}, {args.sampler}: the study's own FID estimate (top fidelity {args.levels.split(',')[-1]}), "
+        f"speed measured in one run ({args.timing_samples} samples, median of {args.repeats})\n"
+    )
+    print(
+        "| seed | trials | fastest searched within target | estimate / limit | fastest hand-set within target | "
+        "ratio (measured) | ratio (MACs) |"
+    )
     print("|---:|---:|---|---|---|---:|---:|")
     out = []
     for row in rows:
         s, h = row["searched"], row["handset"]
         cell = {}
         for name, t in (("searched", s), ("handset", h)):
-            cell[name] = None if t is None else {
-                "trial": t.number, "label": t.label or t.origin, "steps": t.num_inference_steps, "fidelity": t.fidelity,
-                "predicted": t.search_speedup, "measured": timings[t.schedule_key()].speedup, "estimate": t.fid_estimate}
+            cell[name] = (
+                None
+                if t is None
+                else {
+                    "trial": t.number,
+                    "label": t.label or t.origin,
+                    "steps": t.num_inference_steps,
+                    "fidelity": t.fidelity,
+                    "predicted": t.search_speedup,
+                    "measured": timings[t.schedule_key()].speedup,
+                    "estimate": t.fid_estimate,
+                }
+            )
         measured = cell["searched"]["measured"] / cell["handset"]["measured"] if s and h else None
         predicted = s.search_speedup / h.search_speedup if s and h else None
 
@@ -342,12 +436,24 @@ def stage_quick(args) -> None:
                 return "none"
             name = f"trial {c['trial']}" if c["label"] == "search" else c["label"]
             return f"{name} ({c['steps']} steps), {c['measured']:.2f}x ({c['predicted']:.2f}x MACs)"
+
         estimate = f"{s.fid_estimate:.4f} (N={s.fidelity}) / {row['limit']:.4f}" if s else "-"
-        print(f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | "
-              f"{measured:.2f}x | {predicted:.2f}x |" if measured else
-              f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | - | - |")
-        out.append({"seed": row["seed"], "trials": row["trials"], "limit": row["limit"], **cell,
-                    "ratio_measured": measured, "ratio_predicted": predicted})
+        print(
+            f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | "
+            f"{measured:.2f}x | {predicted:.2f}x |"
+            if measured
+            else f"| {row['seed']} | {row['trials']} | {text(cell['searched'])} | {estimate} | {text(cell['handset'])} | - | - |"
+        )
+        out.append(
+            {
+                "seed": row["seed"],
+                "trials": row["trials"],
+                "limit": row["limit"],
+                **cell,
+                "ratio_measured": measured,
+                "ratio_predicted": predicted,
+            }
+        )
     (RESULTS / f"quick_{args.model}_{args.sampler}.json").write_text(json.dumps(out, indent=1))
 
 
@@ -369,24 +475,38 @@ def stage_report(args) -> None:
         except Exception as error:
             print(f"seed {seed}: {error}", file=sys.stderr)
             continue
-        inside = [t for t in records.confirmed() if fronts.within_target(records, t) and t.speed > 1
-                  and t.origin != "baseline"]
+        inside = [
+            t
+            for t in records.confirmed()
+            if fronts.within_target(records, t) and t.speed > 1 and t.origin != "baseline"
+        ]
         searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
         handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
         paths = write_study_report(records, config.out_dir)
-        rows.append({"seed": seed, "searched": _point(records, searched), "handset": _point(records, handset),
-                     "ratio": searched.speed / handset.speed if searched and handset else None,
-                     "plot": str(paths["front_png"])})
+        rows.append(
+            {
+                "seed": seed,
+                "searched": _point(records, searched),
+                "handset": _point(records, handset),
+                "ratio": searched.speed / handset.speed if searched and handset else None,
+                "plot": str(paths["front_png"]),
+            }
+        )
     goal = GOALS.get(args.model)
-    print(f"| seed | fastest searched within target | FID (seeds) / limit | fastest hand-set within target | "
-          f"ratio | >= {goal}x | >= 1.3x hand-set |")
+    print(
+        f"| seed | fastest searched within target | FID (seeds) / limit | fastest hand-set within target | "
+        f"ratio | >= {goal}x | >= 1.3x hand-set |"
+    )
     print("|---:|---|---|---|---:|---|---|")
     for row in rows:
         s, h = row["searched"], row["handset"]
-        print(f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | "
-              f"{row['ratio']:.2f}x | {'yes' if s and s['speed'] >= goal else 'no'} | "
-              f"{'yes' if row['ratio'] and row['ratio'] >= 1.3 else 'no'} |" if row["ratio"] else
-              f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | - | - | - |")
+        print(
+            f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | "
+            f"{row['ratio']:.2f}x | {'yes' if s and s['speed'] >= goal else 'no'} | "
+            f"{'yes' if row['ratio'] and row['ratio'] >= 1.3 else 'no'} |"
+            if row["ratio"]
+            else f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | - | - | - |"
+        )
     suffix = f"_fixed{args.fixed}" if args.fixed else ""
     (RESULTS / f"target_{args.model}_{args.sampler}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
@@ -396,9 +516,16 @@ def _point(records, trial):
 
     if trial is None:
         return None
-    return {"trial": trial.number, "label": trial.label or trial.origin, "steps": trial.num_inference_steps,
-            "speed": trial.speed, "measured": trial.confirmation.measured_speedup is not None,
-            "fid": trial.fid, "seeds": trial.confirmation.fid_seeds, "limit": fronts.target_limit(records, trial)}
+    return {
+        "trial": trial.number,
+        "label": trial.label or trial.origin,
+        "steps": trial.num_inference_steps,
+        "speed": trial.speed,
+        "measured": trial.confirmation.measured_speedup is not None,
+        "fid": trial.fid,
+        "seeds": trial.confirmation.fid_seeds,
+        "limit": fronts.target_limit(records, trial),
+    }
 
 
 def _cell(point) -> str:
@@ -428,7 +555,9 @@ def main() -> int:
     parser.add_argument("--fixed", type=int, default=None, help="fixed-fidelity control: every trial on N samples")
     parser.add_argument("--timeout-of", default=None, help="SAMPLER:SEED: run for the wall time that study took")
     parser.add_argument("--timing-samples", type=int, default=64)
-    parser.add_argument("--fid-samples", type=int, default=2000, help="FID-N of the confirmation (2000; less for a smoke run)")
+    parser.add_argument(
+        "--fid-samples", type=int, default=2000, help="FID-N of the confirmation (2000; less for a smoke run)"
+    )
     parser.add_argument("--levels", default="64,256,1024", help="adaptive-fidelity sample counts")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "work"))
@@ -437,8 +566,15 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    {"search": stage_search, "samplers": stage_samplers, "confirm": stage_confirm, "rescore": stage_rescore,
-     "time": stage_time, "report": stage_report, "quick": stage_quick}[args.stage](args)
+    {
+        "search": stage_search,
+        "samplers": stage_samplers,
+        "confirm": stage_confirm,
+        "rescore": stage_rescore,
+        "time": stage_time,
+        "report": stage_report,
+        "quick": stage_quick,
+    }[args.stage](args)
     return 0
 
 

@@ -21,9 +21,20 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--mute-audio",
-                  "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--window-size=1600,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+    "--window-size=1600,1000",
+)
 
 
 def find_chromium() -> str | None:
@@ -50,12 +61,16 @@ class HeadlessChromium:
         self._next_id = 0
 
     # ------------------------------------------------------------------ life cycle
-    def __enter__(self) -> "HeadlessChromium":
+    def __enter__(self) -> HeadlessChromium:
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.profile_dir.parent / f"{self.profile_dir.name}.log", "wb")
         self._process = subprocess.Popen(
             [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile_dir}", "about:blank"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             self._connect()
         except BaseException:
@@ -156,20 +171,25 @@ class HeadlessChromium:
                 return value
             if time.monotonic() > deadline:
                 shown = " ".join(self.text().split())[:600]
-                raise BrowserError(f"the page never showed {what or expression} within {timeout_s:.0f} s; "
-                                   f"at {self.url()} it shows: {shown!r}")
+                raise BrowserError(
+                    f"the page never showed {what or expression} within {timeout_s:.0f} s; "
+                    f"at {self.url()} it shows: {shown!r}"
+                )
             time.sleep(0.25)
 
     def wait_for_text(self, needle: str, timeout_s: float = 60.0) -> None:
-        self.wait_for(f"document.body && document.body.innerText.includes({json.dumps(needle)})", timeout_s,
-                      what=repr(needle))
+        self.wait_for(
+            f"document.body && document.body.innerText.includes({json.dumps(needle)})", timeout_s, what=repr(needle)
+        )
 
     def click_text(self, text: str, timeout_s: float = 30.0) -> None:
         """Click the innermost visible element whose text is exactly ``text`` (waits for it)."""
-        finder = (f"(() => {{ const want = {json.dumps(text)}; const hits = [...document.querySelectorAll('body *')]"
-                  ".filter(e => e.offsetParent !== null && e.innerText && e.innerText.trim() === want);"
-                  " const inner = hits.filter(e => !hits.some(o => o !== e && e.contains(o)));"
-                  " if (!inner.length) return false; inner[0].click(); return true })()")
+        finder = (
+            f"(() => {{ const want = {json.dumps(text)}; const hits = [...document.querySelectorAll('body *')]"
+            ".filter(e => e.offsetParent !== null && e.innerText && e.innerText.trim() === want);"
+            " const inner = hits.filter(e => !hits.some(o => o !== e && e.contains(o)));"
+            " if (!inner.length) return false; inner[0].click(); return true })()"
+        )
         self.wait_for(finder, timeout_s, what=f"an element {text!r} to click")
 
     def screenshot(self, path: Path) -> Path:

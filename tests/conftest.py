@@ -30,9 +30,16 @@ def save_tiny_digit_pipeline(path) -> None:
 
     torch.manual_seed(0)
     unet = UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, attention_head_dim=8, num_class_embeds=11,
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+        num_class_embeds=11,
     )
     ClassConditionalPipeline(unet, DDIMScheduler(num_train_timesteps=1000)).save_pretrained(path)
 
@@ -41,25 +48,54 @@ def build_model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if family == "unet":
         model = UNet2DModel(
-            sample_size=8, in_channels=2, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=4, attention_head_dim=8, num_class_embeds=4,
+            sample_size=8,
+            in_channels=2,
+            out_channels=2,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            attention_head_dim=8,
+            num_class_embeds=4,
         )
     elif family == "unet_cond":
         model = UNet2DConditionModel(
-            sample_size=8, in_channels=2, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=4, cross_attention_dim=12, attention_head_dim=4,
+            sample_size=8,
+            in_channels=2,
+            out_channels=2,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            cross_attention_dim=12,
+            attention_head_dim=4,
         )
     elif family == "dit":
         model = DiTTransformer2DModel(
-            num_attention_heads=2, attention_head_dim=8, in_channels=2, out_channels=2, num_layers=3,
-            sample_size=8, patch_size=2, num_embeds_ada_norm=4, norm_num_groups=4,
+            num_attention_heads=2,
+            attention_head_dim=8,
+            in_channels=2,
+            out_channels=2,
+            num_layers=3,
+            sample_size=8,
+            patch_size=2,
+            num_embeds_ada_norm=4,
+            norm_num_groups=4,
         )
     elif family == "pixart":
         model = PixArtTransformer2DModel(
-            num_attention_heads=2, attention_head_dim=8, in_channels=2, out_channels=2, num_layers=3,
-            cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=12, norm_num_groups=4,
+            num_attention_heads=2,
+            attention_head_dim=8,
+            in_channels=2,
+            out_channels=2,
+            num_layers=3,
+            cross_attention_dim=16,
+            sample_size=8,
+            patch_size=2,
+            caption_channels=12,
+            norm_num_groups=4,
         )
     else:
         raise ValueError(family)

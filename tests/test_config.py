@@ -3,8 +3,22 @@ import pytest
 from autofr import ConfigError
 from autofr.cli._config import compose
 
-PRESETS = ["digits_unet", "digits_dit", "digits_flux", "sd15", "sdxl", "dit_xl_256", "pixart_alpha", "ddpm_cifar10",
-           "flux_dev", "flux_schnell", "sd35_medium", "qwen_image", "wan21_t2v_1_3b", "sana_1600m"]
+PRESETS = [
+    "digits_unet",
+    "digits_dit",
+    "digits_flux",
+    "sd15",
+    "sdxl",
+    "dit_xl_256",
+    "pixart_alpha",
+    "ddpm_cifar10",
+    "flux_dev",
+    "flux_schnell",
+    "sd35_medium",
+    "qwen_image",
+    "wan21_t2v_1_3b",
+    "sana_1600m",
+]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -26,8 +40,10 @@ def test_default_is_the_embedded_digits_unet_on_local_storage():
     assert cfg.tracking.uri.startswith(("sqlite:", "file:", "./", "/")) or "mlruns" in cfg.tracking.uri
 
 
-@pytest.mark.parametrize("override, fragment", [("no_such_key=1", "no_such_key"), ("model=nope", "nope"),
-                                                ("search.n_trials", "search.n_trials")])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [("no_such_key=1", "no_such_key"), ("model=nope", "nope"), ("search.n_trials", "search.n_trials")],
+)
 def test_bad_override_is_one_line_config_error(override, fragment):
     with pytest.raises(ConfigError, match=fragment) as error:
         compose("config", [override])

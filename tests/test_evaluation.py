@@ -52,7 +52,9 @@ def test_describe_records_everything_and_the_cache_key_ignores_only_batch_size()
     assert description["labels"] == "i % num_classes"
     assert protocol(num_samples=12).class_labels() == [i % 10 for i in range(12)]
     assert protocol(batch_size=2).cache_key() == protocol().cache_key()
-    keys = {protocol(**change).cache_key() for change in ({}, {"seed": 2}, {"num_inference_steps": 5}, {"resolution": 16})}
+    keys = {
+        protocol(**change).cache_key() for change in ({}, {"seed": 2}, {"num_inference_steps": 5}, {"resolution": 16})
+    }
     assert len(keys) == 4
     text = EvalProtocol(num_samples=3, prompts=["a cat", "a dog"])
     assert text.sample_prompts() == ["a cat", "a dog", "a cat"] and text.describe()["prompts"] == ["a cat", "a dog"]
@@ -89,7 +91,9 @@ def test_the_protocol_sampler_is_used_for_the_call_only(pipe):
 
 
 def test_nan_samples_raise_quality_error(pipe):
-    hook = pipe.denoiser.register_forward_hook(lambda module, args, output: type(output)(sample=output.sample * float("nan")))
+    hook = pipe.denoiser.register_forward_hook(
+        lambda module, args, output: type(output)(sample=output.sample * float("nan"))
+    )
     try:
         with pytest.raises(QualityError, match="NaN or inf in 6 of 6 samples.*schedule is unstable"):
             generate(pipe, protocol())
@@ -105,7 +109,9 @@ def test_a_schedule_is_applied_for_the_call_and_removed_even_when_sampling_fails
     assert not torch.allclose(full.images, reused.images)
     assert torch.equal(generate(pipe, protocol()).images, full.images)
 
-    hook = pipe.denoiser.register_forward_hook(lambda module, args, output: type(output)(sample=output.sample * float("nan")))
+    hook = pipe.denoiser.register_forward_hook(
+        lambda module, args, output: type(output)(sample=output.sample * float("nan"))
+    )
     try:
         with pytest.raises(QualityError):
             generate(pipe, protocol(), schedule=schedule)
@@ -117,8 +123,14 @@ def test_a_schedule_is_applied_for_the_call_and_removed_even_when_sampling_fails
 def test_unconditional_pipelines_without_latents_use_per_sample_generators():
     torch.manual_seed(0)
     unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
     )
     ddim = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
     unconditional = EvalProtocol(num_samples=5, batch_size=5, num_inference_steps=3)
@@ -134,8 +146,14 @@ def test_unconditional_pipelines_without_latents_use_per_sample_generators():
 def tiny_vae():
     torch.manual_seed(0)
     return AutoencoderKL(
-        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 8), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=1,
+        out_channels=1,
+        latent_channels=4,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
         sample_size=16,
     ).eval()
 
@@ -167,9 +185,15 @@ class TinyLatentPipeline(DiffusionPipeline):
 def test_latent_pipelines_return_final_latents_and_decoded_images():
     torch.manual_seed(0)
     denoiser = UNet2DModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, num_class_embeds=10,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        num_class_embeds=10,
     ).eval()
     pipe = TinyLatentPipeline(denoiser, tiny_vae(), DDIMScheduler(num_train_timesteps=1000))
     latent_protocol = EvalProtocol(num_samples=3, batch_size=3, num_inference_steps=2, num_classes=10)
@@ -184,11 +208,20 @@ def test_latent_pipelines_return_final_latents_and_decoded_images():
 def test_dit_pipelines_without_latent_output_still_give_latents():
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-        sample_size=8, patch_size=2, num_embeds_ada_norm=1000, norm_num_groups=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+        norm_num_groups=4,
     ).eval()
     pipe = DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler(num_train_timesteps=1000))
-    dit_protocol = EvalProtocol(num_samples=3, batch_size=2, num_inference_steps=2, num_classes=1000, guidance_scale=2.0)
+    dit_protocol = EvalProtocol(
+        num_samples=3, batch_size=2, num_inference_steps=2, num_classes=1000, guidance_scale=2.0
+    )
     batch = generate(pipe, dit_protocol)
     assert batch.latents.shape == (3, 4, 8, 8) and batch.images.shape == (3, 1, 16, 16)
     vae = pipe.vae

@@ -27,8 +27,10 @@ from tests.browser import HeadlessChromium, find_chromium
 from tests.conftest import save_tiny_digit_pipeline
 
 # .ci/run sets AUTOFR_TEST_REQUIRE_BROWSER once it installed chromium: there a missing browser fails
-pytestmark = pytest.mark.skipif(find_chromium() is None and not os.environ.get("AUTOFR_TEST_REQUIRE_BROWSER"),
-                                reason="no chromium at /usr/bin/chromium (apt-get install chromium; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None and not os.environ.get("AUTOFR_TEST_REQUIRE_BROWSER"),
+    reason="no chromium at /usr/bin/chromium (apt-get install chromium; .ci/run installs it)",
+)
 
 STUDY = "tiny_ui"
 N_TRIALS = 3
@@ -76,9 +78,28 @@ def mlflow_server(tmp_path_factory):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     try:
         yield url, process, log
     finally:
@@ -94,11 +115,24 @@ def finished_study(mlflow_server, tmp_path_factory):
     save_tiny_digit_pipeline(root / "tiny")  # while the server starts
     wait_until_healthy(url, process, log)
     overrides = [
-        f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
-        "space.max_interval=3", "quality.proxy=ssim", "quality.proxy_samples=8", "quality.fid_samples=16",
-        "quality.batch_size=8", "quality.fid_reference=full_compute", f"search.n_trials={N_TRIALS}",
-        "search.confirm_max=3", "search.progress=false", f"storage.journal_path={root / 'journal.log'}",
-        f"tracking.uri={url}", f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", f"study_name={STUDY}",
+        f"model.path={root / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy=ssim",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=16",
+        "quality.batch_size=8",
+        "quality.fid_reference=full_compute",
+        f"search.n_trials={N_TRIALS}",
+        "search.confirm_max=3",
+        "search.progress=false",
+        f"storage.journal_path={root / 'journal.log'}",
+        f"tracking.uri={url}",
+        f"out_dir={root / 'out'}",
+        f"cache_dir={root / 'cache'}",
+        f"study_name={STUDY}",
     ]
     printed = io.StringIO()
     with redirect_stdout(printed):
@@ -137,12 +171,16 @@ def test_the_browser_shows_the_parent_run_its_trials_the_front_and_the_schedule(
         try:
             # the printed link opens the experiment on its runs (not the GenAI overview), parent first
             browser.open(link)
-            browser.wait_for(f"!!document.querySelector('[row-id=\"{parent}\"]')", what=f"the parent run's row ({parent})")
+            browser.wait_for(
+                f"!!document.querySelector('[row-id=\"{parent}\"]')", what=f"the parent run's row ({parent})"
+            )
             browser.wait_for_text(STUDY)
             assert "/runs" in browser.url() and "/overview" not in browser.url()
             assert "trial-0" not in browser.text()  # nested runs sit under their parent, collapsed
-            browser.evaluate(f"document.querySelector('[row-id=\"{parent}\"] "
-                             "button[data-component-id*=\"runnamecellrenderer\"]').click()")
+            browser.evaluate(
+                f'document.querySelector(\'[row-id="{parent}"] '
+                'button[data-component-id*="runnamecellrenderer"]\').click()'
+            )
             complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
             assert len(complete) == N_TRIALS
             for trial in complete:
@@ -154,7 +192,9 @@ def test_the_browser_shows_the_parent_run_its_trials_the_front_and_the_schedule(
             size = browser.wait_for(
                 "(() => { const shown = [...document.images].filter(i => i.complete && i.naturalWidth > 0"
                 " && i.src.startsWith('blob:')); return shown.length ? [shown[0].naturalWidth, shown[0].naturalHeight]"
-                " : null })()", what="the front image")
+                " : null })()",
+                what="the front image",
+            )
             assert tuple(size) == front.size
             for name in ("front.png", "front.html", "front_table.csv", "front_table.md", "hypervolume.png", "export"):
                 assert name in browser.text()

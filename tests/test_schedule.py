@@ -11,7 +11,10 @@ from .conftest import TinyPipeline, build_model
 
 
 def test_units_are_discovered_per_family():
-    kinds = {family: {u.kind for u in discover_units(build_model(family))} for family in ("unet", "unet_cond", "dit", "pixart")}
+    kinds = {
+        family: {u.kind for u in discover_units(build_model(family))}
+        for family in ("unet", "unet_cond", "dit", "pixart")
+    }
     assert kinds["unet"] == {"resnet", "attention"}
     assert kinds["unet_cond"] == {"resnet", "transformer"}
     assert kinds["dit"] == {"self_attention", "feed_forward"}
@@ -45,7 +48,9 @@ def test_uniform_is_frdiff_keyframes_and_mixing_rule():
 
 def test_json_round_trip(tmp_path):
     pipe = TinyPipeline("dit")
-    schedule = ReuseSchedule.uniform(pipe, 20, interval=2, mixing=Mixing(0.4, 25.0), provenance={"study": "s", "trial": 3})
+    schedule = ReuseSchedule.uniform(
+        pipe, 20, interval=2, mixing=Mixing(0.4, 25.0), provenance={"study": "s", "trial": 3}
+    )
     names = list(schedule.units)
     schedule.units[names[0]] = UnitSchedule(steps=(0, 3, 9))
     schedule.units[names[1]] = UnitSchedule(interval=4, offset=2)
@@ -99,9 +104,15 @@ def test_bad_files_raise_one_line_schedule_errors(tmp_path, valid, mutate, messa
 def test_schedule_for_another_model_is_refused(tmp_path, valid):
     pipe, data = valid
     cases = [
-        (data | {"model": {"class_name": "DiTTransformer2DModel", "fingerprint": "x"}}, "is for a DiTTransformer2DModel"),
+        (
+            data | {"model": {"class_name": "DiTTransformer2DModel", "fingerprint": "x"}},
+            "is for a DiTTransformer2DModel",
+        ),
         (data | {"units": {"no.such.unit": {"interval": 2}}}, "not in this model"),
-        (data | {"model": data["model"] | {"fingerprint": "0123456789abcdef"}}, "fingerprint 0123456789abcdef does not match"),
+        (
+            data | {"model": data["model"] | {"fingerprint": "0123456789abcdef"}},
+            "fingerprint 0123456789abcdef does not match",
+        ),
     ]
     for bad, message in cases:
         with pytest.raises(ScheduleError, match=message):

@@ -35,13 +35,22 @@ def artifact_names(tracker: Tracker, run_id: str, path: str | None = None) -> se
 
 
 def test_parent_and_child_runs_with_artifacts(store, tmp_path):
-    parent = store.create_parent_run("study-a", {"storage": {"url": "postgresql://autofr:s3cret@db:5432/optuna"}, "seed": 0})
-    assert Path(store.uri[len("sqlite:///"):]).is_file()
+    parent = store.create_parent_run(
+        "study-a", {"storage": {"url": "postgresql://autofr:s3cret@db:5432/optuna"}, "seed": 0}
+    )
+    assert Path(store.uri[len("sqlite:///") :]).is_file()
     grid = tmp_path / "grid.png"
     grid.write_bytes(b"\x89PNG fake grid")
     schedule = schedule_dict(3, True)
-    child = store.log_trial(parent, 7, schedule, params={f"search.p{i}": i for i in range(150)}, metrics={"proxy": 0.02, "bad": float("nan")},
-                            artifacts={"samples.png": grid}, tags={"autofr.origin": "search"})
+    child = store.log_trial(
+        parent,
+        7,
+        schedule,
+        params={f"search.p{i}": i for i in range(150)},
+        metrics={"proxy": 0.02, "bad": float("nan")},
+        artifacts={"samples.png": grid},
+        tags={"autofr.origin": "search"},
+    )
 
     run = store.client.get_run(child)
     assert run.data.tags["mlflow.parentRunId"] == parent
@@ -64,7 +73,9 @@ def test_parent_and_child_runs_with_artifacts(store, tmp_path):
 
 def test_logging_a_trial_again_updates_its_run(store):
     parent = store.create_parent_run("study-b")
-    first = store.log_trial(parent, 3, schedule_dict(2, False), metrics={"proxy": 0.1}, artifacts={"samples.png": b"one"})
+    first = store.log_trial(
+        parent, 3, schedule_dict(2, False), metrics={"proxy": 0.1}, artifacts={"samples.png": b"one"}
+    )
     again = store.log_trial(parent, 3, schedule_dict(2, False), metrics={"proxy": 0.1}, status="FINISHED")
     confirmed = store.log_confirmation(parent, 3, Confirmation(fid=12.5, measured_speedup=1.8))
     other = store.log_trial(parent, 4, None, metrics={"proxy": 0.3}, status="FAILED")
@@ -80,7 +91,9 @@ def test_study_trials_and_summary(store, tmp_path):
     study = build_study()
     parent = store.create_parent_run(study.study_name)
     for trial in study.get_trials():
-        store.log_trial_record(parent, TrialRecord.from_frozen(trial), artifacts={"samples.png": b"grid"} if trial.number == 0 else None)
+        store.log_trial_record(
+            parent, TrialRecord.from_frozen(trial), artifacts={"samples.png": b"grid"} if trial.number == 0 else None
+        )
     runs = store.trial_runs(parent)
     assert sorted(runs) == list(range(8))  # every trial once, the failed one included
     failed = store.client.get_run(runs[7])
@@ -110,7 +123,10 @@ def test_masking_and_ui_command():
     assert mask_uri("see http://u:p@h/x and sqlite:///a.db") == "see http://u:***@h/x and sqlite:///a.db"
     assert mask_uri("http://host:5000") == "http://host:5000"
     assert mask_uri("mysql://h/db?user=a&password=b&x=1") == "mysql://h/db?user=a&password=***&x=1"
-    assert ui_command("sqlite:///autofr_outputs/mlflow.db") == "mlflow ui --backend-store-uri sqlite:///autofr_outputs/mlflow.db"
+    assert (
+        ui_command("sqlite:///autofr_outputs/mlflow.db")
+        == "mlflow ui --backend-store-uri sqlite:///autofr_outputs/mlflow.db"
+    )
     assert "secret" not in ui_command("postgresql://me:secret@db/mlflow")
     assert "secret" not in repr(Tracker("postgresql://me:secret@db/mlflow"))
     assert flatten_schedule({"num_inference_steps": 5, "units": {"a": {"steps": [0, 2]}}})["unit.a.steps"] == "0,2"
@@ -125,7 +141,12 @@ def test_unreachable_server_fails_fast_with_one_line():
         Tracker(f"http://user:hunter2@127.0.0.1:{port}", "x").check()
     assert time.monotonic() - started < 10
     message = str(refused.value)
-    assert "\n" not in message and "hunter2" not in message and "connection refused" in message and "tracking.uri" in message
+    assert (
+        "\n" not in message
+        and "hunter2" not in message
+        and "connection refused" in message
+        and "tracking.uri" in message
+    )
 
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))

@@ -28,8 +28,21 @@ PACKAGED_CONF_NAME = "_conf"
 LOG_LEVEL_ENV = "AUTOFR_LOG_LEVEL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries with loggers (or verbosity settings) of their own whose notices are hidden by default.
-THIRD_PARTY_LOGGERS = ("diffusers", "transformers", "huggingface_hub", "mlflow", "optuna", "alembic", "hydra",
-                       "urllib3", "httpx", "matplotlib", "PIL", "torch", "py.warnings")
+THIRD_PARTY_LOGGERS = (
+    "diffusers",
+    "transformers",
+    "huggingface_hub",
+    "mlflow",
+    "optuna",
+    "alembic",
+    "hydra",
+    "urllib3",
+    "httpx",
+    "matplotlib",
+    "PIL",
+    "torch",
+    "py.warnings",
+)
 
 
 def conf_dir() -> Path:
@@ -41,8 +54,10 @@ def conf_dir() -> Path:
     override = os.environ.get("AUTOFR_CONF_DIR")
     if override:
         if not (Path(override).expanduser() / "config.yaml").is_file():
-            raise ConfigError(f"AUTOFR_CONF_DIR={override} has no config.yaml: point it at a conf/ directory "
-                              "like the repository's, or unset it")
+            raise ConfigError(
+                f"AUTOFR_CONF_DIR={override} has no config.yaml: point it at a conf/ directory "
+                "like the repository's, or unset it"
+            )
         return Path(override).expanduser().resolve()
     checkout = _PACKAGE_DIR.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
@@ -50,8 +65,10 @@ def conf_dir() -> Path:
     packaged = _PACKAGE_DIR / PACKAGED_CONF_NAME
     if (packaged / "config.yaml").is_file():
         return packaged
-    raise ConfigError(f"cannot find autofr's conf/ directory (no source checkout around {_PACKAGE_DIR} and no "
-                      f"packaged {packaged}): reinstall autofr, or set AUTOFR_CONF_DIR to the repository's conf/")
+    raise ConfigError(
+        f"cannot find autofr's conf/ directory (no source checkout around {_PACKAGE_DIR} and no "
+        f"packaged {packaged}): reinstall autofr, or set AUTOFR_CONF_DIR to the repository's conf/"
+    )
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -75,7 +92,9 @@ def configure_logging() -> None:
     Raises :class:`ConfigError` for a level name logging does not know."""
     asked = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
     if asked and asked not in LOG_LEVELS:
-        raise ConfigError(f"{LOG_LEVEL_ENV}={os.environ[LOG_LEVEL_ENV]!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(
+            f"{LOG_LEVEL_ENV}={os.environ[LOG_LEVEL_ENV]!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
     own = getattr(logging, asked or "WARNING")
     libraries = own if asked else logging.ERROR
     library_name = logging.getLevelName(libraries)

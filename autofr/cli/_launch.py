@@ -20,7 +20,10 @@ def run_local_workers(overrides: list[str], workers: int) -> None:
     """Run ``workers`` worker processes of this search and wait for them (exit status checked)."""
     from autofr.execution import spawn_local_workers
 
-    worker_args = [a for a in overrides if not a.startswith("search.workers=")] + ["search.workers=1", "+worker_only=true"]
+    worker_args = [a for a in overrides if not a.startswith("search.workers=")] + [
+        "search.workers=1",
+        "+worker_only=true",
+    ]
     code = spawn_local_workers([sys.executable, "-m", "autofr.cli.search", *worker_args], workers)
     if code != 0:
         raise ConfigError(f"a worker exited with status {code}; see its output above (re-run to resume)")

@@ -43,8 +43,9 @@ def export(cfg: DictConfig) -> Path:
     from autofr.search.study import open_existing
 
     study = open_existing(StorageSettings.from_config(cfg.storage), str(cfg.study_name))
-    exported = export_schedule(StudyRecords.load(study), str(cfg.export.policy), policy_options(cfg.export),
-                               str(cfg.export.out))
+    exported = export_schedule(
+        StudyRecords.load(study), str(cfg.export.policy), policy_options(cfg.export), str(cfg.export.out)
+    )
     print("\n".join(exported.lines))
     print(f"wrote {exported.path}")
     _log_to_parent_run(cfg, study, exported)

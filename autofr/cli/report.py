@@ -37,12 +37,16 @@ def report(cfg: DictConfig) -> dict:
         raise ConfigError(f"report.plotlyjs={cfg.report.plotlyjs!r} is unknown: use cdn or inline")
     records = StudyRecords.load(open_existing(StorageSettings.from_config(cfg.storage), str(cfg.study_name)))
     info = records.info
-    print(f"study {records.name!r} ({info.model_id or 'unknown model'}): "
-          f"{len(records.by_state(TrialState.COMPLETE))} complete, {len(records.by_state(TrialState.FAIL))} failed, "
-          f"{len(records.confirmed())} confirmed with {info.fid_label}\n")
+    print(
+        f"study {records.name!r} ({info.model_id or 'unknown model'}): "
+        f"{len(records.by_state(TrialState.COMPLETE))} complete, {len(records.by_state(TrialState.FAIL))} failed, "
+        f"{len(records.confirmed())} confirmed with {info.fid_label}\n"
+    )
     print(summary_text(records, all_trials=bool(cfg.report.get("all_trials", False))))
-    print("\n* on the Pareto front (speed vs FID where confirmed, else vs the proxy); "
-          "speed columns are speedups over full compute")
+    print(
+        "\n* on the Pareto front (speed vs FID where confirmed, else vs the proxy); "
+        "speed columns are speedups over full compute"
+    )
     paths = write_study_report(records, str(cfg.out_dir), include_plotlyjs=plotlyjs)
     print(f"\nwrote {', '.join(path.name for path in paths.values())} to {cfg.out_dir}")
     parent = info.mlflow_parent_run_id

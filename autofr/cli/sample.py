@@ -36,11 +36,21 @@ def body(argv: list[str]) -> int:
         schedule = ReuseSchedule.from_json(cfg.schedule)
     pipe = load_model(model)
     if not cfg.schedule:
-        schedule = ReuseSchedule.uniform(pipe, int(cfg.num_inference_steps), int(cfg.interval), mixing=bool(cfg.mixing))
-    protocol = EvalProtocol(num_samples=int(cfg.num_samples), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
-                            num_inference_steps=model.num_inference_steps, guidance_scale=model.guidance_scale,
-                            scheduler=model.scheduler, num_classes=None if model.prompts else model.num_classes,
-                            prompts=model.prompts, resolution=model.resolution, call_options=dict(model.call_options or {}))
+        schedule = ReuseSchedule.uniform(
+            pipe, int(cfg.num_inference_steps), int(cfg.interval), mixing=bool(cfg.mixing)
+        )
+    protocol = EvalProtocol(
+        num_samples=int(cfg.num_samples),
+        seed=int(cfg.seed),
+        batch_size=int(cfg.batch_size),
+        num_inference_steps=model.num_inference_steps,
+        guidance_scale=model.guidance_scale,
+        scheduler=model.scheduler,
+        num_classes=None if model.prompts else model.num_classes,
+        prompts=model.prompts,
+        resolution=model.resolution,
+        call_options=dict(model.call_options or {}),
+    )
     cost = measure_cost(pipe, protocol=protocol)  # inputs built from the config, or captured from the pipeline
     # warm-up (first calls pay one-off allocation costs), then full compute and the schedule
     generate(pipe, protocol.replace(num_samples=1, batch_size=1, num_inference_steps=2))
@@ -55,7 +65,9 @@ def body(argv: list[str]) -> int:
         summary = accounting.summary()
     finally:
         autofr.remove_schedule(pipe)
-    out = atomic_write_bytes(Path(cfg.out), sample_grid_png(torch.cat([full.images, reused.images]), count=2 * len(full.images)))
+    out = atomic_write_bytes(
+        Path(cfg.out), sample_grid_png(torch.cat([full.images, reused.images]), count=2 * len(full.images))
+    )
     print(f"model: {model.name}; schedule: {schedule.describe()}")
     print(f"full compute ({model.num_inference_steps} steps): {full_seconds:.2f} s for {len(full)} samples")
     print(f"with schedule: {reuse_seconds:.2f} s  -> measured speedup {full_seconds / reuse_seconds:.2f}x")

@@ -29,8 +29,10 @@ def search(config: StudyConfig) -> int:
     study = AutoFRStudy.prepare(config)  # everything that can fail on bad input fails here
     print("\n".join(study.describe()))
     created = study.open()
-    print(f"study {config.study_name!r} ({'new' if created else 'resumed'}) in {study.where}; "
-          f"MLflow parent run {study.parent_run}")
+    print(
+        f"study {config.study_name!r} ({'new' if created else 'resumed'}) in {study.where}; "
+        f"MLflow parent run {study.parent_run}"
+    )
     objective = study.objective()
     if objective.describe():
         print(objective.describe())
@@ -52,8 +54,10 @@ def search(config: StudyConfig) -> int:
     print()
     print(summary_text(records))
     spent = study.confirm_seconds
-    print(f"\ntime: trials {searched_s / 60:.1f} min; FID of {len(confirmed)} confirmed {spent.get('fid', 0) / 60:.1f} min; "
-          f"their timing {spent.get('timing', 0) / 60:.1f} min")
+    print(
+        f"\ntime: trials {searched_s / 60:.1f} min; FID of {len(confirmed)} confirmed {spent.get('fid', 0) / 60:.1f} min; "
+        f"their timing {spent.get('timing', 0) / 60:.1f} min"
+    )
     print(f"\nresults: {config.out_dir}")
     print(f"MLflow UI: {study.tracker.ui_command()}")
     print(f"export the schedule: autofr-export study_name={config.study_name}")

@@ -120,7 +120,8 @@ def tell_once(study, trial, state: TrialState, values: list[float] | None = None
         logger.warning(
             "trial %d was already %s (its heartbeat was older than the grace period, so another worker "
             "failed and retried it); this worker's result is dropped",
-            trial.number, frozen.state.name,
+            trial.number,
+            frozen.state.name,
         )
         return None
     return frozen

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 # copy a retried trial inherits from the trial it retries.
 HEARTBEAT_ATTR = "autofr:heartbeat"
 
+
 class HeartbeatJournalStorage(JournalStorage, _optuna.BaseHeartbeat):
     """Optuna's ``JournalStorage`` with Optuna's heartbeat protocol (``BaseHeartbeat``).
 
@@ -116,7 +117,12 @@ def open_journal(settings: StorageSettings) -> HeartbeatJournalStorage:
         raise StorageError(
             f"{path} is not an Optuna journal file: point storage.journal_path at a journal or a new file"
         ) from None
-    logger.info("Optuna storage: journal %s (heartbeat every %d s, grace %d s)", path, settings.heartbeat_interval, settings.grace_period)
+    logger.info(
+        "Optuna storage: journal %s (heartbeat every %d s, grace %d s)",
+        path,
+        settings.heartbeat_interval,
+        settings.grace_period,
+    )
     return storage
 
 

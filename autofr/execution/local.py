@@ -78,6 +78,8 @@ def spawn_local_workers(argv: Sequence[str], n: int, command: Sequence[str] | No
     statuses = [128 - status if status < 0 else status for status in statuses]
     failed = [(index, status) for index, status in enumerate(statuses) if status != 0]
     if failed:
-        logger.error("%d of %d workers failed: %s", len(failed), n, ", ".join(f"worker {i} exit {s}" for i, s in failed))
+        logger.error(
+            "%d of %d workers failed: %s", len(failed), n, ", ".join(f"worker {i} exit {s}" for i, s in failed)
+        )
         return failed[0][1]
     return 0

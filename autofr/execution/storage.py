@@ -78,7 +78,12 @@ class StorageSettings:
     def from_config(cls, cfg: Mapping[str, Any]) -> StorageSettings:
         def number(key: str, default: Any, minimum: int) -> int:
             value = cfg.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or value != int(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < minimum
+                or value != int(value)
+            ):
                 raise ConfigError(f"storage.{key} must be a whole number >= {minimum}, not {value!r}")
             return int(value)
 
@@ -210,7 +215,12 @@ def _open_database(settings: StorageSettings, create: bool = True) -> BaseStorag
         ) from None
     finally:
         probe.dispose()
-    logger.info("Optuna storage: %s (heartbeat every %d s, grace %d s)", where, settings.heartbeat_interval, settings.grace_period)
+    logger.info(
+        "Optuna storage: %s (heartbeat every %d s, grace %d s)",
+        where,
+        settings.heartbeat_interval,
+        settings.grace_period,
+    )
     return _optuna.cached_rdb_storage(storage)
 
 

@@ -187,7 +187,9 @@ def run_worker(
 # One trial
 
 
-def _run_one_trial(study, objective, n_trials, n_objectives, catch, guard, stale_trials) -> tuple[str, FrozenTrial | None]:
+def _run_one_trial(
+    study, objective, n_trials, n_objectives, catch, guard, stale_trials
+) -> tuple[str, FrozenTrial | None]:
     """Ask, claim the budget, evaluate, tell. Returns (WorkerSummary field, finished trial or None)."""
     trial = heartbeat = None
     finished = False  # told (or being told) by this function: never failed a second time

@@ -123,8 +123,9 @@ def _require_transformers(what: str) -> None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise ModelLoadError(f"{what} has text encoders or tokenizers from `transformers`, which is not installed: "
-                             f"{T2I_EXTRA_HINT}") from None
+        raise ModelLoadError(
+            f"{what} has text encoders or tokenizers from `transformers`, which is not installed: {T2I_EXTRA_HINT}"
+        ) from None
 
 
 def _load_local(directory: Path, dtype: torch.dtype):

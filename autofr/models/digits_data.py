@@ -30,9 +30,7 @@ def _split_indices() -> dict[str, np.ndarray]:
 
     labels = load_digits().target
     all_indices = np.arange(len(labels))
-    train, test = train_test_split(
-        all_indices, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
-    )
+    train, test = train_test_split(all_indices, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
     return {"train": np.sort(train), "test": np.sort(test), "all": all_indices}
 
 

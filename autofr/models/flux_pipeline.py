@@ -22,7 +22,7 @@ diffusers' caches (``transformer.enable_cache``) run on it. No host syncs inside
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,13 @@ class ClassTokenEncoder(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, num_classes: int = 10, tokens_per_class: int = 4, joint_attention_dim: int = 32,
-                 pooled_projection_dim: int = 32):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        tokens_per_class: int = 4,
+        joint_attention_dim: int = 32,
+        pooled_projection_dim: int = 32,
+    ):
         super().__init__()
         self.token_embedding = torch.nn.Embedding(num_classes + 1, tokens_per_class * joint_attention_dim)
         self.pooled_embedding = torch.nn.Embedding(num_classes + 1, pooled_projection_dim)
@@ -102,8 +107,12 @@ class ClassConditionalFluxPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "class_encoder->transformer"
 
-    def __init__(self, transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
-                 class_encoder: ClassTokenEncoder):
+    def __init__(
+        self,
+        transformer: FluxTransformer2DModel,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        class_encoder: ClassTokenEncoder,
+    ):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler, class_encoder=class_encoder)
         self._current_timestep = None
@@ -158,7 +167,7 @@ class ClassConditionalFluxPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pt",
         return_dict: bool = True,
-        callback_on_step_end: Callable[["ClassConditionalFluxPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end: Callable[[ClassConditionalFluxPipeline, int, torch.Tensor, dict], dict] | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate one image per entry of ``class_labels``.
 
@@ -213,8 +222,13 @@ class ClassConditionalFluxPipeline(DiffusionPipeline):
             tokens = latent_tokens(latents)
             if use_guidance:
                 tokens = torch.cat([tokens, tokens])
-            with self.transformer.cache_context(context_name, step_index=step_index, timestep=timestep,
-                                                num_inference_steps=len(timesteps), sigma=sigmas[step_index]):
+            with self.transformer.cache_context(
+                context_name,
+                step_index=step_index,
+                timestep=timestep,
+                num_inference_steps=len(timesteps),
+                sigma=sigmas[step_index],
+            ):
                 velocity = self.transformer(
                     hidden_states=tokens,
                     encoder_hidden_states=prompt_embeds,

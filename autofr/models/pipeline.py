@@ -13,7 +13,7 @@ loop, no progress bar.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from diffusers import DiffusionPipeline, DiTTransformer2DModel, ImagePipelineOutput, UNet2DModel
@@ -70,7 +70,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pt",
         return_dict: bool = True,
-        callback_on_step_end: Callable[["ClassConditionalPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end: Callable[[ClassConditionalPipeline, int, torch.Tensor, dict], dict] | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate one image per entry of ``class_labels``.
 
@@ -110,7 +110,9 @@ class ClassConditionalPipeline(DiffusionPipeline):
         else:
             model_labels = labels
         model_batch = model_labels.shape[0]
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs = (
+            {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        )
 
         for step_index, timestep in enumerate(timesteps):
             model_input = self.scheduler.scale_model_input(latents, timestep)

@@ -49,8 +49,14 @@ MIN_SNR_GAMMA = 5.0
 # The noise schedule the denoisers are trained with; the saved DDIM sampler uses the same betas.
 # clip_sample stays off: DDIM clips the predicted x0 but not the predicted noise, and with classifier-free
 # guidance that mismatch wrecks the samples (conditional accuracy at guidance 3 fell from 100% to ~33%).
-NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                      prediction_type="epsilon", clip_sample=False)
+NOISE_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=1e-4,
+    beta_end=0.02,
+    prediction_type="epsilon",
+    clip_sample=False,
+)
 SAMPLER_OVERRIDES = dict(timestep_spacing="trailing")
 
 DENOISER_CONFIGS = {
@@ -191,8 +197,12 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
         "parameters": sum(p.numel() for p in denoiser.parameters()),
         "macs_per_sample_forward": count_macs_per_sample(ema_denoiser),
     }
-    logger.info("trained %s in %.0f s, final loss %.4f", summary["model"], wall_seconds,
-                summary["final_eps_mse_mean_last_200_steps"])
+    logger.info(
+        "trained %s in %.0f s, final loss %.4f",
+        summary["model"],
+        wall_seconds,
+        summary["final_eps_mse_mean_last_200_steps"],
+    )
     return summary
 
 
@@ -214,7 +224,7 @@ def train_classifier(out: Path, seed: int, epochs: int = 40, batch_size: int = 6
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=epochs * steps_per_epoch)
     padded = F.pad(images, (max_shift,) * 4)
     started = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc="train classifier", unit="epoch", file=sys.stderr):
+    for _epoch in tqdm(range(epochs), desc="train classifier", unit="epoch", file=sys.stderr):
         classifier.train()
         order = torch.randperm(len(images), generator=generator)
         epoch_loss = 0.0
@@ -222,10 +232,12 @@ def train_classifier(out: Path, seed: int, epochs: int = 40, batch_size: int = 6
             index = order[start : start + batch_size]
             # augmentation: a random shift of up to max_shift pixels per image
             shifts = torch.randint(0, 2 * max_shift + 1, (len(index), 2), generator=generator)
-            batch = torch.stack([
-                padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]
-                for i, (dy, dx) in zip(index.tolist(), shifts.tolist())
-            ])
+            batch = torch.stack(
+                [
+                    padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]
+                    for i, (dy, dx) in zip(index.tolist(), shifts.tolist())
+                ]
+            )
             loss = F.cross_entropy(classifier(batch), labels[index], label_smoothing=0.05)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -239,8 +251,12 @@ def train_classifier(out: Path, seed: int, epochs: int = 40, batch_size: int = 6
     target = out / CLASSIFIER_DIR_NAME
     target.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, target / CLASSIFIER_WEIGHTS)
-    config = {**classifier.config, "image_size": IMAGE_SIZE, "feature_dim": classifier.feature_dim,
-              "test_accuracy": round(accuracy, 4)}
+    config = {
+        **classifier.config,
+        "image_size": IMAGE_SIZE,
+        "feature_dim": classifier.feature_dim,
+        "test_accuracy": round(accuracy, 4),
+    }
     (target / CLASSIFIER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     summary = {
         "model": CLASSIFIER_DIR_NAME,
@@ -261,6 +277,8 @@ def train_classifier(out: Path, seed: int, epochs: int = 40, batch_size: int = 6
 
 def measure_gate(which: str, out: Path) -> dict:
     """Conditional-sample accuracy of ``digits_<which>`` in ``out`` under the classifier in ``out``."""
+    from safetensors.torch import load_file
+
     from autofr.models import ClassConditionalPipeline, DigitClassifier
     from autofr.models.evaluation import conditional_accuracy
     from autofr.models.flux_pipeline import (
@@ -268,7 +286,6 @@ def measure_gate(which: str, out: Path) -> dict:
         DEFAULT_NUM_INFERENCE_STEPS,
         ClassConditionalFluxPipeline,
     )
-    from safetensors.torch import load_file
 
     if which == "flux":  # gated at its own defaults: flow-matching Euler steps and guidance
         gate = dict(GATE, num_inference_steps=DEFAULT_NUM_INFERENCE_STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE)
@@ -289,8 +306,12 @@ def measure_gate(which: str, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--which", choices=("unet", "dit", "flux", "classifier", "all", "gate"), default="all",
-                        help="what to train; 'gate' only re-measures conditional accuracy of the denoisers in --out")
+    parser.add_argument(
+        "--which",
+        choices=("unet", "dit", "flux", "classifier", "all", "gate"),
+        default="all",
+        help="what to train; 'gate' only re-measures conditional accuracy of the denoisers in --out",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "assets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="denoiser optimisation steps (default per model)")

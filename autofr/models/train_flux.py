@@ -47,8 +47,9 @@ TRANSFORMER_CONFIG = dict(
     guidance_embeds=False,
     axes_dims_rope=(8, 12, 12),
 )
-CLASS_ENCODER_CONFIG = dict(num_classes=NUM_CLASSES, tokens_per_class=4, joint_attention_dim=32,
-                            pooled_projection_dim=32)
+CLASS_ENCODER_CONFIG = dict(
+    num_classes=NUM_CLASSES, tokens_per_class=4, joint_attention_dim=32, pooled_projection_dim=32
+)
 # No resolution-dependent shifting (so no mu): plain linear sigmas from 1 to 0.
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
 DEFAULT_TRAINING = dict(steps=3000, batch_size=128, learning_rate=1e-3)
@@ -65,14 +66,27 @@ def build_flux_modules() -> tuple[torch.nn.Module, torch.nn.Module]:
     return transformer, ClassTokenEncoder(**CLASS_ENCODER_CONFIG)
 
 
-def _velocity(transformer, class_encoder, noisy: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor,
-              image_ids: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+def _velocity(
+    transformer,
+    class_encoder,
+    noisy: torch.Tensor,
+    sigmas: torch.Tensor,
+    labels: torch.Tensor,
+    image_ids: torch.Tensor,
+    text_ids: torch.Tensor,
+) -> torch.Tensor:
     from autofr.models.flux_pipeline import latent_tokens
 
     prompt_embeds, pooled_prompt_embeds = class_encoder(labels)
-    return transformer(hidden_states=latent_tokens(noisy), encoder_hidden_states=prompt_embeds,
-                       pooled_projections=pooled_prompt_embeds, timestep=sigmas, img_ids=image_ids,
-                       txt_ids=text_ids, return_dict=False)[0]
+    return transformer(
+        hidden_states=latent_tokens(noisy),
+        encoder_hidden_states=prompt_embeds,
+        pooled_projections=pooled_prompt_embeds,
+        timestep=sigmas,
+        img_ids=image_ids,
+        txt_ids=text_ids,
+        return_dict=False,
+    )[0]
 
 
 def count_flux_macs_per_sample(transformer: torch.nn.Module, class_encoder: torch.nn.Module) -> int:
@@ -143,8 +157,11 @@ def train_flux(out: Path, seed: int, steps: int, batch_size: int, learning_rate:
 
     ema_transformer.eval()
     ema_class_encoder.eval()
-    pipeline = ClassConditionalFluxPipeline(transformer=ema_transformer, class_encoder=ema_class_encoder,
-                                            scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG))
+    pipeline = ClassConditionalFluxPipeline(
+        transformer=ema_transformer,
+        class_encoder=ema_class_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+    )
     pipeline.save_pretrained(out / "digits_flux", safe_serialization=True)
     tail = losses[-200:]
     summary = {
@@ -166,6 +183,9 @@ def train_flux(out: Path, seed: int, steps: int, batch_size: int, learning_rate:
         "class_encoder_parameters": sum(p.numel() for p in class_encoder.parameters()),
         "macs_per_sample_forward": count_flux_macs_per_sample(ema_transformer, ema_class_encoder),
     }
-    logger.info("trained digits_flux in %.0f s, final loss %.4f", wall_seconds,
-                summary["final_velocity_mse_mean_last_200_steps"])
+    logger.info(
+        "trained digits_flux in %.0f s, final loss %.4f",
+        wall_seconds,
+        summary["final_velocity_mse_mean_last_200_steps"],
+    )
     return summary

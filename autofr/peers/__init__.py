@@ -72,15 +72,22 @@ class Peer:
 
     def describe(self) -> dict[str, Any]:
         """Plain JSON, stored with the peer's trial; :meth:`from_description` reads it back."""
-        return {"method": self.method, "source": self.source, "label": self.label, "options": dict(self.options),
-                "default": self.default}
+        return {
+            "method": self.method,
+            "source": self.source,
+            "label": self.label,
+            "options": dict(self.options),
+            "default": self.default,
+        }
 
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Peer:
         method = data.get("method")
         if method not in PEER_METHODS:
             raise PeerUnavailable(f"unknown peer method {method!r}: known are {', '.join(PEER_METHODS)}")
-        return cls(str(method), str(data.get("label", method)), dict(data.get("options") or {}), bool(data.get("default")))
+        return cls(
+            str(method), str(data.get("label", method)), dict(data.get("options") or {}), bool(data.get("default"))
+        )
 
     def key(self) -> str:
         """What the peer computes (its label aside), for spotting a peer already evaluated."""
@@ -145,5 +152,13 @@ def peer_enabled(pipe, peer: Peer) -> Iterator[None]:
         yield
 
 
-__all__ = ["PEER_CHOICES", "PEER_METHODS", "Peer", "PeerUnavailable", "available_peers", "peer_enabled", "peer_key",
-           "resolve_methods"]
+__all__ = [
+    "PEER_CHOICES",
+    "PEER_METHODS",
+    "Peer",
+    "PeerUnavailable",
+    "available_peers",
+    "peer_enabled",
+    "peer_key",
+    "resolve_methods",
+]

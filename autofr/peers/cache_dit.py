@@ -74,8 +74,15 @@ def settings(pipe, method: str, protocol) -> list[Peer]:
     if method == "dbcache_taylorseer":
         base["taylorseer_order"] = 1
     name = f"{LABELS[method]} F{first}B0"
-    return [Peer(method, f"{name} {value}" + (" (default)" if value == DEFAULT_THRESHOLD else ""), {**base, KNOB: value},
-                 default=value == DEFAULT_THRESHOLD) for value in SWEEP]
+    return [
+        Peer(
+            method,
+            f"{name} {value}" + (" (default)" if value == DEFAULT_THRESHOLD else ""),
+            {**base, KNOB: value},
+            default=value == DEFAULT_THRESHOLD,
+        )
+        for value in SWEEP
+    ]
 
 
 @contextlib.contextmanager
@@ -111,7 +118,7 @@ def _restore(pipe, denoiser, saved_call, saved_attrs: dict, saved_order: list[st
         if saved_call is None:
             delattr(cls, "__call__")
         else:
-            setattr(cls, "__call__", saved_call)
+            cls.__call__ = saved_call
     for name in [name for name in vars(denoiser) if name not in saved_attrs]:
         if not name.startswith("_diffusers"):  # diffusers' hook registry is created on first use, and stays
             delattr(denoiser, name)

@@ -37,12 +37,23 @@ logger = logging.getLogger(__name__)
 
 #: method: (diffusers config class, knob, documented default, sweep, label)
 SWEEPS = {
-    "first_block_cache": ("FirstBlockCacheConfig", "threshold", 0.05, (0.05, 0.1, 0.2, 0.4, 0.8), "FirstBlockCache {}"),
+    "first_block_cache": (
+        "FirstBlockCacheConfig",
+        "threshold",
+        0.05,
+        (0.05, 0.1, 0.2, 0.4, 0.8),
+        "FirstBlockCache {}",
+    ),
     "taylorseer_cache": ("TaylorSeerCacheConfig", "cache_interval", 5, (2, 3, 4, 5, 6, 8), "TaylorSeer every {}"),
     "mag_cache": ("MagCacheConfig", "threshold", 0.06, (0.03, 0.06, 0.12, 0.24, 0.48), "MagCache {}"),
     "faster_cache": ("FasterCacheConfig", "spatial_attention_block_skip_range", 2, (2, 3, 4), "FasterCache every {}"),
-    "pyramid_attention_broadcast": ("PyramidAttentionBroadcastConfig", "spatial_attention_block_skip_range", 2,
-                                    (2, 3, 4, 6), "PAB every {}"),
+    "pyramid_attention_broadcast": (
+        "PyramidAttentionBroadcastConfig",
+        "spatial_attention_block_skip_range",
+        2,
+        (2, 3, 4, 6),
+        "PAB every {}",
+    ),
 }
 #: Methods that read the step being computed from ``pipe.current_timestep``.
 NEEDS_TIMESTEP = ("faster_cache", "pyramid_attention_broadcast")
@@ -60,9 +71,19 @@ def settings(pipe, method: str, protocol) -> list[Peer]:
     _, knob, default, sweep, label = SWEEPS[method]
     extra = {}
     if method == "mag_cache":
-        extra = {"num_inference_steps": protocol.num_inference_steps, "mag_ratios": calibrate_mag_ratios(pipe, protocol)}
-    return [Peer(method, label.format(value) + (" (default)" if value == default else ""), {knob: value, **extra},
-                 default=value == default) for value in sweep]
+        extra = {
+            "num_inference_steps": protocol.num_inference_steps,
+            "mag_ratios": calibrate_mag_ratios(pipe, protocol),
+        }
+    return [
+        Peer(
+            method,
+            label.format(value) + (" (default)" if value == default else ""),
+            {knob: value, **extra},
+            default=value == default,
+        )
+        for value in sweep
+    ]
 
 
 def build_config(pipe, peer: Peer):
@@ -142,7 +163,8 @@ def calibrate_mag_ratios(pipe, protocol) -> list[float]:
         mag_logger.setLevel(level)
         mag_logger.propagate = propagate
     if not captured or len(captured[0]) != steps:
-        raise PeerUnavailable(f"MagCache's calibration gave no ratios for {steps} steps (does the pipeline call "
-                              "the denoiser inside cache_context?)")
+        raise PeerUnavailable(
+            f"MagCache's calibration gave no ratios for {steps} steps (does the pipeline call "
+            "the denoiser inside cache_context?)"
+        )
     return [round(float(value), 6) for value in captured[0]]
-

@@ -82,8 +82,8 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = find_inception_weights(weights_path)
         try:
-            from torchmetrics.image.fid import NoTrainInceptionV3
             import torch_fidelity  # noqa: F401
+            from torchmetrics.image.fid import NoTrainInceptionV3
         except ModuleNotFoundError:
             raise QualityError("Inception FID needs torch-fidelity: pip install 'autofr[fid]'") from None
         self.inception = NoTrainInceptionV3(
@@ -116,7 +116,9 @@ def find_inception_weights(weights_path: str | os.PathLike | None = None) -> Pat
         QualityError: the file is not there (the message names the path and where to get the file).
     """
     if weights_path is None:
-        weights_path = os.environ.get(INCEPTION_WEIGHTS_ENV) or Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+        weights_path = (
+            os.environ.get(INCEPTION_WEIGHTS_ENV) or Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+        )
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise QualityError(
@@ -168,14 +170,22 @@ class FeatureStats:
     num_samples: int
 
     @classmethod
-    def from_features(cls, features: torch.Tensor | np.ndarray) -> "FeatureStats":
-        array = np.asarray(features.cpu().numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
+    def from_features(cls, features: torch.Tensor | np.ndarray) -> FeatureStats:
+        array = np.asarray(
+            features.cpu().numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float64
+        )
         if array.ndim != 2 or len(array) < 2:
-            raise QualityError(f"feature statistics need at least 2 samples of (N, D) features, got shape {array.shape}")
-        return cls(mu=array.mean(axis=0), sigma=np.cov(array, rowvar=False).reshape(array.shape[1], array.shape[1]), num_samples=len(array))
+            raise QualityError(
+                f"feature statistics need at least 2 samples of (N, D) features, got shape {array.shape}"
+            )
+        return cls(
+            mu=array.mean(axis=0),
+            sigma=np.cov(array, rowvar=False).reshape(array.shape[1], array.shape[1]),
+            num_samples=len(array),
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureStats":
+    def load(cls, path: str | os.PathLike) -> FeatureStats:
         path = Path(path).expanduser()
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -187,7 +197,9 @@ class FeatureStats:
                 sigma = np.asarray(data["sigma"], dtype=np.float64)
                 num_samples = int(data["num_samples"]) if "num_samples" in data else 0
         except (OSError, ValueError) as error:
-            raise QualityError(f"cannot read feature statistics {path} ({error}): give an .npz file with mu and sigma") from None
+            raise QualityError(
+                f"cannot read feature statistics {path} ({error}): give an .npz file with mu and sigma"
+            ) from None
         if sigma.shape != (len(mu), len(mu)):
             raise QualityError(f"{path}: sigma has shape {sigma.shape} but mu has {len(mu)} entries: they must match")
         return cls(mu=mu, sigma=sigma, num_samples=num_samples)
@@ -222,7 +234,9 @@ def load_image_folder(folder: str | os.PathLike, image_size: int | None = None) 
     folder = Path(folder).expanduser()
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
-        raise QualityError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}: point the reference at a folder of images")
+        raise QualityError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}: point the reference at a folder of images"
+        )
     arrays = []
     with Image.open(files[0]) as first:
         mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"

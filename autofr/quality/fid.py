@@ -27,8 +27,6 @@ from autofr.quality.measure import QualityMeasure, images_of
 logger = logging.getLogger(__name__)
 
 
-
-
 class FID(QualityMeasure):
     """Fréchet distance between feature Gaussians of candidate and reference samples (torchmetrics FID).
 
@@ -159,7 +157,9 @@ class KID(QualityMeasure):
     def set_reference(self, reference: Any) -> None:
         reference = reference_images_or_stats(reference, self.image_size)
         if isinstance(reference, FeatureStats):
-            raise QualityError("KID needs reference images, not mean/covariance statistics: pass images or a SampleBatch")
+            raise QualityError(
+                "KID needs reference images, not mean/covariance statistics: pass images or a SampleBatch"
+            )
         self._metric = self._new_metric()
         for start in range(0, len(reference), self.batch_size):
             self._metric.update(reference[start : start + self.batch_size].to(self.device), real=True)
@@ -176,7 +176,9 @@ class KID(QualityMeasure):
         real = sum(len(f) for f in self._metric.real_features)
         fake = sum(len(f) for f in self._metric.fake_features)
         if min(real, fake) < 2:
-            raise QualityError("KID needs at least 2 candidate and 2 reference samples: call update() with more samples")
+            raise QualityError(
+                "KID needs at least 2 candidate and 2 reference samples: call update() with more samples"
+            )
         self._metric.subset_size = min(self.subset_size, real, fake)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -190,5 +192,3 @@ class KID(QualityMeasure):
 
     def reset(self) -> None:
         self._metric.reset()
-
-

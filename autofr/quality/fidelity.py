@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -48,7 +48,9 @@ def proxy_fidelity(
     for name, values in proxies.items():
         proxy_values = np.asarray(values, dtype=np.float64)
         if proxy_values.shape != fid_values.shape:
-            raise ValueError(f"proxy {name!r} has {proxy_values.size} values but there are {fid_values.size} FID values")
+            raise ValueError(
+                f"proxy {name!r} has {proxy_values.size} values but there are {fid_values.size} FID values"
+            )
         finite = np.isfinite(proxy_values) & np.isfinite(fid_values)
         x, y = proxy_values[finite], fid_values[finite]
         rho = rho_p = tau = tau_p = math.nan

@@ -29,14 +29,15 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from autofr.errors import AutoFRError, QualityError
-from autofr.files import atomic_path
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
+from autofr.files import atomic_path
 from autofr.quality._identity import feature_id, pipeline_fingerprint
 from autofr.quality.features import FeatureStats, extract_features
 
@@ -67,16 +68,27 @@ class ReferenceCache:
 
     def samples_key(self, pipe: Any, protocol: EvalProtocol, model_id: str | None = None) -> str:
         """Identity of the full-compute samples of ``pipe`` under ``protocol``."""
-        parts = {"format": FORMAT_VERSION, "model_id": model_id, "model": pipeline_fingerprint(pipe), "protocol": protocol.cache_key()}
+        parts = {
+            "format": FORMAT_VERSION,
+            "model_id": model_id,
+            "model": pipeline_fingerprint(pipe),
+            "protocol": protocol.cache_key(),
+        }
         return _digest(parts)
 
     def samples_path(self, pipe: Any, protocol: EvalProtocol, model_id: str | None = None) -> Path:
         """Where :meth:`samples` keeps the reference samples."""
         name = _slug(model_id or type(pipe).__name__)
         key = self.samples_key(pipe, protocol, model_id)
-        return self.cache_dir / "references" / f"{name}-{protocol.num_inference_steps}steps-{protocol.num_samples}-{key}.safetensors"
+        return (
+            self.cache_dir
+            / "references"
+            / f"{name}-{protocol.num_inference_steps}steps-{protocol.num_samples}-{key}.safetensors"
+        )
 
-    def samples(self, pipe: Any, protocol: EvalProtocol, model_id: str | None = None, progress: bool = False) -> SampleBatch:
+    def samples(
+        self, pipe: Any, protocol: EvalProtocol, model_id: str | None = None, progress: bool = False
+    ) -> SampleBatch:
         """The full-compute samples of ``pipe`` under ``protocol``, generated on the first call only.
 
         ``pipe`` must have no reuse schedule installed. ``model_id`` (e.g. ``"digits_unet"``) names
@@ -96,9 +108,12 @@ class ReferenceCache:
         }
         from safetensors.torch import save_file
 
-        _write_via(path, lambda tmp: save_file(
-            {"images": batch.images.contiguous(), "latents": batch.latents.contiguous()}, tmp, metadata=metadata
-        ))
+        _write_via(
+            path,
+            lambda tmp: save_file(
+                {"images": batch.images.contiguous(), "latents": batch.latents.contiguous()}, tmp, metadata=metadata
+            ),
+        )
         logger.info("reference samples: computed and cached %s", path)
         return batch
 
@@ -118,7 +133,9 @@ class ReferenceCache:
             return None
         self.hits += 1
         logger.info("reference samples: cache hit %s", path)
-        return SampleBatch(images=images, latents=latents, seconds=float(metadata.get("seconds", "0")), protocol=protocol)
+        return SampleBatch(
+            images=images, latents=latents, seconds=float(metadata.get("seconds", "0")), protocol=protocol
+        )
 
     # ------------------------------------------------------------------ feature statistics
 

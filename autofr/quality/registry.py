@@ -1,7 +1,7 @@
 """Quality measures by name: the built-in ones and any a user registers.
 
-    measure = build_measure("ssim", reference=full_compute_batch)
-    register_measure(MyMeasure)          # a QualityMeasure subclass with a ``name``
+measure = build_measure("ssim", reference=full_compute_batch)
+register_measure(MyMeasure)          # a QualityMeasure subclass with a ``name``
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from autofr.quality.proxies import PSNR, SSIM, LatentMSE, SmallSampleKID
 
 MeasureClass = TypeVar("MeasureClass", bound=type[QualityMeasure])
 
-_MEASURES: dict[str, type[QualityMeasure]] = {cls.name: cls for cls in (FID, KID, LatentMSE, PSNR, SSIM, SmallSampleKID)}
+_MEASURES: dict[str, type[QualityMeasure]] = {
+    cls.name: cls for cls in (FID, KID, LatentMSE, PSNR, SSIM, SmallSampleKID)
+}
 
 
 def register_measure(cls: MeasureClass) -> MeasureClass:
@@ -42,7 +44,7 @@ def build_measure(name: str, **options: Any) -> QualityMeasure:
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as error:
-        raise ConfigError(f"quality measure {name!r} does not take these options ({error}): check quality.* in the config") from None
+        raise ConfigError(
+            f"quality measure {name!r} does not take these options ({error}): check quality.* in the config"
+        ) from None
     return cls(**options)
-
-

@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 
-def write_study_report(records: StudyRecords, out_dir: str | os.PathLike, include_plotlyjs: str | bool = "cdn",
-                       chosen: int | None = None) -> dict[str, Path]:
+def write_study_report(
+    records: StudyRecords, out_dir: str | os.PathLike, include_plotlyjs: str | bool = "cdn", chosen: int | None = None
+) -> dict[str, Path]:
     """Write the study's report into ``out_dir``; returns ``{kind: path}`` (keys of :data:`REPORT_FILES`).
     ``chosen`` is the trial to ring as exported (default: what ``autofr-export`` would pick)."""
     from autofr.quality.fidelity import format_fidelity_table
@@ -62,8 +63,10 @@ def write_study_report(records: StudyRecords, out_dir: str | os.PathLike, includ
         chosen = recommended_trial(records)
     fidelity = records.info.proxy_fidelity
     if fidelity:
-        atomic_write_text(paths["proxy_fidelity_md"], f"# Proxy fidelity: {records.name}\n\n"
-                          + format_fidelity_table(fidelity, records.info.fid_label) + "\n")
+        atomic_write_text(
+            paths["proxy_fidelity_md"],
+            f"# Proxy fidelity: {records.name}\n\n" + format_fidelity_table(fidelity, records.info.fid_label) + "\n",
+        )
     else:
         del paths["proxy_fidelity_md"]
     rows = front_table(records)
@@ -71,8 +74,11 @@ def write_study_report(records: StudyRecords, out_dir: str | os.PathLike, includ
     plot_front_html(records, paths["front_html"], include_plotlyjs=include_plotlyjs, chosen=chosen)
     write_table_csv(rows, paths["front_csv"])
     write_table_markdown(rows, paths["front_md"], title=f"Study {records.name}")
-    plot_hypervolume(fronts.hypervolume_history(records.trials), paths["hypervolume_png"],
-                     title=f"{records.name}: hypervolume (speedup x {records.info.proxy_label})")
+    plot_hypervolume(
+        fronts.hypervolume_history(records.trials),
+        paths["hypervolume_png"],
+        title=f"{records.name}: hypervolume (speedup x {records.info.proxy_label})",
+    )
     logger.info("wrote the report of study %s to %s", records.name, out_dir)
     return paths
 
@@ -129,5 +135,6 @@ def study_summary(records: StudyRecords) -> StudySummary:
     if history:
         metrics["hypervolume"] = history[-1][1]
     stamps = [int(t.datetime_complete.timestamp() * 1000) if t.datetime_complete else None for t in completed]
-    return StudySummary(metrics, [(count, volume, stamps[count - 1]) for count, volume in history],
-                        [t.number for t in front])
+    return StudySummary(
+        metrics, [(count, volume, stamps[count - 1]) for count, volume in history], [t.number for t in front]
+    )

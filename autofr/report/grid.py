@@ -19,7 +19,9 @@ def sample_grid_png(images: torch.Tensor, count: int = 16) -> bytes:
     grid = torch.zeros(channels, rows * (height + 2), columns * (width + 2))
     for index in range(n):
         r, c = divmod(index, columns)
-        grid[:, r * (height + 2) + 1 : r * (height + 2) + 1 + height, c * (width + 2) + 1 : c * (width + 2) + 1 + width] = images[index]
+        grid[
+            :, r * (height + 2) + 1 : r * (height + 2) + 1 + height, c * (width + 2) + 1 : c * (width + 2) + 1 + width
+        ] = images[index]
     array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     image = Image.fromarray(array[..., 0] if channels == 1 else array)
     scale = max(1, 128 // max(height, 1))

@@ -34,9 +34,12 @@ _PLOTLY_SYMBOLS = {"baseline": "star", "frdiff": "diamond", "reduced_steps": "sq
 #: Peers: one marker, a colour per method (autofr.peers.PEER_METHODS), legend "peer: <name>".
 PEER_MARKER, PEER_SIZE, PEER_PLOTLY_SYMBOL = "P", 9, "cross"
 PEER_STYLE = {
-    "first_block_cache": ("tab:brown", "FirstBlockCache"), "taylorseer_cache": ("tab:pink", "TaylorSeerCache"),
-    "mag_cache": ("tab:olive", "MagCache"), "faster_cache": ("tab:gray", "FasterCache"),
-    "pyramid_attention_broadcast": ("tab:cyan", "PyramidAttentionBroadcast"), "dbcache": ("darkgoldenrod", "cache-dit DBCache"),
+    "first_block_cache": ("tab:brown", "FirstBlockCache"),
+    "taylorseer_cache": ("tab:pink", "TaylorSeerCache"),
+    "mag_cache": ("tab:olive", "MagCache"),
+    "faster_cache": ("tab:gray", "FasterCache"),
+    "pyramid_attention_broadcast": ("tab:cyan", "PyramidAttentionBroadcast"),
+    "dbcache": ("darkgoldenrod", "cache-dit DBCache"),
     "dbcache_taylorseer": ("darkslateblue", "cache-dit DBCache+TaylorSeer"),
 }
 
@@ -55,6 +58,8 @@ def _label_colour(trial: TrialRecord) -> str:
     if trial.is_peer:
         return peer_style(peer_method(trial))[0]
     return REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
+
+
 #: How far above the target (or full compute) the quality axis reaches, as a factor.
 VIEW_FACTOR = 1.5
 
@@ -68,13 +73,15 @@ class Panel:
     front: list[TrialRecord]
     x: object
     y: object
-    line: float | None = None          # the target (FID) or the proxy threshold
+    line: float | None = None  # the target (FID) or the proxy threshold
     line_label: str = ""
-    anchor: float | None = None        # what the view is cut around: the line, else full compute
+    anchor: float | None = None  # what the view is cut around: the line, else full compute
     view: tuple[float, float, int, bool] = field(default=(0.0, 1.0, 0, False))  # low, high, hidden, log
 
 
-def quality_view(values: Sequence[float], anchor: float | None, factor: float = VIEW_FACTOR) -> tuple[float, float, int, bool]:
+def quality_view(
+    values: Sequence[float], anchor: float | None, factor: float = VIEW_FACTOR
+) -> tuple[float, float, int, bool]:
     """``(low, high, hidden, log)``: the quality range to show. ``high`` is ``factor`` x ``anchor``
     (the target, or full compute's value) when some point lies beyond it, else just above the worst
     point; ``hidden`` counts the points above ``high``; ``log`` when every shown value is positive.
@@ -107,20 +114,44 @@ def panels(records: StudyRecords) -> list[Panel]:
         threshold = baseline.search_proxy - baseline.constraint  # constraint = proxy - threshold
     full_proxy = baseline.search_proxy if baseline is not None else None
     adaptive = any(t.fid_estimate is not None for t in feasible)
-    ylabel = (f"FID estimate from {records.info.proxy_label} (search objective, lower is better)" if adaptive
-              else f"{records.info.proxy_label} (proxy, lower is better)")
+    ylabel = (
+        f"FID estimate from {records.info.proxy_label} (search objective, lower is better)"
+        if adaptive
+        else f"{records.info.proxy_label} (proxy, lower is better)"
+    )
     line_label = f"target: {fronts.study_target(records).describe()}" if adaptive else "proxy threshold"
     xlabel = "predicted speedup" + (" (peers: measured)" if any(t.is_peer for t in feasible) else "")
-    result = [Panel("proxy", xlabel, ylabel, feasible,
-                    fronts.proxy_front(feasible), lambda t: t.search_speedup, lambda t: t.search_proxy,
-                    threshold, line_label, threshold if threshold else full_proxy)]
+    result = [
+        Panel(
+            "proxy",
+            xlabel,
+            ylabel,
+            feasible,
+            fronts.proxy_front(feasible),
+            lambda t: t.search_speedup,
+            lambda t: t.search_proxy,
+            threshold,
+            line_label,
+            threshold if threshold else full_proxy,
+        )
+    ]
     confirmed = records.confirmed()
     if confirmed:
         limit = fronts.target_limit(records)
-        result.append(Panel("fid", "speedup (measured where timed)", f"{records.info.fid_label} (lower is better)",
-                            confirmed, fronts.fid_front(confirmed), lambda t: t.speed, lambda t: t.fid, limit,
-                            f"target: {fronts.study_target(records).describe()}",
-                            limit if limit is not None else fronts.full_compute_fid(records)))
+        result.append(
+            Panel(
+                "fid",
+                "speedup (measured where timed)",
+                f"{records.info.fid_label} (lower is better)",
+                confirmed,
+                fronts.fid_front(confirmed),
+                lambda t: t.speed,
+                lambda t: t.fid,
+                limit,
+                f"target: {fronts.study_target(records).describe()}",
+                limit if limit is not None else fronts.full_compute_fid(records),
+            )
+        )
     for panel in result:
         panel.view = quality_view([panel.y(t) for t in panel.trials], panel.anchor)
     return result
@@ -159,42 +190,102 @@ def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
     x, y = panel.x, panel.y
     low, high, hidden, log = panel.view
     searched = [t for t in panel.trials if not t.is_reference and not t.is_peer and _inside(panel, t)]
-    axis.scatter([x(t) for t in searched], [y(t) for t in searched], s=18, color="tab:blue", alpha=0.45,
-                 label="searched schedules")
+    axis.scatter(
+        [x(t) for t in searched],
+        [y(t) for t in searched],
+        s=18,
+        color="tab:blue",
+        alpha=0.45,
+        label="searched schedules",
+    )
     front = [t for t in panel.front if _inside(panel, t)]
     if front:
-        axis.step([x(t) for t in front], [y(t) for t in front], where="pre", color="tab:red", linewidth=1.4,
-                  label="Pareto front")
+        axis.step(
+            [x(t) for t in front],
+            [y(t) for t in front],
+            where="pre",
+            color="tab:red",
+            linewidth=1.4,
+            label="Pareto front",
+        )
         axis.scatter([x(t) for t in front], [y(t) for t in front], s=30, color="tab:red", zorder=3)
     for origin, (marker, color, size, name) in REFERENCE_STYLE.items():
         marked = [t for t in panel.trials if t.origin == origin and _inside(panel, t)]
         if marked:
-            axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=marker, s=size ** 2, color=color,
-                         edgecolor="white", zorder=4, label=name)
+            axis.scatter(
+                [x(t) for t in marked],
+                [y(t) for t in marked],
+                marker=marker,
+                s=size**2,
+                color=color,
+                edgecolor="white",
+                zorder=4,
+                label=name,
+            )
     for method, marked in _peers_by_method([t for t in panel.trials if t.is_peer and _inside(panel, t)]).items():
         color, name = peer_style(method)
-        axis.scatter([x(t) for t in marked], [y(t) for t in marked], marker=PEER_MARKER, s=PEER_SIZE ** 2, color=color,
-                     edgecolor="white", zorder=4, label=name)
+        axis.scatter(
+            [x(t) for t in marked],
+            [y(t) for t in marked],
+            marker=PEER_MARKER,
+            s=PEER_SIZE**2,
+            color=color,
+            edgecolor="white",
+            zorder=4,
+            label=name,
+        )
     pick = next((t for t in panel.trials if t.number == chosen and _inside(panel, t)), None)
     if pick is not None:
-        axis.scatter([x(pick)], [y(pick)], s=260, facecolors="none", edgecolors="gold", linewidths=2.5, zorder=5,
-                     label=f"exported: trial {pick.number}")
+        axis.scatter(
+            [x(pick)],
+            [y(pick)],
+            s=260,
+            facecolors="none",
+            edgecolors="gold",
+            linewidths=2.5,
+            zorder=5,
+            label=f"exported: trial {pick.number}",
+        )
     if panel.line is not None and math.isfinite(panel.line):
         axis.axhline(panel.line, color="tab:red", linestyle="--", linewidth=1, alpha=0.8, label=panel.line_label)
     if log:
         axis.set_yscale("log")
     axis.set_ylim(low, high)
     if hidden:
-        axis.text(0.99, 0.99, f"{hidden} point{'s' if hidden != 1 else ''} above {high:.3g} not shown",
-                  transform=axis.transAxes, ha="right", va="top", fontsize=8, color="dimgray")
+        axis.text(
+            0.99,
+            0.99,
+            f"{hidden} point{'s' if hidden != 1 else ''} above {high:.3g} not shown",
+            transform=axis.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="dimgray",
+        )
     axis.set_xlabel(panel.xlabel)
     axis.set_ylabel(panel.ylabel)
     axis.grid(True, which="both", alpha=0.25)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=3, frameon=False)
 
 
-_LABEL_OFFSETS = [(6, 5), (6, -11), (-6, 5), (-6, -11), (6, 15), (6, -21), (-6, 15), (-6, -21), (6, 25), (6, -31),
-                  (-6, 25), (-6, -31), (14, 35), (14, -41), (-14, 35), (-14, -41)]
+_LABEL_OFFSETS = [
+    (6, 5),
+    (6, -11),
+    (-6, 5),
+    (-6, -11),
+    (6, 15),
+    (6, -21),
+    (-6, 15),
+    (-6, -21),
+    (6, 25),
+    (6, -31),
+    (-6, 25),
+    (-6, -31),
+    (14, 35),
+    (14, -41),
+    (-14, 35),
+    (-14, -41),
+]
 
 
 def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None:
@@ -209,22 +300,37 @@ def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None
         color = _label_colour(trial)
         chosen = None
         for dx, dy in _LABEL_OFFSETS:
-            text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
-                                 xytext=(dx, dy), fontsize=7, color=color, ha="left" if dx > 0 else "right")
+            text = axis.annotate(
+                trial.label or trial.origin,
+                (panel.x(trial), panel.y(trial)),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=7,
+                color=color,
+                ha="left" if dx > 0 else "right",
+            )
             box = text.get_window_extent(renderer).expanded(1.04, 1.1)
             if not any(box.overlaps(other) for other in occupied):
                 chosen = box
                 break
             text.remove()
         if chosen is None:  # crowded: the first position, drawn faint
-            text = axis.annotate(trial.label or trial.origin, (panel.x(trial), panel.y(trial)), textcoords="offset points",
-                                 xytext=_LABEL_OFFSETS[0], fontsize=7, color=color, alpha=0.5)
+            text = axis.annotate(
+                trial.label or trial.origin,
+                (panel.x(trial), panel.y(trial)),
+                textcoords="offset points",
+                xytext=_LABEL_OFFSETS[0],
+                fontsize=7,
+                color=color,
+                alpha=0.5,
+            )
             chosen = text.get_window_extent(renderer)
         occupied.append(chosen)
 
 
-def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plotlyjs: str | bool = "cdn",
-                    chosen: int | None = None) -> Path:
+def plot_front_html(
+    records: StudyRecords, path: str | os.PathLike, include_plotlyjs: str | bool = "cdn", chosen: int | None = None
+) -> Path:
     """The front plot as an interactive plotly page (hover shows trial, label, speeds, quality)."""
     import plotly.graph_objects as go
     import plotly.io
@@ -245,29 +351,65 @@ def plot_front_html(records: StudyRecords, path: str | os.PathLike, include_plot
             if not trials:
                 continue
             searched = name == "searched schedules"
-            figure.add_trace(go.Scatter(
-                x=[panel.x(t) for t in trials], y=[panel.y(t) for t in trials], mode="markers" if searched else "markers+text",
-                name=name, legendgroup=name, showlegend=column == 1,
-                marker={"symbol": symbols[name], "size": 9 if searched else 13},
-                text=None if searched else [t.label or name for t in trials], textposition="top right",
-                hovertext=[_hover(t, t.number in front_numbers) for t in trials], hoverinfo="text",
-            ), row=1, col=column)
+            figure.add_trace(
+                go.Scatter(
+                    x=[panel.x(t) for t in trials],
+                    y=[panel.y(t) for t in trials],
+                    mode="markers" if searched else "markers+text",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=column == 1,
+                    marker={"symbol": symbols[name], "size": 9 if searched else 13},
+                    text=None if searched else [t.label or name for t in trials],
+                    textposition="top right",
+                    hovertext=[_hover(t, t.number in front_numbers) for t in trials],
+                    hoverinfo="text",
+                ),
+                row=1,
+                col=column,
+            )
         if panel.front:
-            figure.add_trace(go.Scatter(x=[panel.x(t) for t in panel.front], y=[panel.y(t) for t in panel.front],
-                                        mode="lines", line={"shape": "vh", "color": "red"}, name="Pareto front",
-                                        legendgroup="front", showlegend=column == 1, hoverinfo="skip"), row=1, col=column)
+            figure.add_trace(
+                go.Scatter(
+                    x=[panel.x(t) for t in panel.front],
+                    y=[panel.y(t) for t in panel.front],
+                    mode="lines",
+                    line={"shape": "vh", "color": "red"},
+                    name="Pareto front",
+                    legendgroup="front",
+                    showlegend=column == 1,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=column,
+            )
         pick = [t for t in panel.trials if t.number == chosen]
         if pick:
-            figure.add_trace(go.Scatter(x=[panel.x(pick[0])], y=[panel.y(pick[0])], mode="markers", name="exported",
-                                        marker={"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "gold", "width": 3}},
-                                        showlegend=column == 1, hoverinfo="skip"), row=1, col=column)
+            figure.add_trace(
+                go.Scatter(
+                    x=[panel.x(pick[0])],
+                    y=[panel.y(pick[0])],
+                    mode="markers",
+                    name="exported",
+                    marker={"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "gold", "width": 3}},
+                    showlegend=column == 1,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=column,
+            )
         low, high, hidden, log = panel.view
         if panel.line is not None and math.isfinite(panel.line):
-            figure.add_hline(y=panel.line, line_dash="dash", line_color="red", annotation_text=panel.line_label,
-                             row=1, col=column)
+            figure.add_hline(
+                y=panel.line, line_dash="dash", line_color="red", annotation_text=panel.line_label, row=1, col=column
+            )
         axis_range = [math.log10(low), math.log10(high)] if log else [low, high]
-        figure.update_yaxes(title_text=panel.ylabel, type="log" if log else "linear", range=axis_range, row=1, col=column)
-        figure.update_xaxes(title_text=panel.xlabel + (f" ({hidden} above the view)" if hidden else ""), row=1, col=column)
+        figure.update_yaxes(
+            title_text=panel.ylabel, type="log" if log else "linear", range=axis_range, row=1, col=column
+        )
+        figure.update_xaxes(
+            title_text=panel.xlabel + (f" ({hidden} above the view)" if hidden else ""), row=1, col=column
+        )
     figure.update_layout(title=f"{records.name}: speed vs quality", template="plotly_white")
     with atomic_path(path) as tmp:
         plotly.io.write_html(figure, str(tmp), include_plotlyjs=include_plotlyjs, full_html=True, auto_open=False)
@@ -293,19 +435,29 @@ def _peers_by_method(trials: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
 
 
 def _hover(trial: TrialRecord, on_front: bool) -> str:
-    parts = [f"trial {trial.number}" + (" (front)" if on_front else ""), trial.label or trial.origin,
-             f"steps: {trial.num_inference_steps}"]
+    parts = [
+        f"trial {trial.number}" + (" (front)" if on_front else ""),
+        trial.label or trial.origin,
+        f"steps: {trial.num_inference_steps}",
+    ]
     confirmation = trial.confirmation
-    values = {"predicted_speedup": trial.predicted_speedup, "peer_speedup": trial.measured_speedup, "proxy": trial.search_proxy,
-              "measured_speedup": confirmation.measured_speedup if confirmation else None,
-              "fid": confirmation.fid if confirmation else None, "fid_vs_full": confirmation.fid_vs_full if confirmation else None}
+    values = {
+        "predicted_speedup": trial.predicted_speedup,
+        "peer_speedup": trial.measured_speedup,
+        "proxy": trial.search_proxy,
+        "measured_speedup": confirmation.measured_speedup if confirmation else None,
+        "fid": confirmation.fid if confirmation else None,
+        "fid_vs_full": confirmation.fid_vs_full if confirmation else None,
+    }
     for key, value in values.items():
         if isinstance(value, (int, float)) and math.isfinite(value):
             parts.append(f"{key}: {value:.4g}")
     return "<br>".join(p for p in parts if p)
 
 
-def plot_hypervolume(history: Sequence[tuple[int, float]], path: str | os.PathLike, title: str = "hypervolume") -> Path:
+def plot_hypervolume(
+    history: Sequence[tuple[int, float]], path: str | os.PathLike, title: str = "hypervolume"
+) -> Path:
     """Hypervolume of the search front against the number of completed trials."""
     figure = _figure(6.4, 4.0)
     axis = figure.subplots()

@@ -41,25 +41,36 @@ def front_table(records: StudyRecords, all_trials: bool = False) -> list[dict[st
     front_members = {t.number for t in fronts.fid_front(trials)} if confirmed else proxy_members
     rows = []
     for trial in sorted(trials, key=lambda t: (t.speed, t.number)):
-        if not (all_trials or trial.is_reference or trial.is_peer or trial.number in proxy_members or trial.number in confirmed):
+        if not (
+            all_trials
+            or trial.is_reference
+            or trial.is_peer
+            or trial.number in proxy_members
+            or trial.number in confirmed
+        ):
             continue
         confirmation = trial.confirmation
-        rows.append({
-            "trial": trial.number,
-            "label": trial.label or trial.origin,
-            "origin": trial.origin,
-            "steps": trial.num_inference_steps,
-            "predicted_speedup": None if trial.is_peer else _or_none(
-                trial.predicted_speedup if trial.predicted_speedup is not None else trial.values[0]),
-            "measured_speedup": _or_none(confirmation.measured_speedup if confirmation else trial.measured_speedup),
-            "proxy": _or_none(trial.search_proxy),
-            "fid": _or_none(trial.fid),
-            "fid_vs_full": _or_none(confirmation.fid_vs_full if confirmation else None),
-            "fid_seeds": len(confirmation.fid_seeds) if confirmation and confirmation.fid_seeds else None,
-            "within_target": fronts.within_target(records, trial) if confirmation else None,
-            "on_front": trial.number in front_members,
-            "on_proxy_front": trial.number in proxy_members,
-        })
+        rows.append(
+            {
+                "trial": trial.number,
+                "label": trial.label or trial.origin,
+                "origin": trial.origin,
+                "steps": trial.num_inference_steps,
+                "predicted_speedup": None
+                if trial.is_peer
+                else _or_none(trial.predicted_speedup if trial.predicted_speedup is not None else trial.values[0]),
+                "measured_speedup": _or_none(
+                    confirmation.measured_speedup if confirmation else trial.measured_speedup
+                ),
+                "proxy": _or_none(trial.search_proxy),
+                "fid": _or_none(trial.fid),
+                "fid_vs_full": _or_none(confirmation.fid_vs_full if confirmation else None),
+                "fid_seeds": len(confirmation.fid_seeds) if confirmation and confirmation.fid_seeds else None,
+                "within_target": fronts.within_target(records, trial) if confirmation else None,
+                "on_front": trial.number in front_members,
+                "on_proxy_front": trial.number in proxy_members,
+            }
+        )
     return rows
 
 
@@ -75,12 +86,18 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), rule, *(render(line) for line in body)]) if rows else render(header) + "\n(no trials)"
+    return (
+        "\n".join([render(header), rule, *(render(line) for line in body)])
+        if rows
+        else render(header) + "\n(no trials)"
+    )
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]] = TABLE_COLUMNS) -> str:
-    lines = ["| " + " | ".join(title for _, title in columns) + " |",
-             "|" + "|".join("---" if key in ("label", "origin") else "---:" for key, _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(title for _, title in columns) + " |",
+        "|" + "|".join("---" if key in ("label", "origin") else "---:" for key, _ in columns) + "|",
+    ]
     for row in rows:
         lines.append("| " + " | ".join(cell(key, row.get(key)).replace("|", "/") for key, _ in columns) + " |")
     return "\n".join(lines)
@@ -117,4 +134,8 @@ def cell(key: str, value: Any) -> str:
 
 
 def _or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )

@@ -15,14 +15,18 @@ def summary_text(records: StudyRecords, all_trials: bool = False) -> str:
     info = records.info
     if info.proxy_fid_spearman is not None:
         kendall = f", Kendall {info.proxy_fid_kendall:.2f}" if info.proxy_fid_kendall is not None else ""
-        lines.append(f"\nproxy {info.proxy_label} vs {info.fid_label}: Spearman {info.proxy_fid_spearman:.2f}{kendall}")
+        lines.append(
+            f"\nproxy {info.proxy_label} vs {info.fid_label}: Spearman {info.proxy_fid_spearman:.2f}{kendall}"
+        )
     if records.confirmed():
         try:
             chosen = fronts.select_default(records)
         except ConfigError as error:
             lines.append(f"\n{fronts.study_target(records).describe()}: {error}")
         else:
-            lines.append(f"\nfastest within the target ({fronts.study_target(records).describe()}): trial {chosen.number} "
-                         f"({chosen.label or chosen.origin}), {chosen.speed:.2f}x at {info.fid_label} {chosen.fid:.4g}")
+            lines.append(
+                f"\nfastest within the target ({fronts.study_target(records).describe()}): trial {chosen.number} "
+                f"({chosen.label or chosen.origin}), {chosen.speed:.2f}x at {info.fid_label} {chosen.fid:.4g}"
+            )
             lines.extend(f"  {line}" for line in fronts.verdict(records, chosen))
     return "\n".join(lines)

@@ -117,8 +117,9 @@ def nbytes(value: Any) -> int:
 
 
 # --------------------------------------------------------------------------- resnet tails
-def _resnet2d_tail(block, hidden_states: torch.Tensor, input_tensor: torch.Tensor, temb: torch.Tensor | None = None,
-                   *args, **kwargs):
+def _resnet2d_tail(
+    block, hidden_states: torch.Tensor, input_tensor: torch.Tensor, temb: torch.Tensor | None = None, *args, **kwargs
+):
     """``ResnetBlock2D.forward`` from just after ``conv1``, with ``conv1``'s output given."""
     if block.upsample is not None:
         input_tensor = block.upsample(input_tensor)
@@ -146,7 +147,9 @@ def _resnet2d_tail(block, hidden_states: torch.Tensor, input_tensor: torch.Tenso
     return (input_tensor + hidden_states) / block.output_scale_factor
 
 
-def _temporal_resnet_tail(block, hidden_states: torch.Tensor, input_tensor: torch.Tensor, temb: torch.Tensor, *args, **kwargs):
+def _temporal_resnet_tail(
+    block, hidden_states: torch.Tensor, input_tensor: torch.Tensor, temb: torch.Tensor, *args, **kwargs
+):
     """``TemporalResnetBlock.forward`` from just after ``conv1``."""
     if block.time_emb_proj is not None:
         temb = block.time_emb_proj(block.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)

@@ -45,7 +45,7 @@ class ReuseAccounting:
     unit_macs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, schedule, unit_names: list[str]) -> "ReuseAccounting":
+    def empty(cls, schedule, unit_names: list[str]) -> ReuseAccounting:
         plan = schedule.plan(unit_names)
         return cls(
             schedule_summary=schedule.describe(),
@@ -76,8 +76,11 @@ class ReuseAccounting:
         self.cache_bytes = cache_bytes
         self.calls = self.skipped = 0
         if silent:
-            logger.warning("%d unit(s) never reused their cache as planned (e.g. %s): the pipeline may bypass "
-                           "these modules", len(silent), silent[0])
+            logger.warning(
+                "%d unit(s) never reused their cache as planned (e.g. %s): the pipeline may bypass these modules",
+                len(silent),
+                silent[0],
+            )
 
     # ------------------------------------------------------------------ derived numbers
     @property
@@ -92,7 +95,8 @@ class ReuseAccounting:
     def never_fired(self) -> list[str]:
         """Units planned to reuse that did not, or hooks never called, in the last run."""
         return [
-            name for name, count in self.units.items()
+            name
+            for name, count in self.units.items()
             if count.computed + count.reused == 0 or (self.planned[name][1] > 0 and count.reused == 0)
         ]
 

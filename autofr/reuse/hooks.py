@@ -110,8 +110,11 @@ class DenoiserHook(ModelHook):
     def begin_call(self, driven: bool = False) -> None:
         """Start a new sampling run (at the start of every pipeline call, or by hand)."""
         if self.clock.step != 0 or self.bare_steps:
-            logger.warning("the previous sampling run stopped at step %d of %d; starting a new run",
-                           max([self.clock.step, *self.bare_steps.values()]), self.num_steps)
+            logger.warning(
+                "the previous sampling run stopped at step %d of %d; starting a new run",
+                max([self.clock.step, *self.bare_steps.values()]),
+                self.num_steps,
+            )
         self.reset_state(None)
         self.clock.driven = driven
         self.accounting.begin_run()
@@ -168,7 +171,9 @@ class DenoiserHook(ModelHook):
                 self.begin_call()  # a bare model run back to back: a new run starts after the last step
             self.batch_shape = shape
         elif shape != self.batch_shape:
-            logger.warning("input shape changed from %s to %s at step %d: starting a new run", self.batch_shape, shape, step)
+            logger.warning(
+                "input shape changed from %s to %s at step %d: starting a new run", self.batch_shape, shape, step
+            )
             self.begin_call()
             self.batch_shape, step = shape, 0
         return step
@@ -223,8 +228,9 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     schedule.check_model(type(denoiser).__name__, model_fingerprint(denoiser, units), names)
     scheduler = None if isinstance(pipe_or_model, torch.nn.Module) else getattr(pipe_or_model, "scheduler", None)
     if schedule.scheduler and scheduler is not None and type(scheduler).__name__ != schedule.scheduler:
-        logger.warning("schedule was searched with %s; the pipeline uses %s", schedule.scheduler,
-                       type(scheduler).__name__)
+        logger.warning(
+            "schedule was searched with %s; the pipeline uses %s", schedule.scheduler, type(scheduler).__name__
+        )
     if getattr(denoiser, _SESSION_ATTRIBUTE, None) is not None:
         remove_schedule(denoiser)
 
@@ -286,9 +292,9 @@ def remove_schedule(pipe_or_model) -> None:
     session = getattr(denoiser, _SESSION_ATTRIBUTE, None)
     if session is None:
         return
-    for module in [denoiser] + [u.module for u in session.units] + [
-        u.module.conv1 for u in session.units if u.mode == "conv1"
-    ]:
+    for module in (
+        [denoiser] + [u.module for u in session.units] + [u.module.conv1 for u in session.units if u.mode == "conv1"]
+    ):
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
             continue

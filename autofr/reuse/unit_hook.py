@@ -115,7 +115,9 @@ class UnitHook(ModelHook):
         """No valid cache for this branch: compute now (correct, not faster) and say why once."""
         if entry is not None and not self.copy_on_store:
             self.copy_on_store = True
-            logger.warning("unit %s: the model changes this unit's output in place, so its cache is now copied", self.name)
+            logger.warning(
+                "unit %s: the model changes this unit's output in place, so its cache is now copied", self.name
+            )
 
 
 class Conv1CaptureHook(ModelHook):

@@ -42,8 +42,9 @@ import fnmatch
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -52,8 +53,15 @@ from autofr.errors import ConfigError, UnsupportedModelError
 logger = logging.getLogger(__name__)
 
 UNIT_KINDS = (
-    "resnet", "attention", "transformer", "temporal_conv", "self_attention", "cross_attention",
-    "joint_attention", "feed_forward", "context_feed_forward",
+    "resnet",
+    "attention",
+    "transformer",
+    "temporal_conv",
+    "self_attention",
+    "cross_attention",
+    "joint_attention",
+    "feed_forward",
+    "context_feed_forward",
 )
 #: How a unit's hook caches: ``conv1`` (a resnet's conv1 output, the block's tail recomputed),
 #: ``residual`` (output minus input, added to the current input) or ``output`` (the module output).
@@ -65,7 +73,10 @@ SUPPORTED_MODEL_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransforme
 
 RESNET_CLASSES = ("ResnetBlock2D", "TemporalResnetBlock")
 RESIDUAL_TRANSFORMER_CLASSES = (
-    "Transformer2DModel", "TransformerTemporalModel", "TransformerSpatioTemporalModel", "AnimateDiffTransformer3D",
+    "Transformer2DModel",
+    "TransformerTemporalModel",
+    "TransformerSpatioTemporalModel",
+    "AnimateDiffTransformer3D",
 )
 _FF_NAME = re.compile(r"^(ff|ffn|mlp|feed_forward|ff_[a-z0-9]+|[a-z0-9]+_(ff|ffn|mlp)|mlp_[a-z0-9_]+)$")
 _CONTEXT_FF_NAME = re.compile(r"(context|txt|text|caption)|^ff_t$")
@@ -128,7 +139,7 @@ class UnitRules:
     table: bool = True
 
     @classmethod
-    def coerce(cls, rules: "UnitRules | Mapping | None") -> "UnitRules":
+    def coerce(cls, rules: UnitRules | Mapping | None) -> UnitRules:
         """A :class:`UnitRules` from itself, a mapping (a config node) or ``None`` (the table only)."""
         if rules is None:
             return cls()
@@ -155,8 +166,12 @@ class UnitRules:
         for kind, value in kinds.items():
             if not (isinstance(value, bool) or value in ("output", "residual")):
                 raise ConfigError(f"model.units.kinds.{kind}={value!r}: use true, false, output or residual")
-        return cls({str(k): str(v) for k, v in include.items()}, tuple(str(p) for p in exclude), kinds,
-                   bool(rules.get("table", True)))
+        return cls(
+            {str(k): str(v) for k, v in include.items()},
+            tuple(str(p) for p in exclude),
+            kinds,
+            bool(rules.get("table", True)),
+        )
 
     @property
     def is_default(self) -> bool:
@@ -223,7 +238,9 @@ def _is_feed_forward(name: str, module: torch.nn.Module) -> bool:
 def _attention_kind(name: str, module: torch.nn.Module, block: torch.nn.Module | None) -> str:
     joint = getattr(module, "added_kv_proj_dim", None) is not None or getattr(module, "add_q_proj", None) is not None
     if block is not None and not joint:
-        joint = any(_CONTEXT_FF_NAME.search(child) and _is_feed_forward(child, m) for child, m in block.named_children())
+        joint = any(
+            _CONTEXT_FF_NAME.search(child) and _is_feed_forward(child, m) for child, m in block.named_children()
+        )
     if joint:
         return "joint_attention"
     if "attn2" in name or "cross" in name.lower() or "_to_" in name or "Cross" in type(module).__name__:
@@ -339,8 +356,10 @@ def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> l
     unused = [pattern for pattern, hit in used.items() if not hit]
     if unused:
         setting = "include" if unused[0] in rules.include else "exclude"
-        raise ConfigError(f"model.units.{setting} pattern {unused[0]!r} matches no module of {type(model).__name__}: "
-                          "patterns match dotted module paths such as 'transformer_blocks.0.attn'")
+        raise ConfigError(
+            f"model.units.{setting} pattern {unused[0]!r} matches no module of {type(model).__name__}: "
+            "patterns match dotted module paths such as 'transformer_blocks.0.attn'"
+        )
     order = {name: index for index, (name, _) in enumerate(model.named_modules())}
     found.sort(key=lambda entry: order[entry[0]])
     units = []
@@ -348,7 +367,11 @@ def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> l
         override = rules.kinds.get(kind, True)
         if override is False:
             continue
-        stage = _stage_of(name) if name.split(".")[0] in ("down_blocks", "up_blocks", "mid_block") else _block_stage(name, model)
+        stage = (
+            _stage_of(name)
+            if name.split(".")[0] in ("down_blocks", "up_blocks", "mid_block")
+            else _block_stage(name, model)
+        )
         mode = override if isinstance(override, str) else ""
         if not mode and getattr(module, "residual_connection", False) is True:
             mode = "residual"  # the module adds its own input back: cache only the branch

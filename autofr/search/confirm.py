@@ -74,9 +74,15 @@ def deciding_order(trial: TrialRecord) -> tuple:
     return (0 if possibly_within(trial) else 1, -chance_within(trial) * trial.search_speedup, trial.number)
 
 
-def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = None, layers: int = 1,
-                       proxies: Sequence[str] = (), order: Callable[[TrialRecord], tuple] | None = None,
-                       near_target: bool = False) -> list[TrialRecord]:
+def confirm_candidates(
+    records: StudyRecords,
+    top_k: int,
+    limit: int | None = None,
+    layers: int = 1,
+    proxies: Sequence[str] = (),
+    order: Callable[[TrialRecord], tuple] | None = None,
+    near_target: bool = False,
+) -> list[TrialRecord]:
     """Trials to confirm with FID, most important first, at most ``limit`` (see the module docstring).
     ``order`` sorts each front layer and the references (default: fastest first); ``near_target``
     adds the infeasible trials that may still meet the target right after the front. Trials already
@@ -90,7 +96,9 @@ def confirm_candidates(records: StudyRecords, top_k: int, limit: int | None = No
     if near_target:
         front = front + [t for t in trials if not t.feasible and possibly_within(t) and not t.is_peer]
     chosen = {t.number for t in front}
-    front = front + [t for t in trials if t.origin == "calibrated" and t.number not in chosen]  # autofr's, not hand-set
+    front = front + [
+        t for t in trials if t.origin == "calibrated" and t.number not in chosen
+    ]  # autofr's, not hand-set
     references = [t for origin in ("frdiff", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
     peers = [t for t in trials if t.is_peer]
     if order is not None:
@@ -152,7 +160,9 @@ def apply_timing(confirmation: Confirmation, timing: Timing, predicted_speedup: 
     return confirmation
 
 
-def interleaved_speedups(pipe, protocol: EvalProtocol, candidates: dict, repeats: int = 3, block: int = 4) -> dict[str, Timing]:
+def interleaved_speedups(
+    pipe, protocol: EvalProtocol, candidates: dict, repeats: int = 3, block: int = 4
+) -> dict[str, Timing]:
     """Time every candidate against full compute in one run: each repeat times full compute, then
     ``block`` candidates, then full compute again, and so on (the order rotates between repeats);
     a candidate's ratio in a repeat is the mean of the two full-compute times around its block over
@@ -170,7 +180,7 @@ def interleaved_speedups(pipe, protocol: EvalProtocol, candidates: dict, repeats
         before = _timed(pipe, protocol, None)
         full.append(before)
         for start in range(0, len(order), block):
-            chunk = {key: _timed(pipe, protocol, candidates[key]) for key in order[start:start + block]}
+            chunk = {key: _timed(pipe, protocol, candidates[key]) for key in order[start : start + block]}
             after = _timed(pipe, protocol, None)
             full.append(after)
             for key, spent in chunk.items():
@@ -189,7 +199,8 @@ def candidate_of(trial: TrialRecord) -> ReuseSchedule | Peer:
 def _computes_everything(schedule: ReuseSchedule, steps: int) -> bool:
     """Full compute at the protocol's step count: every unit at every step (mixing then never applies)."""
     return schedule.num_inference_steps == steps and all(
-        all(unit.compute_mask(steps)) for unit in schedule.units.values())
+        all(unit.compute_mask(steps)) for unit in schedule.units.values()
+    )
 
 
 class Confirmer:
@@ -209,9 +220,20 @@ class Confirmer:
             ``protocol.seed`` (the same noise): that seed is taken from the trial, not sampled again.
     """
 
-    def __init__(self, pipe, protocol: EvalProtocol, measures: StudyMeasures, reference_samples, fid_samples: int,
-                 fid_seeds: int = 1, timing_repeats: int = 3, timing_samples: int | None = None,
-                 cache_dir: str | Path | None = None, model_id: str | None = None, reuse_trial_scores: bool = False) -> None:
+    def __init__(
+        self,
+        pipe,
+        protocol: EvalProtocol,
+        measures: StudyMeasures,
+        reference_samples,
+        fid_samples: int,
+        fid_seeds: int = 1,
+        timing_repeats: int = 3,
+        timing_samples: int | None = None,
+        cache_dir: str | Path | None = None,
+        model_id: str | None = None,
+        reuse_trial_scores: bool = False,
+    ) -> None:
         self.pipe = pipe
         self.reuse_trial_scores = reuse_trial_scores
         self.seconds: dict[str, float] = {}  # wall seconds of the last confirm(): "fid", "timing"
@@ -220,7 +242,9 @@ class Confirmer:
         self.measures = measures
         self.reference_samples = reference_samples
         self.timing_repeats = int(timing_repeats)
-        self.timing_protocol = protocol.replace(num_samples=int(timing_samples or min(protocol.num_samples, protocol.batch_size)))
+        self.timing_protocol = protocol.replace(
+            num_samples=int(timing_samples or min(protocol.num_samples, protocol.batch_size))
+        )
         self._full: dict[int, tuple] = {}
         self._fid_vs_real = measures.fid(measures.real_reference) if measures.real_reference is not None else None
         self._warm = False
@@ -257,7 +281,11 @@ class Confirmer:
         real_seeds, full_fids = {}, []
         for seed in self.seeds:
             protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
-            key = trial.schedule if schedule is not None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            key = (
+                trial.schedule
+                if schedule is not None
+                else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            )
             cached = self._cache.get(protocol, key) if self._cache is not None else None
             if cached is None:
                 cached = self._from_trial(trial, seed)
@@ -276,19 +304,31 @@ class Confirmer:
                     self._cache.put(protocol, key, cached)
             full_fids.append(cached["fid_vs_full"])
             real_seeds[str(seed)] = cached["fid"] if cached["fid"] is not None else full_fids[-1]
-        return Confirmation(fid=statistics.fmean(real_seeds.values()), fid_vs_full=statistics.fmean(full_fids),
-                            fid_seeds=real_seeds, fid_full_seeds=dict(full_seeds))
+        return Confirmation(
+            fid=statistics.fmean(real_seeds.values()),
+            fid_vs_full=statistics.fmean(full_fids),
+            fid_seeds=real_seeds,
+            fid_full_seeds=dict(full_seeds),
+        )
 
     def cached_seeds(self, trial: TrialRecord) -> list[int]:
         """The seeds at which the disk cache already holds ``trial``'s FID-N (scoring them samples nothing)."""
         if self._cache is None:
             return []
         candidate = candidate_of(trial)
-        steps = candidate.num_inference_steps if isinstance(candidate, ReuseSchedule) else self.fid_protocol.num_inference_steps
+        steps = (
+            candidate.num_inference_steps
+            if isinstance(candidate, ReuseSchedule)
+            else self.fid_protocol.num_inference_steps
+        )
         found = []
         for seed in self.seeds:
             protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
-            key = trial.schedule if trial.peer is None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            key = (
+                trial.schedule
+                if trial.peer is None
+                else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+            )
             if self._cache.get(protocol, key) is not None:
                 found.append(seed)
         return found
@@ -297,12 +337,20 @@ class Confirmer:
         """The trial's own FID-N at the study's seed, when its adaptive fidelity reached N (a
         schedule's samples do not depend on how they were batched; a peer's dynamic cache's do)."""
         n = self.fid_protocol.num_samples
-        if (not self.reuse_trial_scores or trial.peer or seed != self.seeds[0] or trial.fidelity != n
-                or trial.fid_vs_full_top is None or n not in trial.fidelity_deltas):
+        if (
+            not self.reuse_trial_scores
+            or trial.peer
+            or seed != self.seeds[0]
+            or trial.fidelity != n
+            or trial.fid_vs_full_top is None
+            or n not in trial.fidelity_deltas
+        ):
             return None
         _, _, real = self._full_compute(seed)
-        return {"fid_vs_full": trial.fid_vs_full_top,
-                "fid": real + trial.fidelity_deltas[n] if real is not None else None}
+        return {
+            "fid_vs_full": trial.fid_vs_full_top,
+            "fid": real + trial.fidelity_deltas[n] if real is not None else None,
+        }
 
     def time(self, scored: Sequence[tuple[TrialRecord, Confirmation]]) -> None:
         """Add the measured speedup to every ``(trial, confirmation)``: all candidates are timed in one
@@ -312,21 +360,30 @@ class Confirmer:
         if not self._warm:  # first calls pay one-off allocation costs
             timed_generation(self.pipe, self.timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
             self._warm = True
-        timings = interleaved_speedups(self.pipe, self.timing_protocol,
-                                       {str(trial.number): candidate_of(trial) for trial, _ in scored},
-                                       repeats=self.timing_repeats)
+        timings = interleaved_speedups(
+            self.pipe,
+            self.timing_protocol,
+            {str(trial.number): candidate_of(trial) for trial, _ in scored},
+            repeats=self.timing_repeats,
+        )
         for trial, confirmation in scored:
             apply_timing(confirmation, timings[str(trial.number)], trial.predicted_speedup)
 
-    def confirm(self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None) -> list[tuple[int, Confirmation]]:
+    def confirm(
+        self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None
+    ) -> list[tuple[int, Confirmation]]:
         """Score and store each candidate (one failure does not lose the others; a stored FID survives
         an interrupted run), then time them all in one interleaved run and store the speeds."""
         mean, per_seed = self.full_compute()
-        StudyInfo.update(study, fid_full_compute=mean, fid_full_seeds=per_seed,
-                         fid_name=f"fid_{self.fid_protocol.num_samples}",
-                         fid_reference="real" if self._fid_vs_real is not None else "full_compute")
+        StudyInfo.update(
+            study,
+            fid_full_compute=mean,
+            fid_full_seeds=per_seed,
+            fid_name=f"fid_{self.fid_protocol.num_samples}",
+            fid_reference="real" if self._fid_vs_real is not None else "full_compute",
+        )
         scored, began = [], time.perf_counter()
-        for trial in (progress(candidates, "confirming with FID") if progress else candidates):
+        for trial in progress(candidates, "confirming with FID") if progress else candidates:
             try:
                 confirmation = self.score(trial)
             except Exception as error:  # one bad confirmation must not lose the others
@@ -359,14 +416,26 @@ class ScoreCache:
 
         self.folder = Path(cache_dir).expanduser() / "scores"
         real = measures.real_stats() if measures.real_reference is not None else None
-        real_id = hashlib.sha256(real.mu.tobytes() + real.sigma.tobytes()).hexdigest()[:16] if real is not None else None
-        self._identity = {"model": model_id, "pipeline": pipeline_fingerprint(pipe),
-                          "feature": feature_id(measures.feature()), "real": real_id}
+        real_id = (
+            hashlib.sha256(real.mu.tobytes() + real.sigma.tobytes()).hexdigest()[:16] if real is not None else None
+        )
+        self._identity = {
+            "model": model_id,
+            "pipeline": pipeline_fingerprint(pipe),
+            "feature": feature_id(measures.feature()),
+            "real": real_id,
+        }
 
     def _path(self, protocol: EvalProtocol, schedule: dict) -> Path:
         """``schedule``: a schedule's dict, or ``{"peer": peer_key, "batch_size": N}`` for a peer."""
-        key = json.dumps({**self._identity, "protocol": protocol.cache_key(),
-                          "schedule": {k: v for k, v in schedule.items() if k != "provenance"}}, sort_keys=True)
+        key = json.dumps(
+            {
+                **self._identity,
+                "protocol": protocol.cache_key(),
+                "schedule": {k: v for k, v in schedule.items() if k != "provenance"},
+            },
+            sort_keys=True,
+        )
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
     def get(self, protocol: EvalProtocol, schedule: dict) -> dict | None:

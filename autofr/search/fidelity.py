@@ -48,12 +48,20 @@ class FidelityPlan:
         return self.levels[-1]
 
     @classmethod
-    def default(cls, proxy_samples: int, fid_samples: int, levels=None, z: float = 2.0, bootstrap: int = 32) -> FidelityPlan:
+    def default(
+        cls, proxy_samples: int, fid_samples: int, levels=None, z: float = 2.0, bootstrap: int = 32
+    ) -> FidelityPlan:
         """``levels`` as given, else the proxy's N times 1, 4 and 16, capped below at FID-N's N."""
         if levels:
             chosen = sorted({int(n) for n in levels})
         else:
-            chosen = sorted({n for n in (proxy_samples, 4 * proxy_samples, 16 * proxy_samples) if n <= max(fid_samples, proxy_samples)})
+            chosen = sorted(
+                {
+                    n
+                    for n in (proxy_samples, 4 * proxy_samples, 16 * proxy_samples)
+                    if n <= max(fid_samples, proxy_samples)
+                }
+            )
         return cls(tuple(chosen), float(z), int(bootstrap))
 
 
@@ -63,9 +71,9 @@ class FidelityScore:
 
     deltas: dict[int, float]
     sd: dict[int, float]
-    estimate: float        # the calibrated FID difference at the top level
+    estimate: float  # the calibrated FID difference at the top level
     estimate_sd: float
-    samples: int           # samples generated for this trial
+    samples: int  # samples generated for this trial
     seconds: float = 0.0
     fid_vs_full_top: float | None = None  # at the top level: FID against full compute's samples
 
@@ -86,14 +94,22 @@ class Calibration:
     def from_records(cls, plan: FidelityPlan, trials: list[TrialRecord]) -> Calibration:
         fits = {}
         for level in plan.levels[:-1]:
-            pairs = [(t.fidelity_deltas[level], t.fidelity_deltas[plan.top]) for t in trials
-                     if level in t.fidelity_deltas and plan.top in t.fidelity_deltas]
+            pairs = [
+                (t.fidelity_deltas[level], t.fidelity_deltas[plan.top])
+                for t in trials
+                if level in t.fidelity_deltas and plan.top in t.fidelity_deltas
+            ]
             if len(pairs) >= plan.min_pairs:
                 x, y = np.array(pairs, dtype=float).T
                 if np.ptp(x) > 0:
                     b, a = np.polyfit(x, y, 1)
                     residual = y - (a + b * x)
-                    fits[level] = (float(a), float(b), float(np.sqrt(np.sum(residual ** 2) / max(1, len(x) - 2))), len(x))
+                    fits[level] = (
+                        float(a),
+                        float(b),
+                        float(np.sqrt(np.sum(residual**2) / max(1, len(x) - 2))),
+                        len(x),
+                    )
         return cls(plan, fits)
 
     def predict(self, level: int, delta: float, bootstrap_sd: float) -> tuple[float, float]:
@@ -102,7 +118,7 @@ class Calibration:
             return delta, bootstrap_sd
         if level in self.fits:
             a, b, residual_sd, _ = self.fits[level]
-            return a + b * delta, math.sqrt(residual_sd ** 2 + (b * bootstrap_sd) ** 2)
+            return a + b * delta, math.sqrt(residual_sd**2 + (b * bootstrap_sd) ** 2)
         return delta, 1.5 * bootstrap_sd
 
     def describe(self) -> dict:
@@ -122,15 +138,17 @@ class AdaptiveScorer:
             compute's samples at every lower level, from the same noise).
     """
 
-    def __init__(self, pipe, protocol: EvalProtocol, plan: FidelityPlan, feature, real: FeatureStats,
-                 full_top: SampleBatch) -> None:
+    def __init__(
+        self, pipe, protocol: EvalProtocol, plan: FidelityPlan, feature, real: FeatureStats, full_top: SampleBatch
+    ) -> None:
         self.pipe, self.plan, self.feature, self.real = pipe, plan, feature, real
         self.protocol = protocol.replace(num_samples=plan.top)
         self.full = extract_features(feature, full_top).numpy()
         self.full_fid = {n: frechet_distance(FeatureStats.from_features(self.full[:n]), real) for n in plan.levels}
 
-    def score(self, schedule, first: SampleBatch, limit: float | None, calibration: Calibration,
-              may_climb: bool = True) -> FidelityScore:
+    def score(
+        self, schedule, first: SampleBatch, limit: float | None, calibration: Calibration, may_climb: bool = True
+    ) -> FidelityScore:
         """Score ``schedule`` whose first ``levels[0]`` samples are ``first``; climb while the
         estimate is within ``z`` sd of ``limit`` (the highest FID difference within the target)."""
         began = time.perf_counter()
@@ -139,8 +157,12 @@ class AdaptiveScorer:
         steps = schedule.num_inference_steps if schedule is not None else self.protocol.num_inference_steps
         for index, level in enumerate(self.plan.levels):
             if len(features) < level:  # schedule None: the pipeline as it is (a peer's cache enabled)
-                extra = generate(self.pipe, self.protocol.replace(num_samples=level, num_inference_steps=steps),
-                                 schedule, first=len(features))
+                extra = generate(
+                    self.pipe,
+                    self.protocol.replace(num_samples=level, num_inference_steps=steps),
+                    schedule,
+                    first=len(features),
+                )
                 features = np.concatenate([features, extract_features(self.feature, extra).numpy()])
                 samples += len(extra)
             deltas[level], sds[level] = self._delta(features[:level], level)
@@ -150,7 +172,9 @@ class AdaptiveScorer:
                 break
         vs_full = None
         if self.plan.top in deltas:
-            vs_full = frechet_distance(FeatureStats.from_features(features[:self.plan.top]), FeatureStats.from_features(self.full))
+            vs_full = frechet_distance(
+                FeatureStats.from_features(features[: self.plan.top]), FeatureStats.from_features(self.full)
+            )
         return FidelityScore(deltas, sds, estimate, sd, samples, time.perf_counter() - began, vs_full)
 
     def _delta(self, features: np.ndarray, level: int) -> tuple[float, float]:

@@ -76,7 +76,9 @@ def hypervolume_reference(trials: Sequence[TrialRecord]) -> tuple[float, float]:
     return 1.0, (max(proxies) if proxies else 0.0)
 
 
-def hypervolume_history(trials: Sequence[TrialRecord], reference: Sequence[float] | None = None) -> list[tuple[int, float]]:
+def hypervolume_history(
+    trials: Sequence[TrialRecord], reference: Sequence[float] | None = None
+) -> list[tuple[int, float]]:
     """``(completed trial count, hypervolume)`` after each completed schedule (in trial-number order) over
     the search objectives (predicted speedup, proxy); peers are not counted. Infeasible trials add nothing. The front is
     kept as trials arrive, so the history costs O(trials x front), not O(trials^2)."""
@@ -84,7 +86,9 @@ def hypervolume_history(trials: Sequence[TrialRecord], reference: Sequence[float
     history: list[tuple[int, float]] = []
     front: list[tuple[float, float]] = []
     volume = 0.0
-    for count, trial in enumerate(sorted((t for t in schedules(trials) if t.complete), key=lambda t: t.number), start=1):
+    for count, trial in enumerate(
+        sorted((t for t in schedules(trials) if t.complete), key=lambda t: t.number), start=1
+    ):
         if trial.feasible:
             point = (trial.values[0], trial.values[1])
             if not any(x >= point[0] and y <= point[1] for x, y in front):
@@ -172,9 +176,11 @@ def close_to_limit(records: StudyRecords, trial: TrialRecord, z: float = 2.0) ->
     margin, full = limit - trial.fid, trial.fid - mean
     if margin >= z * error or full <= 0:
         return None
-    return (f"close to the limit: within it by {100 * margin / full:.2f}% of full compute's FID, less than {z:g} "
-            f"standard errors of the paired difference over {len(differences)} seeds ({100 * error / full:.2f}%); "
-            "more samples or seeds may place it outside")
+    return (
+        f"close to the limit: within it by {100 * margin / full:.2f}% of full compute's FID, less than {z:g} "
+        f"standard errors of the paired difference over {len(differences)} seeds ({100 * error / full:.2f}%); "
+        "more samples or seeds may place it outside"
+    )
 
 
 # ---------------------------------------------------------------------- export policies
@@ -203,13 +209,17 @@ def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRec
         raise ConfigError(f"export measure {measure!r} is unknown: use fid or proxy")
     unknown = sorted(set(options) - allowed[policy])
     if unknown:
-        raise ConfigError(f"option {unknown[0]!r} does not apply to policy {policy}: "
-                          f"it takes {', '.join(sorted(allowed[policy])) or 'no options'}")
+        raise ConfigError(
+            f"option {unknown[0]!r} does not apply to policy {policy}: "
+            f"it takes {', '.join(sorted(allowed[policy])) or 'no options'}"
+        )
     candidates = _candidates(records, measure)
     if not candidates:
         if measure == "fid":
-            raise ConfigError(f"study {records.name!r} has no FID-confirmed trials: run the confirmation stage "
-                              "(autofr-search on the same study) or export with export.measure=proxy")
+            raise ConfigError(
+                f"study {records.name!r} has no FID-confirmed trials: run the confirmation stage "
+                "(autofr-search on the same study) or export with export.measure=proxy"
+            )
         raise ConfigError(f"study {records.name!r} has no completed feasible trials: run autofr-search first")
     name = "FID" if measure == "fid" else "proxy"
 
@@ -226,15 +236,18 @@ def select_trial(records: StudyRecords, policy: str, **options: Any) -> TrialRec
         eligible = [t for t in candidates if t.speed >= min_speedup]
         if not eligible:
             fastest = max(t.speed for t in candidates)
-            raise ConfigError(f"no trial reaches speedup {min_speedup:g}x (fastest: {fastest:.3g}x): "
-                              "lower export.min_speedup")
+            raise ConfigError(
+                f"no trial reaches speedup {min_speedup:g}x (fastest: {fastest:.3g}x): lower export.min_speedup"
+            )
         return min(eligible, key=lambda t: (quality(t), -t.speed, t.number))
 
     points = [(t.speed, quality(t)) for t in candidates]
     front = sorted((candidates[i] for i in pareto_front(points)), key=lambda t: t.speed)
     if len(front) < 3:
-        raise ConfigError(f"policy knee needs 3 trials on the speed-{name} front, the study has {len(front)}: "
-                          "confirm more trials or use export.policy=fastest_within")
+        raise ConfigError(
+            f"policy knee needs 3 trials on the speed-{name} front, the study has {len(front)}: "
+            "confirm more trials or use export.policy=fastest_within"
+        )
     return knee_point(front, lambda t: (t.speed, quality(t)))
 
 
@@ -245,34 +258,48 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     reference = full_compute_fid(records) if measure == "fid" else _baseline_proxy(records)
     if "delta_abs" in options or "delta" in options or measure != "fid":
         if reference is None:
-            raise ConfigError(f"study {records.name!r} has no full-compute {name} to compare with: "
-                              "confirm the baseline or use export.policy=best_at_speedup")
+            raise ConfigError(
+                f"study {records.name!r} has no full-compute {name} to compare with: "
+                "confirm the baseline or use export.policy=best_at_speedup"
+            )
         if "delta_abs" in options:
-            limit, allowance = reference + _number(options, "delta_abs"), f"full compute {reference:.4g} + {options['delta_abs']:g}"
+            limit, allowance = (
+                reference + _number(options, "delta_abs"),
+                f"full compute {reference:.4g} + {options['delta_abs']:g}",
+            )
         else:
             delta = _number(options, "delta", 0.05)
             limit, allowance = reference * (1.0 + delta), f"full compute {reference:.4g} * (1 + {delta:g})"
 
         def limit_of(trial: TrialRecord) -> float | None:
             return limit
+
         hint = "raise export.delta or export.delta_abs"
     else:
         target = study_target(records)
         if target.limit(reference) is None:
-            raise ConfigError(f"study {records.name!r} has no full-compute FID to compare with: "
-                              "confirm the baseline or use export.policy=best_at_speedup")
+            raise ConfigError(
+                f"study {records.name!r} has no full-compute FID to compare with: "
+                "confirm the baseline or use export.policy=best_at_speedup"
+            )
         limit, allowance = target.limit(reference), f"{target.describe()}, {reference:.4g}"
 
         def limit_of(trial: TrialRecord) -> float | None:
             return target_limit(records, trial)
+
         hint = "relax the target (export.delta=0.1, or search.target when searching)"
     # full compute itself is never the answer, whatever its timing noise says
-    eligible = [t for t in candidates if t.speed > 1.0 and t.origin != "baseline"
-                and t.quality(measure) <= (limit_of(t) or -math.inf)]
+    eligible = [
+        t
+        for t in candidates
+        if t.speed > 1.0 and t.origin != "baseline" and t.quality(measure) <= (limit_of(t) or -math.inf)
+    ]
     if not eligible:
         best = min((t for t in candidates if t.speed > 1.0), key=lambda t: t.quality(measure), default=None)
         closest = f" (best faster trial: {best.quality(measure):.4g})" if best is not None else ""
-        raise ConfigError(f"no trial faster than full compute has {name} <= {limit:.4g} ({allowance}){closest}: {hint}")
+        raise ConfigError(
+            f"no trial faster than full compute has {name} <= {limit:.4g} ({allowance}){closest}: {hint}"
+        )
     return max(eligible, key=lambda t: (t.speed, -t.quality(measure), -t.number))
 
 
@@ -280,35 +307,48 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
     """What the chosen schedule beat, in plain words: the fastest hand-set reference within the
     target (FRDiff, fewer steps, DeepCache-style) and the fastest peer within it (another library's
     cache), and, when one of them wins, by how much."""
-    within = [t for t in records.confirmed() if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number
-              and t.origin != "baseline"]
+    within = [
+        t
+        for t in records.confirmed()
+        if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number and t.origin != "baseline"
+    ]
     references = sorted((t for t in within if t.is_reference), key=lambda t: -t.speed)
     searched = sorted((t for t in within if not t.is_reference and not t.is_peer), key=lambda t: -t.speed)
     peers = sorted((t for t in within if t.is_peer), key=lambda t: -t.speed)
     lines = []
     if chosen.is_reference:
-        lines.append(f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
-                     "confirmed schedule within the target")
+        lines.append(
+            f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
+            "confirmed schedule within the target"
+        )
         if searched:
             best = searched[0]
-            lines.append(f"the fastest searched schedule within the target is trial {best.number} at {best.speed:.2f}x, "
-                         f"{chosen.speed / best.speed:.2f}x slower")
+            lines.append(
+                f"the fastest searched schedule within the target is trial {best.number} at {best.speed:.2f}x, "
+                f"{chosen.speed / best.speed:.2f}x slower"
+            )
         else:
             lines.append("no searched schedule was confirmed within the target")
     elif references:
         best = references[0]
-        lines.append(f"beats the fastest hand-set baseline within the target, {best.label or best.origin} "
-                     f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x")
+        lines.append(
+            f"beats the fastest hand-set baseline within the target, {best.label or best.origin} "
+            f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x"
+        )
     else:
         lines.append("no hand-set baseline faster than full compute was confirmed within the target")
     if peers and peers[0].speed > chosen.speed:
         best = peers[0]
-        lines.append(f"a peer is faster: {best.label} ({best.speed:.2f}x) is within the target, "
-                     f"{best.speed / chosen.speed:.2f}x faster than this schedule")
+        lines.append(
+            f"a peer is faster: {best.label} ({best.speed:.2f}x) is within the target, "
+            f"{best.speed / chosen.speed:.2f}x faster than this schedule"
+        )
     elif peers:
         best = peers[0]
-        lines.append(f"beats the fastest peer within the target, {best.label} ({best.speed:.2f}x), "
-                     f"by {chosen.speed / best.speed:.2f}x")
+        lines.append(
+            f"beats the fastest peer within the target, {best.label} ({best.speed:.2f}x), "
+            f"by {chosen.speed / best.speed:.2f}x"
+        )
     elif any(t.is_peer for t in records.confirmed()):
         lines.append("no peer faster than full compute was confirmed within the target")
     return lines

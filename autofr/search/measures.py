@@ -40,8 +40,10 @@ def resolve_threshold(threshold: float | str | None, proxy_name: str, full_compu
     except ValueError:
         raise ConfigError(f"quality.threshold={threshold!r} is not a number or a ratio like 1.2x") from None
     if not (math.isfinite(full_compute_proxy) and full_compute_proxy > 0):
-        raise ConfigError(f"quality.threshold={text} is relative to full compute, but {proxy_name} of full compute is "
-                          f"{full_compute_proxy:g}: give an absolute threshold, or use quality.proxy=fid_real")
+        raise ConfigError(
+            f"quality.threshold={text} is relative to full compute, but {proxy_name} of full compute is "
+            f"{full_compute_proxy:g}: give an absolute threshold, or use quality.proxy=fid_real"
+        )
     return ratio * full_compute_proxy
 
 
@@ -59,15 +61,17 @@ class StudyMeasures:
     _feature: Any = field(default=None, repr=False)
 
     @classmethod
-    def resolve(cls, quality: QualitySettings, model: ModelSettings,
-                confirm_proxies: tuple[str, ...] = ()) -> StudyMeasures:
+    def resolve(
+        cls, quality: QualitySettings, model: ModelSettings, confirm_proxies: tuple[str, ...] = ()
+    ) -> StudyMeasures:
         from autofr.quality import available_measures
 
         proxy = quality.proxy
         names = set(available_measures()) | {REAL_DATA_PROXY}
         if proxy not in names - {"fid", "kid"}:
-            raise ConfigError(f"quality.proxy={proxy!r} is unknown: use one of "
-                              f"{', '.join(sorted(names - {'fid', 'kid'}))}")
+            raise ConfigError(
+                f"quality.proxy={proxy!r} is unknown: use one of {', '.join(sorted(names - {'fid', 'kid'}))}"
+            )
         wanted_real = proxy == REAL_DATA_PROXY
         # a malformed threshold fails here (the ratio is checked again on the real value)
         resolve_threshold(quality.threshold, proxy, 1.0 if wanted_real else 0.0)
@@ -76,13 +80,19 @@ class StudyMeasures:
             options["inception_weights"] = quality.inception_weights
         real = _real_reference(quality, model)
         if wanted_real and real is None:
-            raise ConfigError("quality.proxy=fid_real needs quality.fid_reference=real and real data (quality.real_data)")
-        extra = tuple(name for name in EXTRA_METRICS if name != proxy and (name != REAL_DATA_PROXY or real is not None))
+            raise ConfigError(
+                "quality.proxy=fid_real needs quality.fid_reference=real and real data (quality.real_data)"
+            )
+        extra = tuple(
+            name for name in EXTRA_METRICS if name != proxy and (name != REAL_DATA_PROXY or real is not None)
+        )
         recorded = (proxy, *extra)
         for name in confirm_proxies:
             if name not in recorded:
-                raise ConfigError(f"search.confirm_proxies: {name!r} is not recorded per trial; "
-                                  f"use some of {', '.join(dict.fromkeys((*EXTRA_METRICS, proxy)))}")
+                raise ConfigError(
+                    f"search.confirm_proxies: {name!r} is not recorded per trial; "
+                    f"use some of {', '.join(dict.fromkeys((*EXTRA_METRICS, proxy)))}"
+                )
         measures = cls(proxy, extra, options, real, tuple(confirm_proxies), quality.threshold, quality.fid_reference)
         measures.feature()  # Inception weights must be on disk now, not after the search
         return measures
@@ -92,7 +102,9 @@ class StudyMeasures:
         from autofr.quality import resolve_feature
 
         if self._feature is None:
-            self._feature = resolve_feature(self.feature_options["feature"], self.feature_options.get("inception_weights"))
+            self._feature = resolve_feature(
+                self.feature_options["feature"], self.feature_options.get("inception_weights")
+            )
         return self._feature
 
     def real_stats(self):
@@ -101,8 +113,11 @@ class StudyMeasures:
 
         if getattr(self, "_real_stats", None) is None:
             reference = reference_images_or_stats(self.real_reference)
-            self._real_stats = reference if isinstance(reference, FeatureStats) else \
-                FeatureStats.from_features(extract_features(self.feature(), reference))
+            self._real_stats = (
+                reference
+                if isinstance(reference, FeatureStats)
+                else FeatureStats.from_features(extract_features(self.feature(), reference))
+            )
         return self._real_stats
 
     def fid(self, reference):
@@ -119,8 +134,10 @@ class StudyMeasures:
 
         if name == REAL_DATA_PROXY:
             if self.real_reference is None:
-                raise ConfigError("quality.proxy=fid_real needs real data: set quality.real_data (a folder of images "
-                                  "or an .npz of mu/sigma) and quality.fid_reference=real")
+                raise ConfigError(
+                    "quality.proxy=fid_real needs real data: set quality.real_data (a folder of images "
+                    "or an .npz of mu/sigma) and quality.fid_reference=real"
+                )
             return self.fid(self.real_reference)
         return build_measure(name, reference=reference)
 
@@ -132,8 +149,9 @@ def _real_reference(quality: QualitySettings, model: ModelSettings):
     if quality.real_data:
         path = Path(quality.real_data).expanduser()
         if not path.exists():
-            raise ConfigError(f"quality.real_data={quality.real_data} does not exist: give a folder of images "
-                              "or an .npz of mu/sigma")
+            raise ConfigError(
+                f"quality.real_data={quality.real_data} does not exist: give a folder of images or an .npz of mu/sigma"
+            )
         return str(path)
     if model.path in EMBEDDED_DIGIT_MODELS or quality.feature == "digits":
         from autofr.models import load_digits_images

@@ -75,8 +75,17 @@ class Objective:
         adaptive: target-driven scoring (see the module docstring); None: the fixed proxy.
     """
 
-    def __init__(self, pipe, space: SearchSpace, protocol: EvalProtocol, reference: SampleBatch,
-                 measures: StudyMeasures, speed: SpeedModel, keep_grids: bool = True, adaptive: Adaptive | None = None) -> None:
+    def __init__(
+        self,
+        pipe,
+        space: SearchSpace,
+        protocol: EvalProtocol,
+        reference: SampleBatch,
+        measures: StudyMeasures,
+        speed: SpeedModel,
+        keep_grids: bool = True,
+        adaptive: Adaptive | None = None,
+    ) -> None:
         self.pipe = pipe
         self.space = space
         self.protocol = protocol
@@ -85,7 +94,9 @@ class Objective:
         self.speed = speed
         self.adaptive = adaptive
         self.full_compute_proxy = float(self.measures[self.proxy_name].score(reference))
-        self.threshold = None if adaptive else resolve_threshold(measures.threshold, self.proxy_name, self.full_compute_proxy)
+        self.threshold = (
+            None if adaptive else resolve_threshold(measures.threshold, self.proxy_name, self.full_compute_proxy)
+        )
         self.keep_grids = keep_grids
         self.grids: dict[int, bytes] = {}
         self._grid_by_schedule: dict[str, bytes] = {}
@@ -95,8 +106,10 @@ class Objective:
         """One line about the constraint, or None when there is none."""
         if self.adaptive is not None:
             a = self.adaptive
-            return (f"target: {a.target.describe()} (FID-{a.plan.top} <= {a.limit:.4g}; full compute "
-                    f"{a.full_fid:.4g}); fidelity {' -> '.join(map(str, a.plan.levels))} samples near it")
+            return (
+                f"target: {a.target.describe()} (FID-{a.plan.top} <= {a.limit:.4g}; full compute "
+                f"{a.full_fid:.4g}); fidelity {' -> '.join(map(str, a.plan.levels))} samples near it"
+            )
         if self.threshold is not None:
             return f"constraint: {self.proxy_name} <= {self.threshold:.4g} (full compute scores {self.full_compute_proxy:.4g})"
         return None
@@ -104,8 +117,11 @@ class Objective:
     def __call__(self, trial) -> tuple[float, float]:
         schedule = self.space.suggest(trial)
         mark_origin(trial)
-        result = TrialResult(schedule=schedule.to_dict(), num_inference_steps=schedule.num_inference_steps,
-                             predicted_speedup=self.speed.predicted_speedup(schedule))
+        result = TrialResult(
+            schedule=schedule.to_dict(),
+            num_inference_steps=schedule.num_inference_steps,
+            predicted_speedup=self.speed.predicted_speedup(schedule),
+        )
         key = schedule_key(result.schedule)
         known = self._refresh(trial)
         twin = next((t for t in known.values() if t.proxy is not None and t.schedule_key() == key), None)
@@ -117,7 +133,9 @@ class Objective:
             return self._finish(trial, copied, key, grid=self._grid_by_schedule.get(key))
         began = time.perf_counter()
         try:
-            samples = generate(self.pipe, self.protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule)
+            samples = generate(
+                self.pipe, self.protocol.replace(num_inference_steps=schedule.num_inference_steps), schedule
+            )
             self.score(result, samples, schedule, known)
         except QualityError as error:
             record_failure(trial, str(error))
@@ -141,12 +159,17 @@ class Objective:
         if self.adaptive is not None:
             self._score_adaptively(result, schedule, samples, known)
 
-    def _score_adaptively(self, result: TrialResult, schedule, samples: SampleBatch, known: dict[int, TrialRecord]) -> None:
+    def _score_adaptively(
+        self, result: TrialResult, schedule, samples: SampleBatch, known: dict[int, TrialRecord]
+    ) -> None:
         a = self.adaptive
         trials = list(known.values())
         calibration = Calibration.from_records(a.plan, trials)
-        within = [t.predicted_speedup or 0.0 for t in trials
-                  if a.plan.top in t.fidelity_deltas and t.fidelity_deltas[a.plan.top] <= a.limit_delta]
+        within = [
+            t.predicted_speedup or 0.0
+            for t in trials
+            if a.plan.top in t.fidelity_deltas and t.fidelity_deltas[a.plan.top] <= a.limit_delta
+        ]
         # a trial no faster than one already known to be within the target cannot be the answer;
         # a peer (no predicted speedup) is a baseline, not a candidate answer: it always may climb
         may_climb = result.predicted_speedup is None or result.predicted_speedup > max(within, default=0.0)

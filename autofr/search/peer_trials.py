@@ -55,7 +55,9 @@ class PeerStage:
         for method, reason in self.skipped.items():
             by_reason.setdefault(reason, []).append(method)
         if by_reason:
-            parts.append("skipped: " + "; ".join(f"{', '.join(methods)} ({reason})" for reason, methods in by_reason.items()))
+            parts.append(
+                "skipped: " + "; ".join(f"{', '.join(methods)} ({reason})" for reason, methods in by_reason.items())
+            )
         if not self.added and not self.already and self.skipped:
             parts.append("the DeepCache-style references stand in")
         if self.failed:
@@ -63,13 +65,19 @@ class PeerStage:
         return ", ".join(parts)
 
 
-def evaluate_peer(pipe, protocol: EvalProtocol, objective: Objective, peer: Peer, known: dict[int, TrialRecord],
-                  timing: Timing) -> tuple[TrialResult, tuple[float, float]]:
+def evaluate_peer(
+    pipe, protocol: EvalProtocol, objective: Objective, peer: Peer, known: dict[int, TrialRecord], timing: Timing
+) -> tuple[TrialResult, tuple[float, float]]:
     """``(result, values)`` of one peer: its samples under ``protocol`` scored by ``objective``, with
     its measured speed ``timing``."""
     began = time.perf_counter()
-    result = TrialResult(schedule=None, num_inference_steps=protocol.num_inference_steps, predicted_speedup=None,
-                         measured_speedup=timing.speedup, peer=peer.describe())
+    result = TrialResult(
+        schedule=None,
+        num_inference_steps=protocol.num_inference_steps,
+        predicted_speedup=None,
+        measured_speedup=timing.speedup,
+        peer=peer.describe(),
+    )
     with peer_enabled(pipe, peer):
         samples = generate(pipe, protocol)
         objective.score(result, samples, None, known)
@@ -77,7 +85,9 @@ def evaluate_peer(pipe, protocol: EvalProtocol, objective: Objective, peer: Peer
     return result, (result.measured_speedup, objective.constrain(result))
 
 
-def time_peers(pipe, protocol: EvalProtocol, peers: list[Peer], repeats: int = 3) -> tuple[dict[str, Timing], dict[str, str]]:
+def time_peers(
+    pipe, protocol: EvalProtocol, peers: list[Peer], repeats: int = 3
+) -> tuple[dict[str, Timing], dict[str, str]]:
     """``(timings by peer key, failures by peer label)``: every peer on one batch in one interleaved run;
     if that run fails, each peer on its own, so one failing peer keeps the others' timings."""
     timing = protocol.replace(num_samples=min(protocol.num_samples, protocol.batch_size))
@@ -96,8 +106,16 @@ def time_peers(pipe, protocol: EvalProtocol, peers: list[Peer], repeats: int = 3
     return timings, failed
 
 
-def evaluate_peers(study: optuna.Study, pipe, protocol: EvalProtocol, objective: Objective, methods,
-                   timing_repeats: int = 3, progress=None, on_added=None) -> PeerStage:
+def evaluate_peers(
+    study: optuna.Study,
+    pipe,
+    protocol: EvalProtocol,
+    objective: Objective,
+    methods,
+    timing_repeats: int = 3,
+    progress=None,
+    on_added=None,
+) -> PeerStage:
     """Evaluate every peer of ``methods`` (``search.peers``) that runs on ``pipe`` and is not in
     ``study`` yet, and add each as a finished trial; ``on_added(record)`` after each one."""
     stage = PeerStage()
@@ -105,8 +123,10 @@ def evaluate_peers(study: optuna.Study, pipe, protocol: EvalProtocol, objective:
     StudyInfo.update(study, peers_skipped=stage.skipped)
     if not peers:
         if stage.skipped:
-            logger.info("no peer runs on this model (%s); the DeepCache-style references stand in",
-                        "; ".join(f"{m}: {r}" for m, r in stage.skipped.items()))
+            logger.info(
+                "no peer runs on this model (%s); the DeepCache-style references stand in",
+                "; ".join(f"{m}: {r}" for m, r in stage.skipped.items()),
+            )
         return stage
     records = StudyRecords.load(study)
     done = {peer_key(t.peer) for t in records.completed() if t.is_peer and t.peer}
@@ -115,9 +135,11 @@ def evaluate_peers(study: optuna.Study, pipe, protocol: EvalProtocol, objective:
     stage.already = len(peers) - len(todo)
     if not todo:
         return stage
-    timed_generation(pipe, protocol.replace(num_samples=1, batch_size=1), {"warm-up": None}, repeats=1)  # one-off costs
+    timed_generation(
+        pipe, protocol.replace(num_samples=1, batch_size=1), {"warm-up": None}, repeats=1
+    )  # one-off costs
     timings, stage.failed = time_peers(pipe, protocol, todo, timing_repeats)
-    for peer in (progress(todo, "peers") if progress else todo):
+    for peer in progress(todo, "peers") if progress else todo:
         if peer.key() not in timings:
             logger.warning("peer %s failed: %s", peer.label, stage.failed.get(peer.label))
             continue

@@ -94,13 +94,22 @@ class Confirmation:
         if not _finite(data.get("fid")):
             return None
         numbers = ("fid_vs_full", "latency_s", "full_latency_s", "measured_speedup", "speed_gap")
-        return cls(fid=float(data["fid"]), **{key: _number(data.get(key)) for key in numbers},
-                   **{key: {str(k): float(v) for k, v in (data.get(key) or {}).items()} for key in ("fid_seeds", "fid_full_seeds")})
+        return cls(
+            fid=float(data["fid"]),
+            **{key: _number(data.get(key)) for key in numbers},
+            **{
+                key: {str(k): float(v) for k, v in (data.get(key) or {}).items()}
+                for key in ("fid_seeds", "fid_full_seeds")
+            },
+        )
 
     def paired_difference(self) -> dict[str, float]:
         """FID minus full compute's FID at each seed both were scored at."""
-        return {seed: value - self.fid_full_seeds[seed] for seed, value in self.fid_seeds.items()
-                if seed in self.fid_full_seeds}
+        return {
+            seed: value - self.fid_full_seeds[seed]
+            for seed, value in self.fid_seeds.items()
+            if seed in self.fid_full_seeds
+        }
 
 
 def save_confirmation(study: optuna.Study, number: int, confirmation: Confirmation) -> None:
@@ -109,7 +118,7 @@ def save_confirmation(study: optuna.Study, number: int, confirmation: Confirmati
 
 def confirmed_numbers(study: optuna.Study) -> set[int]:
     """Numbers of the trials the study holds a confirmation for."""
-    return {int(key[len(CONFIRMED_PREFIX):]) for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
+    return {int(key[len(CONFIRMED_PREFIX) :]) for key in study.user_attrs if key.startswith(CONFIRMED_PREFIX)}
 
 
 # ---------------------------------------------------------------------- one trial
@@ -168,13 +177,21 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 def add_peer_trial(study: optuna.Study, label: str, result: TrialResult, values: Sequence[float]) -> None:
     """Store a peer's evaluation as a finished trial (origin ``peer``); ``values``: (measured speedup, quality)."""
     constraints = {"quality_target": result.constraint} if result.constraint is not None else None
-    study.add_trial(optuna.trial.create_trial(values=[float(v) for v in values], constraints=constraints,
-                                              user_attrs={_ORIGIN: PEER_ORIGIN, _LABEL: label, **result.attrs()}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[float(v) for v in values],
+            constraints=constraints,
+            user_attrs={_ORIGIN: PEER_ORIGIN, _LABEL: label, **result.attrs()},
+        )
+    )
 
 
 def peer_trial_count(study: optuna.Study) -> int:
     """How many finished trials of the study are peers (they take no slot of the search budget)."""
-    return sum(t.user_attrs.get(_ORIGIN) == PEER_ORIGIN for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return sum(
+        t.user_attrs.get(_ORIGIN) == PEER_ORIGIN
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
 
 
 @dataclass(kw_only=True)
@@ -199,20 +216,38 @@ class TrialRecord(TrialResult):
         attrs = trial.user_attrs
         schedule = attrs.get("schedule")
         steps = attrs.get("num_inference_steps", (schedule or {}).get("num_inference_steps"))
-        numbers = ("predicted_speedup", "proxy", "constraint", "sampling_seconds", "trial_seconds", "fid_estimate",
-                   "fid_estimate_sd", "fid_vs_full_top", "measured_speedup")
+        numbers = (
+            "predicted_speedup",
+            "proxy",
+            "constraint",
+            "sampling_seconds",
+            "trial_seconds",
+            "fid_estimate",
+            "fid_estimate_sd",
+            "fid_vs_full_top",
+            "measured_speedup",
+        )
         plain = ("duplicate_of", "fidelity", "samples_generated", "peer")
         return cls(
-            number=trial.number, state=trial.state, params=dict(trial.params),
+            number=trial.number,
+            state=trial.state,
+            params=dict(trial.params),
             values=tuple(float(v) for v in trial.values) if trial.values else None,
-            origin=str(attrs.get(_ORIGIN, "search")), label=str(attrs.get(_LABEL, "") or ""),
-            schedule=schedule, num_inference_steps=int(steps) if steps is not None else None,
-            proxy_metrics={str(k): float(v) for k, v in (attrs.get("proxy_metrics") or {}).items()
-                           if isinstance(v, (int, float))},
-            fidelity_deltas=_by_level(attrs.get("fidelity_deltas")), fidelity_sd=_by_level(attrs.get("fidelity_sd")),
-            **{key: _number(attrs.get(key)) for key in numbers}, **{key: attrs.get(key) for key in plain},
-            fail_reason=attrs.get(FAIL_REASON_ATTR), over_budget=bool(attrs.get(OVER_BUDGET_ATTR, False)),
-            datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
+            origin=str(attrs.get(_ORIGIN, "search")),
+            label=str(attrs.get(_LABEL, "") or ""),
+            schedule=schedule,
+            num_inference_steps=int(steps) if steps is not None else None,
+            proxy_metrics={
+                str(k): float(v) for k, v in (attrs.get("proxy_metrics") or {}).items() if isinstance(v, (int, float))
+            },
+            fidelity_deltas=_by_level(attrs.get("fidelity_deltas")),
+            fidelity_sd=_by_level(attrs.get("fidelity_sd")),
+            **{key: _number(attrs.get(key)) for key in numbers},
+            **{key: attrs.get(key) for key in plain},
+            fail_reason=attrs.get(FAIL_REASON_ATTR),
+            over_budget=bool(attrs.get(OVER_BUDGET_ATTR, False)),
+            datetime_start=trial.datetime_start,
+            datetime_complete=trial.datetime_complete,
             confirmation=Confirmation.from_attr(confirmation if confirmation else attrs),
         )
 
@@ -358,8 +393,10 @@ class StudyRecords:
     @classmethod
     def load(cls, study: optuna.Study) -> StudyRecords:
         attrs = study.user_attrs
-        trials = [TrialRecord.from_frozen(t, attrs.get(f"{CONFIRMED_PREFIX}{t.number}"))
-                  for t in study.get_trials(deepcopy=False)]
+        trials = [
+            TrialRecord.from_frozen(t, attrs.get(f"{CONFIRMED_PREFIX}{t.number}"))
+            for t in study.get_trials(deepcopy=False)
+        ]
         return cls(study.study_name, StudyInfo.from_attrs(attrs), trials)
 
     def completed(self) -> list[TrialRecord]:

@@ -35,7 +35,7 @@ class SearchSpace:
 
     model_class: str
     fingerprint: str
-    groups: "OrderedDict[str, list[str]]"
+    groups: OrderedDict[str, list[str]]
     steps: list[int]
     default_steps: int
     max_interval: int = 6
@@ -76,8 +76,15 @@ class SearchSpace:
         cls.settings(cfg)
 
     @classmethod
-    def from_config(cls, cfg, units: list[ReusableUnit], model_class: str, fingerprint: str,
-                    default_steps: int, scheduler: str | None = None) -> "SearchSpace":
+    def from_config(
+        cls,
+        cfg,
+        units: list[ReusableUnit],
+        model_class: str,
+        fingerprint: str,
+        default_steps: int,
+        scheduler: str | None = None,
+    ) -> SearchSpace:
         settings = cls.settings(cfg)
         if not 1 <= settings.max_interval <= default_steps:
             raise ConfigError(f"space.max_interval={settings.max_interval} must be in [1, {default_steps}]")
@@ -88,9 +95,21 @@ class SearchSpace:
         steps = sorted(set(settings.steps) | {int(default_steps)})
         # Only step counts the space can express are enqueued (a user narrowing space.steps drops the rest).
         baseline_steps = tuple(sorted(set(settings.baseline_steps) & set(steps), reverse=True))
-        return cls(model_class, fingerprint, groups, steps, int(default_steps), settings.max_interval,
-                   settings.offsets, settings.mixing, tuple(settings.mixing_bias), tuple(settings.mixing_slope),
-                   scheduler, baseline_steps, settings.grouping)
+        return cls(
+            model_class,
+            fingerprint,
+            groups,
+            steps,
+            int(default_steps),
+            settings.max_interval,
+            settings.offsets,
+            settings.mixing,
+            tuple(settings.mixing_bias),
+            tuple(settings.mixing_slope),
+            scheduler,
+            baseline_steps,
+            settings.grouping,
+        )
 
     # ------------------------------------------------------------------ trial -> schedule
     def suggest(self, trial) -> ReuseSchedule:

@@ -52,8 +52,9 @@ class SpeedModel:
         return full / max(seconds, 1e-9)
 
 
-def build_speed_model(kind: str, denoiser, units, cost: ModelCost, baseline_steps: int, batch: int,
-                      cache_dir: str | Path) -> SpeedModel:
+def build_speed_model(
+    kind: str, denoiser, units, cost: ModelCost, baseline_steps: int, batch: int, cache_dir: str | Path
+) -> SpeedModel:
     """``kind`` is ``macs`` or ``latency``; ``batch`` is the rows per denoiser call (doubled under CFG)."""
     from autofr.reuse import model_fingerprint
 
@@ -61,8 +62,19 @@ def build_speed_model(kind: str, denoiser, units, cost: ModelCost, baseline_step
         return SpeedModel(cost, baseline_steps)
     device = next(denoiser.parameters()).device
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    key = hashlib.sha256(json.dumps([platform.node(), device_name, torch.__version__, torch.get_num_threads(),
-                                     model_fingerprint(denoiser, units), list(cost.sample_shape), batch]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                platform.node(),
+                device_name,
+                torch.__version__,
+                torch.get_num_threads(),
+                model_fingerprint(denoiser, units),
+                list(cost.sample_shape),
+                batch,
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     path = Path(cache_dir) / "latency" / f"{key}.json"
     if path.is_file():
         data = json.loads(path.read_text())

@@ -47,8 +47,9 @@ SPEED_OBJECTIVE = "predicted_speedup"
 def build_sampler(settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``sampler.*`` (TPE with Optuna 5's defaults, NSGA-II, GP, random)."""
     if settings.name == "tpe":
-        return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials,
-                                          multivariate=True)
+        return optuna.samplers.TPESampler(
+            seed=settings.seed, n_startup_trials=settings.n_startup_trials, multivariate=True
+        )
     if settings.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=settings.population_size)
     if settings.name == "gp":
@@ -63,8 +64,9 @@ def load_model(model: ModelSettings):
     from autofr.models import load_pipeline
 
     # load_pipeline checks the device and the dtype name before anything is loaded
-    return load_pipeline(model.path, device=model.device, dtype=model.dtype, scheduler=model.scheduler,
-                         unit_rules=model.units)
+    return load_pipeline(
+        model.path, device=model.device, dtype=model.dtype, scheduler=model.scheduler, unit_rules=model.units
+    )
 
 
 def protocol_for(config: StudyConfig) -> EvalProtocol:
@@ -90,15 +92,21 @@ def open_existing(config_storage, study_name: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = check_storage(config_storage)
     if settings.url is None and not Path(settings.journal_path).expanduser().is_file():
-        raise StorageError(f"no Optuna journal at {settings.journal_path}: run autofr-search first, or set "
-                           "storage.journal_path (and study_name) to the study's")
+        raise StorageError(
+            f"no Optuna journal at {settings.journal_path}: run autofr-search first, or set "
+            "storage.journal_path (and study_name) to the study's"
+        )
     storage = open_storage(settings)
     where = mask_url(settings.url) if settings.url else str(settings.journal_path)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = sorted(optuna.get_all_study_names(storage))
-        known = f" (it holds: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else " (it holds no study)"
+        known = (
+            f" (it holds: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+            if names
+            else " (it holds no study)"
+        )
         raise StorageError(f"no study {study_name!r} in the Optuna storage {where}{known}: set study_name=") from None
 
 
@@ -113,8 +121,16 @@ class _Model:
 class AutoFRStudy:
     """One study of one model (see the module docstring). Build it with :meth:`prepare`."""
 
-    def __init__(self, config: StudyConfig, model: _Model, space: SearchSpace, protocol: EvalProtocol,
-                 measures: StudyMeasures, sampler: optuna.samplers.BaseSampler, tracker: Tracker) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        model: _Model,
+        space: SearchSpace,
+        protocol: EvalProtocol,
+        measures: StudyMeasures,
+        sampler: optuna.samplers.BaseSampler,
+        tracker: Tracker,
+    ) -> None:
         self.config = config
         self.model = model
         self.space = space
@@ -147,16 +163,24 @@ class AutoFRStudy:
         units = discover_units(pipe)  # the pipeline carries the user's unit rules (load_pipeline)
         protocol = protocol_for(config)
         cost = measure_cost(pipe, units, protocol=protocol)  # inputs built from the config, or captured from a call
-        space = SearchSpace.from_config(config.space, units, type(denoiser).__name__, model_fingerprint(denoiser, units),
-                                        config.model.num_inference_steps, type(pipe.scheduler).__name__)
+        space = SearchSpace.from_config(
+            config.space,
+            units,
+            type(denoiser).__name__,
+            model_fingerprint(denoiser, units),
+            config.model.num_inference_steps,
+            type(pipe.scheduler).__name__,
+        )
         return cls(config, _Model(pipe, denoiser, units, cost), space, protocol, measures, sampler, tracker)
 
     def describe(self) -> list[str]:
         """What will be searched, in two lines."""
         model, cost = self.model, self.model.cost
-        return [f"autofr: {self.config.model.name} ({type(model.denoiser).__name__}, {len(model.units)} reusable units, "
-                f"{cost.total_macs / 1e6:.1f} M MACs per forward, {100 * cost.reusable_fraction:.0f}% reusable)",
-                self.space.size_summary()]
+        return [
+            f"autofr: {self.config.model.name} ({type(model.denoiser).__name__}, {len(model.units)} reusable units, "
+            f"{cost.total_macs / 1e6:.1f} M MACs per forward, {100 * cost.reusable_fraction:.0f}% reusable)",
+            self.space.size_summary(),
+        ]
 
     def open(self) -> bool:
         """Create the study (warm start, metadata, MLflow parent run) or resume it; True if created.
@@ -166,16 +190,24 @@ class AutoFRStudy:
         # the warm start needs a model run: done before the study exists, so a failure leaves no half-made study
         new = config.study_name not in optuna.get_all_study_names(storage)
         entries = self.warm_start() if config.search.warm_start and new else None
-        self.study, self.created = open_study(storage, config.study_name, directions=list(DIRECTIONS), sampler=self.sampler)
+        self.study, self.created = open_study(
+            storage, config.study_name, directions=list(DIRECTIONS), sampler=self.sampler
+        )
         if self.created:
             study = self.study
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([SPEED_OBJECTIVE, config.quality.proxy])  # what optuna-dashboard shows
             where = mask_url(config.storage.url) if config.storage.url else str(config.storage.journal_path)
-            StudyInfo.update(study, model_id=config.model.name, protocol=self.protocol.describe(),
-                             space=self.space.describe(), proxy_name=config.quality.proxy,
-                             baseline_steps=config.model.num_inference_steps, storage=where)
+            StudyInfo.update(
+                study,
+                model_id=config.model.name,
+                protocol=self.protocol.describe(),
+                space=self.space.describe(),
+                proxy_name=config.quality.proxy,
+                baseline_steps=config.model.num_inference_steps,
+                storage=where,
+            )
             StudyInfo.update(study, target=QualityTarget.parse(config.search.target).to_info())
             if config.search.warm_start:
                 for origin, label, params in entries if entries is not None else self.warm_start():
@@ -184,7 +216,7 @@ class AutoFRStudy:
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
             StudyInfo.update(study, **{READY_ATTR: parent})
         self.parent_run = wait_for_user_attr(self.study, READY_ATTR, timeout_s=120)
-        self.tracker.experiment_id  # known from here on: the printed MLflow link opens the experiment's runs
+        _ = self.tracker.experiment_id  # known from here on: the printed MLflow link opens the experiment's runs
         return self.created
 
     @property
@@ -198,8 +230,12 @@ class AutoFRStudy:
 
         if self._references is None:
             self._references = ReferenceCache(self.config.cache_dir)
-        return self._references.samples(self.model.pipe, protocol or self.protocol, model_id=self.config.model.name,
-                                         progress=self.config.search.progress and protocol is None)
+        return self._references.samples(
+            self.model.pipe,
+            protocol or self.protocol,
+            model_id=self.config.model.name,
+            progress=self.config.search.progress and protocol is None,
+        )
 
     def fidelity_plan(self) -> FidelityPlan | None:
         """The adaptive-fidelity levels, or None when trials are scored at one fidelity: adaptive
@@ -208,8 +244,9 @@ class AutoFRStudy:
         if search.fidelity == "off" or quality.proxy != REAL_DATA_PROXY or quality.threshold is not None:
             return None
         levels = search.fidelity if isinstance(search.fidelity, tuple) else None
-        return FidelityPlan.default(quality.proxy_samples, quality.fid_samples, levels, search.fidelity_z,
-                                    search.fidelity_bootstrap)
+        return FidelityPlan.default(
+            quality.proxy_samples, quality.fid_samples, levels, search.fidelity_z, search.fidelity_bootstrap
+        )
 
     def objective(self) -> Objective:
         from autofr.quality import default_cache_dir
@@ -217,28 +254,53 @@ class AutoFRStudy:
         config = self.config
         guidance = config.model.guidance_scale or 0
         batch = config.quality.batch_size * (2 if guidance > 1 else 1)
-        speed = build_speed_model(config.search.speed_model, self.model.denoiser, self.model.units, self.model.cost,
-                                  config.model.num_inference_steps, batch, config.cache_dir or default_cache_dir())
+        speed = build_speed_model(
+            config.search.speed_model,
+            self.model.denoiser,
+            self.model.units,
+            self.model.cost,
+            config.model.num_inference_steps,
+            batch,
+            config.cache_dir or default_cache_dir(),
+        )
         adaptive = None
         plan = self.fidelity_plan()
         if plan is not None:
             full_top = self.reference_samples(self.protocol.replace(num_samples=plan.top))
-            scorer = AdaptiveScorer(self.model.pipe, self.protocol, plan, self.measures.feature(),
-                                    self.measures.real_stats(), full_top)
+            scorer = AdaptiveScorer(
+                self.model.pipe, self.protocol, plan, self.measures.feature(), self.measures.real_stats(), full_top
+            )
             adaptive = Adaptive(scorer, plan, QualityTarget.parse(config.search.target))
-        return Objective(self.model.pipe, self.space, self.protocol, self.reference_samples(), self.measures, speed,
-                         keep_grids=config.tracking.log_samples, adaptive=adaptive)
+        return Objective(
+            self.model.pipe,
+            self.space,
+            self.protocol,
+            self.reference_samples(),
+            self.measures,
+            speed,
+            keep_grids=config.tracking.log_samples,
+            adaptive=adaptive,
+        )
 
     def warm_start(self) -> list[tuple[str, str, dict]]:
         """The hand-set references and the calibrated schedules (read off a full-compute run)."""
         search = self.config.search
         entries = self.space.warm_start()
         steps = self.config.model.num_inference_steps
-        wanted = sorted({min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in search.calibrated_steps},
-                        reverse=True)
+        wanted = sorted(
+            {min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in search.calibrated_steps},
+            reverse=True,
+        )
         probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
-        entries += calibrated_entries(self.space, self.model.pipe, probe, self.model.units, tuple(wanted),
-                                      search.calibrated_thresholds, search.calibrated_mixing)
+        entries += calibrated_entries(
+            self.space,
+            self.model.pipe,
+            probe,
+            self.model.units,
+            tuple(wanted),
+            search.calibrated_thresholds,
+            search.calibrated_mixing,
+        )
         return entries
 
     def run(self, objective: Objective | None = None):
@@ -252,14 +314,21 @@ class AutoFRStudy:
         def log_trial(study, frozen):
             grid = objective.grids.pop(frozen.number, None)
             try:
-                self.tracker.log_trial_record(self.parent_run, TrialRecord.from_frozen(frozen),
-                                              artifacts={"samples.png": grid} if grid else {})
+                self.tracker.log_trial_record(
+                    self.parent_run, TrialRecord.from_frozen(frozen), artifacts={"samples.png": grid} if grid else {}
+                )
             except AutoFRError as error:  # the Optuna storage stays the source of truth
                 logger.warning("trial %d not logged to MLflow: %s", frozen.number, error)
 
         budget = self.config.search.n_trials + peer_trial_count(self.study)  # peers take no slot of the budget
-        return run_worker(self.study, objective, budget, timeout_s=self.config.search.timeout_s,
-                          callbacks=(log_trial,), progress=self.config.search.progress)
+        return run_worker(
+            self.study,
+            objective,
+            budget,
+            timeout_s=self.config.search.timeout_s,
+            callbacks=(log_trial,),
+            progress=self.config.search.progress,
+        )
 
     def wait_for_running_trials(self) -> None:
         """Let other workers finish their last trials before the front is confirmed (bounded)."""
@@ -288,24 +357,50 @@ class AutoFRStudy:
             except AutoFRError as error:  # the Optuna storage stays the source of truth
                 logger.warning("peer trial %d not logged to MLflow: %s", record.number, error)
 
-        return evaluate_peers(self.study, self.model.pipe, self.protocol, objective, methods,
-                              timing_repeats=self.config.search.timing_repeats, progress=progress, on_added=log_peer)
+        return evaluate_peers(
+            self.study,
+            self.model.pipe,
+            self.protocol,
+            objective,
+            methods,
+            timing_repeats=self.config.search.timing_repeats,
+            progress=progress,
+            on_added=log_peer,
+        )
 
     def confirm(self, progress=None) -> list:
         """FID-N and measured speed for the candidates that decide the answer (``search.confirm_*``)."""
         search = self.config.search
         records = self.records()
-        candidates = confirm_candidates(records, search.confirm_top_k, search.confirm_max, layers=search.confirm_layers,
-                                        proxies=self.measures.confirm_proxies, order=deciding_order, near_target=True)
+        candidates = confirm_candidates(
+            records,
+            search.confirm_top_k,
+            search.confirm_max,
+            layers=search.confirm_layers,
+            proxies=self.measures.confirm_proxies,
+            order=deciding_order,
+            near_target=True,
+        )
         from autofr.quality import default_cache_dir
 
-        confirmer = Confirmer(self.model.pipe, self.protocol, self.measures, self.reference_samples,
-                              self.config.quality.fid_samples, fid_seeds=search.fid_seeds,
-                              timing_repeats=search.timing_repeats if search.measure_speed else 0,
-                              cache_dir=self.config.cache_dir or default_cache_dir(), model_id=self.config.model.name,
-                              reuse_trial_scores=True)
-        done = confirmer.confirm(self.study, candidates, progress=progress,
-                                 on_confirmed=lambda trial, c: self.tracker.log_confirmation(self.parent_run, trial.number, c))
+        confirmer = Confirmer(
+            self.model.pipe,
+            self.protocol,
+            self.measures,
+            self.reference_samples,
+            self.config.quality.fid_samples,
+            fid_seeds=search.fid_seeds,
+            timing_repeats=search.timing_repeats if search.measure_speed else 0,
+            cache_dir=self.config.cache_dir or default_cache_dir(),
+            model_id=self.config.model.name,
+            reuse_trial_scores=True,
+        )
+        done = confirmer.confirm(
+            self.study,
+            candidates,
+            progress=progress,
+            on_confirmed=lambda trial, c: self.tracker.log_confirmation(self.parent_run, trial.number, c),
+        )
         record_proxy_fidelity(self.study)
         self.confirm_seconds = dict(confirmer.seconds)
         return done

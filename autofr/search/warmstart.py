@@ -34,6 +34,7 @@ def change_profile(pipe, protocol: EvalProtocol, units, steps: int) -> dict[str,
         def hook(module, args, output):
             value = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
             outputs[name].append(value.detach().float().flatten(1).cpu())
+
         return hook
 
     for unit in units:
@@ -54,12 +55,13 @@ def change_profile(pipe, protocol: EvalProtocol, units, steps: int) -> dict[str,
             norm = previous.norm(dim=1).clamp_min(1e-12)
             changes.append(float(((current - previous).norm(dim=1) / norm).mean()))
         # one value per step transition (averaging the calls within a step)
-        profile[name] = [sum(changes[i:i + per_step]) / per_step for i in range(0, len(changes), per_step)]
+        profile[name] = [sum(changes[i : i + per_step]) / per_step for i in range(0, len(changes), per_step)]
     return profile
 
 
-def group_intervals(profile: dict[str, list[float]], groups: dict[str, list[str]], threshold: float,
-                    max_interval: int, steps: int) -> dict[str, int]:
+def group_intervals(
+    profile: dict[str, list[float]], groups: dict[str, list[str]], threshold: float, max_interval: int, steps: int
+) -> dict[str, int]:
     """Per group, the largest interval whose accumulated change within any keyframe window stays at
     or below ``threshold`` (1 when even two steps change too much)."""
     intervals = {}
@@ -72,7 +74,7 @@ def group_intervals(profile: dict[str, list[float]], groups: dict[str, list[str]
         change = [sum(s[t] for s in series) / len(series) for t in range(length)]  # change[t]: step t -> t+1
         chosen = 1
         for interval in range(min(max_interval, steps), 1, -1):
-            drift = max(sum(change[t0:min(t0 + interval - 1, length)]) for t0 in range(0, steps, interval))
+            drift = max(sum(change[t0 : min(t0 + interval - 1, length)]) for t0 in range(0, steps, interval))
             if drift <= threshold:
                 chosen = interval
                 break
@@ -80,9 +82,15 @@ def group_intervals(profile: dict[str, list[float]], groups: dict[str, list[str]
     return intervals
 
 
-def calibrated_entries(space, pipe, protocol: EvalProtocol, units, step_counts: tuple[int, ...],
-                       thresholds: tuple[float, ...] = THRESHOLDS,
-                       mixing_options: tuple[bool, ...] = (False,)) -> list[tuple[str, str, dict]]:
+def calibrated_entries(
+    space,
+    pipe,
+    protocol: EvalProtocol,
+    units,
+    step_counts: tuple[int, ...],
+    thresholds: tuple[float, ...] = THRESHOLDS,
+    mixing_options: tuple[bool, ...] = (False,),
+) -> list[tuple[str, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
     step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
     duplicates and full compute are dropped."""
@@ -103,6 +111,8 @@ def calibrated_entries(space, pipe, protocol: EvalProtocol, units, step_counts: 
                 if key in seen:
                     continue
                 seen.add(key)
-                entries.append(("calibrated", f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else ""), params))
+                entries.append(
+                    ("calibrated", f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else ""), params)
+                )
     logger.info("calibrated warm start: %d schedules", len(entries))
     return entries

@@ -28,19 +28,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from autofr.errors import AutoFRError, TrackingError
 from autofr.masking import mask_url
-from autofr.tracking.store import (
-    EXPERIMENT_KIND,
-    EXPERIMENT_KIND_TAG,
-    quick_http,
-    reason_of,
-    store_lock,
-    ui_command,
-)
 from autofr.tracking.params import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_PER_BATCH,
@@ -51,13 +44,20 @@ from autofr.tracking.params import (
     record_metrics,
     tag_text,
 )
+from autofr.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    quick_http,
+    reason_of,
+    store_lock,
+    ui_command,
+)
 
 logger = logging.getLogger(__name__)
 
 TRIAL_NUMBER_TAG = "autofr.trial_number"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-
 
 
 class Tracker:
@@ -76,7 +76,7 @@ class Tracker:
         self._experiment_id: str | None = None
 
     @classmethod
-    def from_config(cls, cfg) -> "Tracker":
+    def from_config(cls, cfg) -> Tracker:
         """From a ``tracking`` config group (``uri``, ``experiment``)."""
         return cls(str(cfg.uri), str(cfg.get("experiment", "autofr")))
 
@@ -116,8 +116,10 @@ class Tracker:
         if database is not None and not create:
             existing = database if database.exists() else next(p for p in database.parents if p.exists())
             if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK):
-                raise TrackingError(f"cannot write the MLflow store {mask_url(self.uri)} (no write access to {existing}): "
-                                    "check the path is writable or pick another tracking.uri")
+                raise TrackingError(
+                    f"cannot write the MLflow store {mask_url(self.uri)} (no write access to {existing}): "
+                    "check the path is writable or pick another tracking.uri"
+                )
             return
         with quick_http(timeout_s):
             try:
@@ -133,7 +135,9 @@ class Tracker:
                     hint = "start the tracking server or fix tracking.uri (tracking=local for a local store)"
                 else:
                     hint = "check the path is writable or pick another tracking.uri"
-                raise TrackingError(f"cannot reach MLflow tracking at {mask_url(self.uri)} ({reason_of(error)}): {hint}") from None
+                raise TrackingError(
+                    f"cannot reach MLflow tracking at {mask_url(self.uri)} ({reason_of(error)}): {hint}"
+                ) from None
 
     def ui_command(self) -> str:
         return ui_command(self.uri, self._experiment_id)
@@ -149,8 +153,11 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location(),
-                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                return self.client.create_experiment(
+                    self.experiment,
+                    artifact_location=self._artifact_location(),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
             except MlflowException as error:
                 if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -167,7 +174,7 @@ class Tracker:
     def _sqlite_path(self) -> Path | None:
         if not self.uri.startswith("sqlite:///"):
             return None
-        path = self.uri[len("sqlite:///"):].split("?", 1)[0]
+        path = self.uri[len("sqlite:///") :].split("?", 1)[0]
         return Path(path) if path and path != ":memory:" else None
 
     def _artifact_location(self) -> str | None:
@@ -184,18 +191,28 @@ class Tracker:
         except AutoFRError:
             raise
         except Exception as error:
-            raise TrackingError(f"MLflow at {mask_url(self.uri)} failed to {action} ({reason_of(error)}): "
-                                "check the tracking server or tracking.uri") from None
+            raise TrackingError(
+                f"MLflow at {mask_url(self.uri)} failed to {action} ({reason_of(error)}): "
+                "check the tracking server or tracking.uri"
+            ) from None
 
     # ------------------------------------------------------------------ runs
-    def create_parent_run(self, study_name: str, params: Mapping[str, Any] | None = None,
-                          tags: Mapping[str, str] | None = None) -> str:
+    def create_parent_run(
+        self, study_name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+    ) -> str:
         """A new parent run for a study; ``params`` (nested mappings allowed) are logged flattened,
         passwords in URI values masked. Returns the run id (store it in the study's user attrs)."""
         experiment_id = self.experiment_id
         with self._errors("create the study's parent run"):
-            run = self.client.create_run(experiment_id, run_name=str(study_name), tags={
-                "autofr.study_name": str(study_name), "autofr.role": "study", **{k: tag_text(v) for k, v in (tags or {}).items()}})
+            run = self.client.create_run(
+                experiment_id,
+                run_name=str(study_name),
+                tags={
+                    "autofr.study_name": str(study_name),
+                    "autofr.role": "study",
+                    **{k: tag_text(v) for k, v in (tags or {}).items()},
+                },
+            )
             self._log_params(run.info.run_id, flatten_params(params or {}))
         logger.info("MLflow parent run %s for study %s", run.info.run_id, study_name)
         return run.info.run_id
@@ -221,8 +238,9 @@ class Tracker:
     def trial_runs(self, parent_run_id: str) -> dict[int, str]:
         """``{trial number: child run id}`` of every trial logged under ``parent_run_id``."""
         with self._errors("list the trial runs"):
-            runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                           max_results=50_000)
+            runs = self.client.search_runs(
+                [self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50_000
+            )
         found: dict[int, str] = {}
         for run in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
             number = run.data.tags.get(TRIAL_NUMBER_TAG)
@@ -261,8 +279,12 @@ class Tracker:
                 run_id = runs[0].info.run_id
                 existing = runs[0].data.params
             else:
-                run_id = self.client.create_run(experiment_id, start_time=start_time_ms, run_name=f"trial-{trial_number}", tags={
-                    PARENT_TAG: parent_run_id, TRIAL_NUMBER_TAG: str(trial_number)}).info.run_id
+                run_id = self.client.create_run(
+                    experiment_id,
+                    start_time=start_time_ms,
+                    run_name=f"trial-{trial_number}",
+                    tags={PARENT_TAG: parent_run_id, TRIAL_NUMBER_TAG: str(trial_number)},
+                ).info.run_id
                 existing = {}
                 # Two processes logging the same new trial at once: all keep the oldest run.
                 runs = self._trial_runs(parent_run_id, trial_number)
@@ -272,8 +294,13 @@ class Tracker:
             all_params = {**(flatten_schedule(schedule) if schedule else {}), **flatten_params(params or {})}
             conflicts = sorted(key for key, value in all_params.items() if key in existing and existing[key] != value)
             if conflicts:
-                logger.warning("trial %d: run %s already has different values for %d param(s) (e.g. %s); kept the old ones",
-                               trial_number, run_id, len(conflicts), conflicts[0])
+                logger.warning(
+                    "trial %d: run %s already has different values for %d param(s) (e.g. %s); kept the old ones",
+                    trial_number,
+                    run_id,
+                    len(conflicts),
+                    conflicts[0],
+                )
             self._log_params(run_id, {k: v for k, v in all_params.items() if k not in existing})
             self._log_metrics(run_id, metrics or {})
             for key, value in (tags or {}).items():
@@ -285,7 +312,9 @@ class Tracker:
             self.client.set_terminated(run_id, status=status, end_time=end_time_ms)
         return run_id
 
-    def log_trial_record(self, parent_run_id: str, record, artifacts: Mapping[str, str | os.PathLike | bytes] | None = None) -> str:
+    def log_trial_record(
+        self, parent_run_id: str, record, artifacts: Mapping[str, str | os.PathLike | bytes] | None = None
+    ) -> str:
         """:meth:`log_trial` from a :class:`~autofr.search.records.TrialRecord`: the schedule, the
         Optuna parameters, speed and quality metrics, origin/label/state/fail reason tags."""
         status = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}.get(record.state.name, "FAILED")
@@ -294,15 +323,23 @@ class Tracker:
         if record.fail_reason:
             tags["autofr.fail_reason"] = record.fail_reason
         return self.log_trial(
-            parent_run_id, record.number, record.schedule, params={f"search.{k}": v for k, v in record.params.items()},
-            metrics=metrics, artifacts=artifacts, status=status, tags=tags,
-            start_time_ms=_ms(record.datetime_start), end_time_ms=_ms(record.datetime_complete),
+            parent_run_id,
+            record.number,
+            record.schedule,
+            params={f"search.{k}": v for k, v in record.params.items()},
+            metrics=metrics,
+            artifacts=artifacts,
+            status=status,
+            tags=tags,
+            start_time_ms=_ms(record.datetime_start),
+            end_time_ms=_ms(record.datetime_complete),
         )
 
     def log_confirmation(self, parent_run_id: str, trial_number: int, confirmation) -> str:
         """Add a trial's :class:`~autofr.search.records.Confirmation` to its run."""
-        return self.log_trial(parent_run_id, trial_number, metrics=confirmation_metrics(confirmation),
-                              tags={"autofr.confirmed": "true"})
+        return self.log_trial(
+            parent_run_id, trial_number, metrics=confirmation_metrics(confirmation), tags={"autofr.confirmed": "true"}
+        )
 
     def log_study_summary(self, parent_run_id: str, records, paths: Mapping[str, Path], summary) -> None:
         """Log a finished study to its parent run: the report files (under ``summary/``), the
@@ -312,10 +349,13 @@ class Tracker:
 
         with self._errors("log the study summary"):
             self._log_metrics(parent_run_id, summary.metrics)
-            series = [Metric("hypervolume_by_trials", volume, stamp or count, count)
-                      for count, volume, stamp in summary.hypervolume if math.isfinite(volume)]
+            series = [
+                Metric("hypervolume_by_trials", volume, stamp or count, count)
+                for count, volume, stamp in summary.hypervolume
+                if math.isfinite(volume)
+            ]
             for start in range(0, len(series), MAX_METRICS_PER_BATCH):
-                self.client.log_batch(parent_run_id, metrics=series[start:start + MAX_METRICS_PER_BATCH])
+                self.client.log_batch(parent_run_id, metrics=series[start : start + MAX_METRICS_PER_BATCH])
             self.client.set_tag(parent_run_id, "autofr.front_trials", ",".join(str(n) for n in summary.front_trials))
             self._log_artifacts(parent_run_id, {f"summary/{path.name}": path for path in paths.values()})
             self.client.set_terminated(parent_run_id, status="FINISHED")
@@ -327,7 +367,9 @@ class Tracker:
         name = f"export/{Path(path).name}"
         with self._errors("log the exported schedule"):
             self._log_artifacts(parent_run_id, {name: path})
-            self.client.set_tag(parent_run_id, "autofr.exported_schedule", tag_text(f"{name}: {description}" if description else name))
+            self.client.set_tag(
+                parent_run_id, "autofr.exported_schedule", tag_text(f"{name}: {description}" if description else name)
+            )
         return name
 
     def parent_run_problem(self, run_id: str | None) -> str | None:
@@ -359,16 +401,19 @@ class Tracker:
 
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
     def _log_metrics(self, run_id: str, metrics: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(param_key(key), float(value), now, 0) for key, value in metrics.items()
-                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
+        items = [
+            Metric(param_key(key), float(value), now, 0)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ]
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
+            self.client.log_batch(run_id, metrics=items[start : start + MAX_METRICS_PER_BATCH])
 
     def _log_artifacts(self, run_id: str, artifacts: Mapping[str, str | os.PathLike | bytes]) -> None:
         if not artifacts:

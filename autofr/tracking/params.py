@@ -42,7 +42,9 @@ def flatten_schedule(schedule: Mapping[str, Any]) -> dict[str, str]:
         else:
             params[f"unit.{name}.interval"] = unit.get("interval", 1)
             params[f"unit.{name}.offset"] = unit.get("offset", 0)
-    return {param_key(key): text_of(value, MAX_PARAM_VALUE_LENGTH) for key, value in params.items() if value is not None}
+    return {
+        param_key(key): text_of(value, MAX_PARAM_VALUE_LENGTH) for key, value in params.items() if value is not None
+    }
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -53,17 +55,25 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             flat.update(flatten_params(value, name))
         else:
-            flat[param_key(name)] = text_of(mask_url(value) if isinstance(value, str) else value, MAX_PARAM_VALUE_LENGTH)
+            flat[param_key(name)] = text_of(
+                mask_url(value) if isinstance(value, str) else value, MAX_PARAM_VALUE_LENGTH
+            )
     return flat
 
 
 def record_metrics(record) -> dict[str, float]:
     """A trial record's numbers as MLflow metrics; ``proxy_metrics`` become ``proxy.<name>``."""
     metrics: dict[str, float] = {}
-    values = {"predicted_speedup": record.search_speedup, "proxy": record.search_proxy,
-              "sampling_seconds": record.sampling_seconds, "trial_seconds": record.trial_seconds,
-              "constraint": record.constraint, "num_inference_steps": record.num_inference_steps,
-              "fidelity": record.fidelity, "fid_estimate": record.fid_estimate}
+    values = {
+        "predicted_speedup": record.search_speedup,
+        "proxy": record.search_proxy,
+        "sampling_seconds": record.sampling_seconds,
+        "trial_seconds": record.trial_seconds,
+        "constraint": record.constraint,
+        "num_inference_steps": record.num_inference_steps,
+        "fidelity": record.fidelity,
+        "fid_estimate": record.fid_estimate,
+    }
     for key, value in values.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             metrics[key] = float(value)
@@ -76,9 +86,14 @@ def record_metrics(record) -> dict[str, float]:
 
 def confirmation_metrics(confirmation) -> dict[str, float]:
     """FID (mean and per seed), FID vs full compute, latency and measured speedup as metrics."""
-    values = {"fid": confirmation.fid, "fid_vs_full": confirmation.fid_vs_full, "latency_s": confirmation.latency_s,
-              "full_latency_s": confirmation.full_latency_s, "measured_speedup": confirmation.measured_speedup,
-              "speed_gap": confirmation.speed_gap}
+    values = {
+        "fid": confirmation.fid,
+        "fid_vs_full": confirmation.fid_vs_full,
+        "latency_s": confirmation.latency_s,
+        "full_latency_s": confirmation.full_latency_s,
+        "measured_speedup": confirmation.measured_speedup,
+        "speed_gap": confirmation.speed_gap,
+    }
     metrics = {key: float(value) for key, value in values.items() if value is not None and math.isfinite(value)}
     for seed, value in confirmation.fid_seeds.items():
         metrics[f"fid.seed{seed}"] = float(value)
@@ -96,5 +111,3 @@ def text_of(value: Any, limit: int) -> str:
 
 def tag_text(value: Any) -> str:
     return text_of(mask_url(str(value)), MAX_TAG_VALUE_LENGTH)
-
-

@@ -12,7 +12,6 @@ from pathlib import Path
 from autofr.errors import TrackingError
 from autofr.masking import mask_url
 
-
 #: MLflow 3's experiment kind ("Machine learning" in the experiment's header): training runs, not
 #: GenAI traces. MLflow 3.17's UI picks its view from the sidebar switch instead (see experiment_page).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -47,8 +46,9 @@ def store_lock(database: Path | None) -> Iterator[None]:
         database.parent.mkdir(parents=True, exist_ok=True)
         lock = open(database.parent / f".{database.name}.lock", "a")
     except OSError as error:
-        raise TrackingError(f"cannot create the MLflow store folder {database.parent} ({error.strerror}): "
-                            "pick a writable tracking.uri") from None
+        raise TrackingError(
+            f"cannot create the MLflow store folder {database.parent} ({error.strerror}): pick a writable tracking.uri"
+        ) from None
     with lock:
         try:
             import fcntl
@@ -62,7 +62,10 @@ def store_lock(database: Path | None) -> Iterator[None]:
 @contextlib.contextmanager
 def quick_http(timeout_s: float) -> Iterator[None]:
     """No retries and a short timeout for MLflow's HTTP requests while inside the block."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(timeout_s))))}
+    settings = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(timeout_s)))),
+    }
     saved = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
     try:
@@ -77,11 +80,14 @@ def quick_http(timeout_s: float) -> Iterator[None]:
 
 def reason_of(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    for marker, short in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
-                          ("Name or service not known", "unknown host"), ("Failed to resolve", "unknown host"),
-                          ("nodename nor servname", "unknown host"), ("unable to open database file", "cannot open the database file")):
+    for marker, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "no answer in time"),
+        ("Name or service not known", "unknown host"),
+        ("Failed to resolve", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("unable to open database file", "cannot open the database file"),
+    ):
         if marker in text:
             return short
     return mask_url(text if len(text) <= 200 else text[:197] + "...")
-
-

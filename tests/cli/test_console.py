@@ -18,7 +18,9 @@ from tests.conftest import save_tiny_digit_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE_NOTICE = "pip install accelerate"
-no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA error cannot happen")
+no_cuda = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA error cannot happen"
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +31,16 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def search_overrides(tmp_path: Path, tiny: Path, *extra: str) -> list[str]:
-    return [f"model.path={tiny}", "model.name=tiny", f"storage.journal_path={tmp_path / 'out' / 'journal.log'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'out' / 'mlflow.db'}", f"out_dir={tmp_path / 'out' / 'study'}",
-            f"cache_dir={tmp_path / 'cache'}", "search.progress=false", *extra]
+    return [
+        f"model.path={tiny}",
+        "model.name=tiny",
+        f"storage.journal_path={tmp_path / 'out' / 'journal.log'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'out' / 'mlflow.db'}",
+        f"out_dir={tmp_path / 'out' / 'study'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "search.progress=false",
+        *extra,
+    ]
 
 
 def one_line_error(capsys) -> str:
@@ -59,11 +68,14 @@ def test_search_on_a_missing_cuda_device_fails_before_writing_anything(tiny, tmp
     assert not (tmp_path / "out").exists()  # no journal, no MLflow store, no study folder
 
 
-@pytest.mark.parametrize("dtype, fragment", [
-    ("float8_e4m3fn", "dtype float8_e4m3fn cannot run on cpu"),  # a float dtype the CPU kernels lack
-    ("int8", "dtype int8 cannot hold a diffusion model's weights"),
-    ("fp16", "dtype 'fp16' is not a torch dtype"),
-])
+@pytest.mark.parametrize(
+    "dtype, fragment",
+    [
+        ("float8_e4m3fn", "dtype float8_e4m3fn cannot run on cpu"),  # a float dtype the CPU kernels lack
+        ("int8", "dtype int8 cannot hold a diffusion model's weights"),
+        ("fp16", "dtype 'fp16' is not a torch dtype"),
+    ],
+)
 def test_a_dtype_the_device_cannot_run_is_one_line_and_exit_2(tiny, tmp_path, capsys, dtype, fragment):
     assert sample_cli.main([f"model.path={tiny}", f"model.dtype={dtype}", f"out={tmp_path / 'grid.png'}"]) == 2
     assert fragment in one_line_error(capsys)
@@ -80,15 +92,32 @@ def test_an_unknown_log_level_is_one_line_and_exit_2(tiny, tmp_path, capsys, mon
 
 def sample_in_a_fresh_process(tiny: Path, out: Path, log_level: str | None) -> subprocess.CompletedProcess:
     """``autofr-sample`` as its console script runs it (a fresh interpreter: nothing imported yet)."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("AUTOFR_LOG_LEVEL", "DIFFUSERS_VERBOSITY", "MLFLOW_LOGGING_LEVEL")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("AUTOFR_LOG_LEVEL", "DIFFUSERS_VERBOSITY", "MLFLOW_LOGGING_LEVEL")
+    }
     env["OMP_NUM_THREADS"] = "1"
     if log_level:
         env["AUTOFR_LOG_LEVEL"] = log_level
     code = "import sys; from autofr.cli.sample import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, f"model.path={tiny}", "model.num_inference_steps=4",
-                           "num_samples=2", "batch_size=2", f"out={out}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            f"model.path={tiny}",
+            "model.num_inference_steps=4",
+            "num_samples=2",
+            "batch_size=2",
+            f"out={out}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_library_notices_only_when_asked_for(tiny, tmp_path):

@@ -29,8 +29,11 @@ OBJECTIVES = [SPEED_OBJECTIVE, PROXY]
 
 def readme_command(fragment: str) -> str:
     """The README's ``optuna-dashboard`` command that contains ``fragment`` (comments stripped)."""
-    commands = [line.split("#", 1)[0].strip() for line in README.read_text().splitlines()
-                if line.strip().startswith("optuna-dashboard ")]
+    commands = [
+        line.split("#", 1)[0].strip()
+        for line in README.read_text().splitlines()
+        if line.strip().startswith("optuna-dashboard ")
+    ]
     found = [command for command in commands if fragment in command]
     assert found, f"README.md has no `optuna-dashboard ...{fragment}...` command (it has: {commands})"
     return found[0]
@@ -38,18 +41,34 @@ def readme_command(fragment: str) -> str:
 
 def readme_storage_url(url: str) -> str:
     """``url`` written as the README's ``export AUTOFR_STORAGE_URL=`` line writes it (its scheme/driver)."""
-    exports = [line.split("=", 1)[1] for line in README.read_text().splitlines()
-               if line.startswith("export AUTOFR_STORAGE_URL=")]
+    exports = [
+        line.split("=", 1)[1]
+        for line in README.read_text().splitlines()
+        if line.startswith("export AUTOFR_STORAGE_URL=")
+    ]
     assert exports, "README.md has no `export AUTOFR_STORAGE_URL=...` line"
     return exports[0].split("://", 1)[0] + "://" + url.split("://", 1)[1]
 
 
 def tiny_overrides(root: Path, study_name: str) -> list[str]:
-    return [f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
-            "space.max_interval=3", f"quality.proxy={PROXY}", "quality.proxy_samples=8", "quality.fid_samples=16",
-            "quality.batch_size=8", "quality.fid_reference=full_compute", "search.n_trials=2", "search.confirm_max=1",
-            "search.measure_speed=false", "search.progress=false", f"cache_dir={root / 'cache'}",
-            f"study_name={study_name}"]
+    return [
+        f"model.path={root / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        f"quality.proxy={PROXY}",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=16",
+        "quality.batch_size=8",
+        "quality.fid_reference=full_compute",
+        "search.n_trials=2",
+        "search.confirm_max=1",
+        "search.measure_speed=false",
+        "search.progress=false",
+        f"cache_dir={root / 'cache'}",
+        f"study_name={study_name}",
+    ]
 
 
 def free_port() -> int:
@@ -70,9 +89,15 @@ def dashboard_study(command: str, cwd: Path, study_name: str, timeout_s: float =
     log = cwd / f"dashboard-{port}.log"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "wb") as output:
-        process = subprocess.Popen(["bash", "-c", f"exec {command} --port {port}"], cwd=cwd, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command} --port {port}"],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -82,7 +107,9 @@ def dashboard_study(command: str, cwd: Path, study_name: str, timeout_s: float =
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
-                    raise AssertionError(f"`{command}` did not serve on port {port} (exit {process.poll()}): {tail}")
+                    raise AssertionError(
+                        f"`{command}` did not serve on port {port} (exit {process.poll()}): {tail}"
+                    ) from None
                 time.sleep(0.3)
         by_name = {summary["study_name"]: summary for summary in summaries}
         assert study_name in by_name, f"the dashboard lists {sorted(by_name)}"
@@ -132,8 +159,12 @@ def test_readme_dashboard_command_on_postgres(tiny_model, fresh_postgres_url, mo
     monkeypatch.setenv("AUTOFR_STORAGE_URL", readme_storage_url(fresh_postgres_url))
     root = tiny_model / "pg"
     root.mkdir()
-    overrides = [*tiny_overrides(tiny_model, "tiny_postgres"), "storage=postgres", f"out_dir={root / 'out'}",
-                 f"tracking.uri=sqlite:///{root / 'mlflow.db'}"]
+    overrides = [
+        *tiny_overrides(tiny_model, "tiny_postgres"),
+        "storage=postgres",
+        f"out_dir={root / 'out'}",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+    ]
     assert search_cli.main(overrides) == 0
     served = dashboard_study(readme_command("$AUTOFR_STORAGE_URL"), root, "tiny_postgres")
     assert_named_study(served, "tiny_postgres", root / "out")

@@ -29,8 +29,12 @@ def journal(tmp_path_factory):
 @pytest.fixture
 def overrides(journal, tmp_path, monkeypatch):
     monkeypatch.delenv("AUTOFR_STORAGE_URL", raising=False)
-    return [f"storage.journal_path={journal}", "study_name=frstudy", f"out_dir={tmp_path}/out",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    return [
+        f"storage.journal_path={journal}",
+        "study_name=frstudy",
+        f"out_dir={tmp_path}/out",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    ]
 
 
 def run(main, argv, capsys):
@@ -49,16 +53,23 @@ def test_export_writes_the_chosen_schedule(overrides, tmp_path, capsys):
     schedule = ReuseSchedule.from_json(path)
     provenance = schedule.provenance
     assert provenance["study"] == "frstudy" and provenance["trial"] == 3 and provenance["policy"] == "fastest_within"
-    assert provenance["fid"] == 10.45 and provenance["measured_speedup"] == 1.95 and provenance["fid_full_compute"] == 10.0
+    assert (
+        provenance["fid"] == 10.45
+        and provenance["measured_speedup"] == 1.95
+        and provenance["fid_full_compute"] == 10.0
+    )
     assert schedule.mixing is not None and schedule.units["down_blocks.0.resnets.0"].interval == 2
 
 
-@pytest.mark.parametrize("extra, trial", [
-    (["export.policy=knee"], 2),
-    (["export.policy=best_at_speedup", "export.min_speedup=1.6"], 3),
-    (["export.delta_abs=0.35"], 1),
-    (["export.measure=proxy", "export.policy=best_at_speedup", "export.min_speedup=2.9"], 4),
-])
+@pytest.mark.parametrize(
+    "extra, trial",
+    [
+        (["export.policy=knee"], 2),
+        (["export.policy=best_at_speedup", "export.min_speedup=1.6"], 3),
+        (["export.delta_abs=0.35"], 1),
+        (["export.measure=proxy", "export.policy=best_at_speedup", "export.min_speedup=2.9"], 4),
+    ],
+)
 def test_export_policies(overrides, tmp_path, capsys, extra, trial):
     target = tmp_path / "chosen.json"
     code, out, err = run(export_cli.main, [*overrides, *extra, f"export.out={target}"], capsys)
@@ -66,12 +77,15 @@ def test_export_policies(overrides, tmp_path, capsys, extra, trial):
     assert json.loads(target.read_text())["provenance"]["trial"] == trial
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["export.delta=0"], "raise export.delta"),
-    (["export.polcy=knee"], "export.polcy"),
-    (["export.policy=fastest"], "use one of fastest_within"),
-    (["study_name=nope"], "no study 'nope' in the Optuna storage"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["export.delta=0"], "raise export.delta"),
+        (["export.polcy=knee"], "export.polcy"),
+        (["export.policy=fastest"], "use one of fastest_within"),
+        (["study_name=nope"], "no study 'nope' in the Optuna storage"),
+    ],
+)
 def test_export_errors_are_one_line_and_write_nothing(overrides, tmp_path, capsys, extra, message):
     code, out, err = run(export_cli.main, [*overrides, *extra], capsys)
     assert code == 2
@@ -94,7 +108,14 @@ def test_report_prints_the_table_and_writes_plots(overrides, tmp_path, capsys):
     header = next(line for line in lines if line.startswith("trial"))
     assert "FID vs full" in header and any("FRDiff M=3 +mixing" in line for line in lines)
     assert "Spearman 0.90, Kendall 0.80" in out
-    for name in ("front.png", "front.html", "front_table.csv", "front_table.md", "hypervolume.png", "proxy_fidelity.md"):
+    for name in (
+        "front.png",
+        "front.html",
+        "front_table.csv",
+        "front_table.md",
+        "hypervolume.png",
+        "proxy_fidelity.md",
+    ):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert not (tmp_path / "mlflow.db").exists()  # no parent run: tracking untouched
 
@@ -116,6 +137,8 @@ def test_report_logs_to_the_study_parent_run(journal, overrides, tmp_path, capsy
     build_study(storage=storage, study_name="logged").set_user_attr("mlflow_parent_run_id", parent)
     code, out, err = run(report_cli.main, [*overrides, "study_name=logged"], capsys)
     assert code == 0, err
-    assert f"logged to MLflow run {parent}; browse: mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
+    assert (
+        f"logged to MLflow run {parent}; browse: mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
+    )
     logged = {item.path for item in tracker.client.list_artifacts(parent, "summary")}
     assert "summary/front.png" in logged and "summary/proxy_fidelity.md" in logged

@@ -32,23 +32,49 @@ def _closed_port() -> int:
 
 
 def _overrides(folder, tiny, *extra):
-    return [f"model.path={tiny}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
-            "space.max_interval=3", "quality.proxy_samples=8", "quality.fid_samples=16", "quality.batch_size=8",
-            "quality.fid_reference=full_compute", "quality.proxy=ssim", "search.n_trials=3", "search.progress=false",
-            f"storage.journal_path={folder / 'journal.log'}", f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
-            f"out_dir={folder / 'out'}", f"cache_dir={folder / 'cache'}", "study_name=never", *extra]
+    return [
+        f"model.path={tiny}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=16",
+        "quality.batch_size=8",
+        "quality.fid_reference=full_compute",
+        "quality.proxy=ssim",
+        "search.n_trials=3",
+        "search.progress=false",
+        f"storage.journal_path={folder / 'journal.log'}",
+        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
+        f"out_dir={folder / 'out'}",
+        f"cache_dir={folder / 'cache'}",
+        "study_name=never",
+        *extra,
+    ]
 
 
 CASES = {
     "unknown proxy": (("quality.proxy=nope",), "quality.proxy='nope' is unknown"),
     "negative budget": (("search.n_trials=-3",), "search.n_trials=-3"),
     "missing model path": (("model.path={folder}/no_such_model",), "no diffusers pipeline at"),
-    "missing Inception weights": (("quality=inception", "quality.inception_weights={folder}/missing.pth",
-                                   "quality.fid_reference=full_compute", "quality.proxy=ssim", "quality.proxy_samples=8",
-                                   "quality.fid_samples=16", "quality.batch_size=8"), "Inception weights not found"),
+    "missing Inception weights": (
+        (
+            "quality=inception",
+            "quality.inception_weights={folder}/missing.pth",
+            "quality.fid_reference=full_compute",
+            "quality.proxy=ssim",
+            "quality.proxy_samples=8",
+            "quality.fid_samples=16",
+            "quality.batch_size=8",
+        ),
+        "Inception weights not found",
+    ),
     "unwritable journal": (("storage.journal_path={blocker}/journal.log",), "cannot write the Optuna journal"),
-    "unreachable PostgreSQL": (("storage.url=postgresql://autofr:pw@127.0.0.1:{port}/autofr", "storage.connect_timeout_s=2"),
-                               "cannot use the Optuna storage postgresql://autofr:***@127.0.0.1"),
+    "unreachable PostgreSQL": (
+        ("storage.url=postgresql://autofr:pw@127.0.0.1:{port}/autofr", "storage.connect_timeout_s=2"),
+        "cannot use the Optuna storage postgresql://autofr:***@127.0.0.1",
+    ),
     "unreachable tracking server": (("tracking.uri=http://127.0.0.1:{port}",), "cannot reach MLflow tracking"),
 }
 
@@ -64,7 +90,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tiny, tmp_path, c
     extra = [item.format(folder=folder, port=port, blocker=blocker) for item in extra]
     calls = []
     original = objective_module.Objective.__call__
-    monkeypatch.setattr(objective_module.Objective, "__call__", lambda self, trial: calls.append(1) or original(self, trial))
+    monkeypatch.setattr(
+        objective_module.Objective, "__call__", lambda self, trial: calls.append(1) or original(self, trial)
+    )
     code = search_cli.main(_overrides(folder, tiny, *extra))
     err = capsys.readouterr().err.strip()
     assert code == 2, err

@@ -102,7 +102,10 @@ class Backend:
     def start(self, *overrides: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, str(WORKER), *self.overrides(), *overrides],
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
 

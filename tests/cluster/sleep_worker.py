@@ -37,8 +37,8 @@ import optuna  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from autofr.cli._config import run_cli  # noqa: E402  (as the autofr commands: errors -> 2, interrupts -> 130)
-from autofr.execution.storage import open_storage  # noqa: E402
 from autofr.execution import open_study, run_worker, spawn_local_workers, wait_for_user_attr  # noqa: E402
+from autofr.execution.storage import open_storage  # noqa: E402
 
 DEFAULTS = {
     "study_name": "sleep",

@@ -12,8 +12,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autofr.errors import StorageError
-from autofr.execution.storage import open_storage
 from autofr.execution.budget import StaleTrialCheck, claim_budget, retire
+from autofr.execution.storage import open_storage
 from autofr.execution.workers import open_study, run_worker, wait_for_user_attr
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -22,7 +22,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 @pytest.fixture
 def study(tmp_path):
     storage = open_storage({"journal_path": str(tmp_path / "journal.log"), "heartbeat_interval": 1, "grace_period": 2})
-    study, created = open_study(storage, "budget", ["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    study, created = open_study(
+        storage, "budget", ["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     assert created
     return study
 
@@ -33,8 +35,11 @@ def objective(trial):
 
 
 def complete_one(study):
-    study.add_trial(optuna.trial.create_trial(
-        params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)}, values=[0.5, 0.5]))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)}, values=[0.5, 0.5]
+        )
+    )
 
 
 def test_objective_errors_and_nans_fail_their_trial_and_do_not_count(study):
@@ -50,7 +55,9 @@ def test_objective_errors_and_nans_fail_their_trial_and_do_not_count(study):
     summary = run_worker(study, flaky, n_trials=2, progress=False)
     assert (summary.completed, summary.failed, summary.study_completed) == (2, 2, 2)
     reasons = [t.user_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL]
-    assert reasons[0] == "RuntimeError: CUDA out of memory" and reasons[1].startswith("ValueError: the objective returned NaN")
+    assert reasons[0] == "RuntimeError: CUDA out of memory" and reasons[1].startswith(
+        "ValueError: the objective returned NaN"
+    )
 
 
 def test_an_exception_outside_catch_fails_the_trial_and_stops_the_worker(study):

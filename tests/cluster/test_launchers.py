@@ -24,7 +24,9 @@ def launcher_config(name: str, *overrides: str):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Hydra's schema-matching deprecation warning
         with initialize_config_dir(config_dir=str(ROOT_CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}", *overrides], return_hydra_config=True)
+            cfg = compose(
+                config_name="config", overrides=[f"hydra/launcher={name}", *overrides], return_hydra_config=True
+            )
     return cfg.hydra.launcher
 
 
@@ -42,11 +44,20 @@ def test_slurm_preset_composes_and_renders_the_sbatch_script(tmp_path, monkeypat
     # What SlurmLauncher.launch hands to submitit (hydra_submitit_launcher 1.2).
     params = OmegaConf.to_container(launcher)
     params = {key: value for key, value in params.items() if key not in ("_target_", "submitit_folder", "name")}
-    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        folder=tmp_path, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()})
     sbatch = executor._executor._make_submission_file_text("autofr-search", "uid")
-    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=720", "--cpus-per-task=8", "--mem=32GB", "--signal=USR2@120"):
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=1",
+        "--time=720",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {line}" in sbatch
 
 
@@ -60,9 +71,16 @@ def test_local_preset_runs_workers_as_submitit_jobs_on_one_study(tmp_path):
     launcher = launcher_config("local")
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
     command = [
-        sys.executable, str(HYDRA_APP), "-m", "hydra/launcher=local", "+worker=range(2)",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}", f"storage.journal_path={backend.journal_path}",
-        f"study_name={backend.study_name}", "search.n_trials=4", "+sleep_s=0.3",
+        sys.executable,
+        str(HYDRA_APP),
+        "-m",
+        "hydra/launcher=local",
+        "+worker=range(2)",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        f"storage.journal_path={backend.journal_path}",
+        f"study_name={backend.study_name}",
+        "search.n_trials=4",
+        "+sleep_s=0.3",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=backend.env())
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]

@@ -75,7 +75,9 @@ def test_unreachable_server_is_one_line_within_the_connect_timeout(where, hint):
 
 def test_missing_database_names_the_fix(fresh_postgres_url):
     url = fresh_postgres_url.rsplit("/", 1)[0] + "/autofr_no_such_database"
-    with pytest.raises(StorageError, match=r"database \"autofr_no_such_database\" does not exist; create the database"):
+    with pytest.raises(
+        StorageError, match=r"database \"autofr_no_such_database\" does not exist; create the database"
+    ):
         open_storage({"url": url})
 
 
@@ -112,7 +114,9 @@ def test_a_file_that_is_no_journal_is_refused_untouched(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_journal_storage_creates_missing_folders_and_has_heartbeats(tmp_path):
-    storage = open_storage({"journal_path": str(tmp_path / "a" / "b" / "journal.log"), "heartbeat_interval": 2, "grace_period": 5})
+    storage = open_storage(
+        {"journal_path": str(tmp_path / "a" / "b" / "journal.log"), "heartbeat_interval": 2, "grace_period": 5}
+    )
     assert isinstance(storage, HeartbeatJournalStorage) and storage.get_heartbeat_interval() == 2
     assert (tmp_path / "a" / "b" / "journal.log").is_file()
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -133,7 +137,7 @@ def test_workers_opening_one_new_journal_at_once_all_succeed(tmp_path):
         barrier = threading.Barrier(8)
         errors = []
 
-        def open_it():
+        def open_it(barrier=barrier, path=path, errors=errors):
             barrier.wait()
             try:
                 open_storage({"journal_path": str(path)})

@@ -19,7 +19,13 @@ def retries_of(trials, number):
 def test_three_workers_complete_exactly_the_global_budget(backend, tmp_path):
     n_trials = 8
     workers = start_together(
-        backend, 3, f"search.n_trials={n_trials}", "sleep_s=0.3", "warm_starts=3", "fail_numbers=[4]", tmp_path=tmp_path
+        backend,
+        3,
+        f"search.n_trials={n_trials}",
+        "sleep_s=0.3",
+        "warm_starts=3",
+        "fail_numbers=[4]",
+        tmp_path=tmp_path,
     )
     try:
         results = [finish(worker) for worker in workers]

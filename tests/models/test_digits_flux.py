@@ -100,8 +100,9 @@ def test_every_call_sets_the_timesteps_once(pipeline):
 
 
 def test_generate_runs_it_with_shared_noise_and_records_packed_latents(pipeline):
-    protocol = EvalProtocol(num_samples=6, batch_size=6, num_inference_steps=4, num_classes=10, seed=1,
-                            scheduler=None, guidance_scale=2.0)
+    protocol = EvalProtocol(
+        num_samples=6, batch_size=6, num_inference_steps=4, num_classes=10, seed=1, scheduler=None, guidance_scale=2.0
+    )
     one_batch = generate(pipeline, protocol)
     small_batches = generate(pipeline, protocol.replace(batch_size=4))
     assert one_batch.images.shape == (6, 1, 16, 16) and one_batch.latents.shape == (6, 4, 8, 8)
@@ -155,8 +156,24 @@ def test_the_training_script_trains_and_saves_a_loadable_flux_pipeline(tmp_path)
 
     from autofr.models.train_digits import main
 
-    assert main(["--which", "flux", "--steps", "3", "--batch-size", "8", "--threads", "1", "--no-gate",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--which",
+                "flux",
+                "--steps",
+                "3",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--no-gate",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "training_summary.json").read_text())["digits_flux"]
     assert summary["steps"] == 3 and summary["denoiser_class"] == "FluxTransformer2DModel"
     assert summary["macs_per_sample_forward"] == 13_568_000
@@ -166,9 +183,14 @@ def test_the_training_script_trains_and_saves_a_loadable_flux_pipeline(tmp_path)
 
 
 def test_samples_show_the_requested_digit_at_the_default_guidance(pipeline):
-    result = conditional_accuracy(pipeline, load_digit_classifier(), samples_per_class=5,
-                                  num_inference_steps=DEFAULT_NUM_INFERENCE_STEPS,
-                                  guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=0)
+    result = conditional_accuracy(
+        pipeline,
+        load_digit_classifier(),
+        samples_per_class=5,
+        num_inference_steps=DEFAULT_NUM_INFERENCE_STEPS,
+        guidance_scale=DEFAULT_GUIDANCE_SCALE,
+        seed=0,
+    )
     assert result["num_samples"] == 50 and result["accuracy"] >= 0.9, result
 
 

@@ -14,22 +14,32 @@ from autofr.search.records import CONFIRMED_PREFIX, StudyRecords, TrialResult, a
 from tests.search.test_front import build_study
 
 
-def add_peer(study, label: str, speed: float, fid: float | None, proxy: float = 0.01, method: str = "mag_cache") -> None:
-    result = TrialResult(schedule=None, num_inference_steps=10, predicted_speedup=None, proxy=proxy,
-                         measured_speedup=speed, constraint=-1.0,
-                         peer={"method": method, "source": "diffusers", "label": label, "options": {"threshold": speed}})
+def add_peer(
+    study, label: str, speed: float, fid: float | None, proxy: float = 0.01, method: str = "mag_cache"
+) -> None:
+    result = TrialResult(
+        schedule=None,
+        num_inference_steps=10,
+        predicted_speedup=None,
+        proxy=proxy,
+        measured_speedup=speed,
+        constraint=-1.0,
+        peer={"method": method, "source": "diffusers", "label": label, "options": {"threshold": speed}},
+    )
     add_peer_trial(study, label, result, (speed, proxy))
     if fid is not None:
         number = study.trials[-1].number
-        study.set_user_attr(f"{CONFIRMED_PREFIX}{number}", {"fid": fid, "measured_speedup": speed,
-                                                            "fid_seeds": {"0": fid}, "fid_full_seeds": {"0": 10.0}})
+        study.set_user_attr(
+            f"{CONFIRMED_PREFIX}{number}",
+            {"fid": fid, "measured_speedup": speed, "fid_seeds": {"0": fid}, "fid_full_seeds": {"0": 10.0}},
+        )
 
 
 def test_a_faster_peer_is_reported_but_never_picked_and_never_exported(tmp_path):
     study = build_study()
     before = fronts.hypervolume_history(StudyRecords.load(study).trials)
-    add_peer(study, "MagCache 0.12", speed=3.5, fid=10.2)   # fastest within the target (10.5)
-    add_peer(study, "MagCache 0.48", speed=4.0, fid=11.5)   # outside it
+    add_peer(study, "MagCache 0.12", speed=3.5, fid=10.2)  # fastest within the target (10.5)
+    add_peer(study, "MagCache 0.48", speed=4.0, fid=11.5)  # outside it
     records = StudyRecords.load(study)
     peer = next(t for t in records.trials if t.label == "MagCache 0.12")
     assert peer.is_peer and not peer.is_reference and peer.speed == 3.5 and peer.schedule is None
@@ -50,8 +60,10 @@ def test_a_slower_peer_is_beaten_by_a_margin():
     add_peer(study, "FirstBlockCache 0.1", speed=1.2, fid=10.1, method="first_block_cache")
     records = StudyRecords.load(study)
     chosen = fronts.select_default(records)
-    assert any(line == f"beats the fastest peer within the target, FirstBlockCache 0.1 (1.20x), by {chosen.speed / 1.2:.2f}x"
-               for line in fronts.verdict(records, chosen))
+    assert any(
+        line == f"beats the fastest peer within the target, FirstBlockCache 0.1 (1.20x), by {chosen.speed / 1.2:.2f}x"
+        for line in fronts.verdict(records, chosen)
+    )
 
 
 def test_a_study_whose_only_confirmed_candidates_are_peers_exports_nothing(tmp_path):

@@ -14,16 +14,29 @@ from autofr.search.peer_trials import evaluate_peers
 from autofr.search.records import StudyInfo
 
 DIFFUSERS_METHODS = [m for m, source in PEER_METHODS.items() if source == "diffusers"]
-RUNS_ON_FLUX = {"first_block_cache", "taylorseer_cache", "mag_cache", "pyramid_attention_broadcast", "dbcache",
-                "dbcache_taylorseer"}
+RUNS_ON_FLUX = {
+    "first_block_cache",
+    "taylorseer_cache",
+    "mag_cache",
+    "pyramid_attention_broadcast",
+    "dbcache",
+    "dbcache_taylorseer",
+}
 
 
 @pytest.fixture(scope="module")
 def flux():
     torch.set_num_threads(1)
     pipe = load_pipeline("digits_flux")
-    protocol = EvalProtocol(num_samples=4, batch_size=4, num_inference_steps=10, num_classes=10, seed=0,
-                            scheduler=None, guidance_scale=1.25)
+    protocol = EvalProtocol(
+        num_samples=4,
+        batch_size=4,
+        num_inference_steps=10,
+        num_classes=10,
+        seed=0,
+        scheduler=None,
+        guidance_scale=1.25,
+    )
     return pipe, protocol
 
 
@@ -36,10 +49,17 @@ def flux_peers(flux):
 def _state(pipe):
     """What full compute depends on besides the weights: module order, the pipeline's call, no hooks."""
     transformer = pipe.transformer
-    hooks = {name: list(module._diffusers_hook.hooks) for name, module in transformer.named_modules()
-             if getattr(module, "_diffusers_hook", None) is not None and module._diffusers_hook.hooks}
-    return ([name for name, _ in transformer.named_modules()], type(pipe).__dict__.get("__call__"), hooks,
-            "forward" in vars(transformer) and vars(transformer)["forward"].__func__)
+    hooks = {
+        name: list(module._diffusers_hook.hooks)
+        for name, module in transformer.named_modules()
+        if getattr(module, "_diffusers_hook", None) is not None and module._diffusers_hook.hooks
+    }
+    return (
+        [name for name, _ in transformer.named_modules()],
+        type(pipe).__dict__.get("__call__"),
+        hooks,
+        "forward" in vars(transformer) and vars(transformer)["forward"].__func__,
+    )
 
 
 def test_every_cache_that_runs_on_flux_is_offered_at_its_default_and_a_sweep(flux_peers):
@@ -58,7 +78,9 @@ def test_every_cache_that_runs_on_flux_is_offered_at_its_default_and_a_sweep(flu
     assert len(mag) == 10 and all(0.5 < r < 1.5 for r in mag), "MagCache ratios calibrated by diffusers' own run"
     assert Peer.from_description(peers[0].describe()) == peers[0]
     # FasterCache's CFG cache splits video/spatial latents; Flux's transformer returns (N, tokens, channels)
-    assert set(skipped) == {"faster_cache"} and skipped["faster_cache"].startswith("its probe run failed: RuntimeError")
+    assert set(skipped) == {"faster_cache"} and skipped["faster_cache"].startswith(
+        "its probe run failed: RuntimeError"
+    )
     assert "dimensions" in skipped["faster_cache"]
 
 
@@ -94,8 +116,11 @@ def test_on_a_unet_no_peer_runs_and_each_reason_is_recorded(tmp_path):
     assert all("UNet2DModel has no diffusers CacheMixin" in stage.skipped[m] for m in DIFFUSERS_METHODS)
     assert "cache-dit has no block adapter" in stage.skipped["dbcache"]
     assert StudyInfo.read(study).peers_skipped == stage.skipped and not study.trials
-    assert "skipped: first_block_cache, taylorseer_cache, mag_cache, faster_cache, pyramid_attention_broadcast (UNet2DModel" \
-        in stage.describe() and "DeepCache-style references stand in" in stage.describe()
+    assert (
+        "skipped: first_block_cache, taylorseer_cache, mag_cache, faster_cache, pyramid_attention_broadcast (UNet2DModel"
+        in stage.describe()
+        and "DeepCache-style references stand in" in stage.describe()
+    )
 
 
 def test_cache_dit_runs_on_the_dit_where_no_diffusers_cache_does():

@@ -28,12 +28,28 @@ CONFIRM_MAX = 9
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [
-        "model=digits_flux", "model.num_inference_steps=5", "space.steps=[4,5]", "space.baseline_steps=[4]",
-        "space.max_interval=2", "quality.proxy_samples=4", "quality.fid_samples=8", "quality.batch_size=8",
-        "search.fidelity=[4,8]", "search.fidelity_bootstrap=2", f"search.n_trials={N_TRIALS}", "search.fid_seeds=2",
-        "search.timing_repeats=1", f"search.confirm_max={CONFIRM_MAX}", "search.progress=false", "sampler.n_startup_trials=2",
-        f"storage.journal_path={root / 'journal.log'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-        f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", "study_name=flux_peers", *extra,
+        "model=digits_flux",
+        "model.num_inference_steps=5",
+        "space.steps=[4,5]",
+        "space.baseline_steps=[4]",
+        "space.max_interval=2",
+        "quality.proxy_samples=4",
+        "quality.fid_samples=8",
+        "quality.batch_size=8",
+        "search.fidelity=[4,8]",
+        "search.fidelity_bootstrap=2",
+        f"search.n_trials={N_TRIALS}",
+        "search.fid_seeds=2",
+        "search.timing_repeats=1",
+        f"search.confirm_max={CONFIRM_MAX}",
+        "search.progress=false",
+        "sampler.n_startup_trials=2",
+        f"storage.journal_path={root / 'journal.log'}",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"out_dir={root / 'out'}",
+        f"cache_dir={root / 'cache'}",
+        "study_name=flux_peers",
+        *extra,
     ]
 
 
@@ -70,8 +86,15 @@ def test_peers_are_confirmed_with_the_peer_enabled_and_the_fid_is_reproducible(s
     assert differing, "a peer's samples differ from full compute's"
     assert all(t.confirmation.measured_speedup > 0 and len(t.confirmation.fid_seeds) == 2 for t in confirmed)
     study = AutoFRStudy.prepare(config)
-    fresh = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples,
-                      config.quality.fid_samples, fid_seeds=2, timing_repeats=0)  # no score cache: sampled again
+    fresh = Confirmer(
+        study.model.pipe,
+        study.protocol,
+        study.measures,
+        study.reference_samples,
+        config.quality.fid_samples,
+        fid_seeds=2,
+        timing_repeats=0,
+    )  # no score cache: sampled again
     peer = max(differing, key=lambda t: abs(t.fid - full))
     assert fresh.score(peer).fid_seeds == pytest.approx(peer.confirmation.fid_seeds, abs=1e-9)
 
@@ -91,7 +114,9 @@ def test_the_front_plot_draws_peers_with_their_own_legend_entries(searched):
         shown += len(inside)
         texts = {text.get_text() for text in axis.texts}
         if inside:
-            assert any(text.startswith(("MagCache", "FirstBlockCache", "TaylorSeer", "PAB", "DBCache")) for text in texts)
+            assert any(
+                text.startswith(("MagCache", "FirstBlockCache", "TaylorSeer", "PAB", "DBCache")) for text in texts
+            )
     assert shown, "peers within the plotted range are drawn"
 
 

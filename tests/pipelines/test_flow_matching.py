@@ -66,6 +66,7 @@ def frdiff_true_cfg_reference(pipe, interval: int):
                 cache[name, branch] = output
                 return output
             return cache[name, branch]
+
         return replace
 
     for unit in units:
@@ -125,9 +126,17 @@ def test_two_calls_per_step_without_cache_context_are_two_branches(pipe):
             x = latents
             for t in self.scheduler.timesteps:
                 timestep = (t / 1000).expand(1)
-                cond, uncond = (m(hidden_states=x, timestep=timestep, encoder_hidden_states=text[i:i + 1],
-                                  pooled_projections=pooled[i:i + 1], return_dict=False, **ids)[0]
-                                for i, m in enumerate(self.models))
+                cond, uncond = (
+                    m(
+                        hidden_states=x,
+                        timestep=timestep,
+                        encoder_hidden_states=text[i : i + 1],
+                        pooled_projections=pooled[i : i + 1],
+                        return_dict=False,
+                        **ids,
+                    )[0]
+                    for i, m in enumerate(self.models)
+                )
                 x = self.scheduler.step(uncond + 2.0 * (cond - uncond), t, x, return_dict=False)[0]
             return x
 
@@ -155,8 +164,14 @@ def test_a_schedule_for_another_step_count_refuses_to_run(pipe):
 
 
 def test_the_evaluation_protocol_samples_flux_end_to_end(pipe):
-    protocol = EvalProtocol(num_samples=3, batch_size=3, num_inference_steps=STEPS, scheduler=None, resolution=32,
-                            prompts=("a photo of a cat", "a red house"))
+    protocol = EvalProtocol(
+        num_samples=3,
+        batch_size=3,
+        num_inference_steps=STEPS,
+        scheduler=None,
+        resolution=32,
+        prompts=("a photo of a cat", "a red house"),
+    )
     full = generate(pipe, protocol)
     assert full.images.shape == (3, 3, 32, 32) and full.latents.shape == (3, 64, 16)  # packed latents
     assert 0 <= full.images.min() and full.images.max() <= 1

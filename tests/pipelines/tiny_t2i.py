@@ -51,9 +51,18 @@ def t5_tokenizer(directory: Path):
 def clip_text_encoder(vocab_size: int, width: int = 32, projection: bool = False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
-                            num_attention_heads=2, max_position_embeddings=16, projection_dim=width,
-                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        projection_dim=width,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
@@ -61,8 +70,17 @@ def clip_text_encoder(vocab_size: int, width: int = 32, projection: bool = False
 def t5_text_encoder(vocab_size: int, width: int = 32):
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(vocab_size=vocab_size, d_model=width, d_ff=2 * width, d_kv=8, num_layers=1, num_heads=2,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=width,
+        d_ff=2 * width,
+        d_kv=8,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     return T5EncoderModel(config).eval()
 
@@ -71,9 +89,18 @@ def tiny_vae(latent_channels: int = 4, **extra):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16),
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         layers_per_block=1, norm_num_groups=4, sample_size=32, **extra).eval()
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+        **extra,
+    ).eval()
 
 
 def tiny_sd_pipeline(directory: Path):
@@ -82,14 +109,27 @@ def tiny_sd_pipeline(directory: Path):
 
     tokenizer = clip_tokenizer(directory / "_tokenizer")
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=4).eval()
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    ).eval()
     return StableDiffusionPipeline(
-        vae=tiny_vae(), text_encoder=clip_text_encoder(len(tokenizer)), tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=tiny_vae(),
+        text_encoder=clip_text_encoder(len(tokenizer)),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -100,15 +140,30 @@ def tiny_flux_pipeline(directory: Path, guidance_embeds: bool = False):
     tokenizer = clip_tokenizer(directory / "_tokenizer")
     tokenizer_2 = t5_tokenizer(directory / "_tokenizer_2")
     torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
-                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=32, axes_dims_rope=(2, 2, 4),
-                                         guidance_embeds=guidance_embeds).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256)
-    return FluxPipeline(scheduler=scheduler, vae=tiny_vae(shift_factor=0.1, scaling_factor=0.5),
-                        text_encoder=clip_text_encoder(len(tokenizer)), tokenizer=tokenizer,
-                        text_encoder_2=t5_text_encoder(len(tokenizer_2)), tokenizer_2=tokenizer_2,
-                        transformer=transformer)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(2, 2, 4),
+        guidance_embeds=guidance_embeds,
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=tiny_vae(shift_factor=0.1, scaling_factor=0.5),
+        text_encoder=clip_text_encoder(len(tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=t5_text_encoder(len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
 
 
 def tiny_sd3_pipeline(directory: Path):
@@ -118,12 +173,27 @@ def tiny_sd3_pipeline(directory: Path):
     tokenizer = clip_tokenizer(directory / "_tokenizer")
     tokenizer_3 = t5_tokenizer(directory / "_tokenizer_3")
     torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
-                                        num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=16,
-                                        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16).eval()
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=16,
+        pooled_projection_dim=64,
+        out_channels=4,
+        pos_embed_max_size=16,
+    ).eval()
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(shift_factor=0.1),
-        text_encoder=clip_text_encoder(len(tokenizer), projection=True), tokenizer=tokenizer,
-        text_encoder_2=clip_text_encoder(len(tokenizer), projection=True), tokenizer_2=tokenizer,
-        text_encoder_3=t5_text_encoder(len(tokenizer_3), width=64), tokenizer_3=tokenizer_3,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_vae(shift_factor=0.1),
+        text_encoder=clip_text_encoder(len(tokenizer), projection=True),
+        tokenizer=tokenizer,
+        text_encoder_2=clip_text_encoder(len(tokenizer), projection=True),
+        tokenizer_2=tokenizer,
+        text_encoder_3=t5_text_encoder(len(tokenizer_3), width=64),
+        tokenizer_3=tokenizer_3,
     )

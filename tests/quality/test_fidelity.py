@@ -36,7 +36,9 @@ def test_unstable_schedules_are_left_out_and_degenerate_columns_give_nan():
 
 
 def test_the_table_is_markdown_with_one_row_per_proxy():
-    rows = proxy_fidelity({"ssim": [0.1, 0.2, 0.3], "psnr": [3, 1, 2]}, [1, 2, 3], fid_seconds=8, proxy_seconds={"ssim": 2})
+    rows = proxy_fidelity(
+        {"ssim": [0.1, 0.2, 0.3], "psnr": [3, 1, 2]}, [1, 2, 3], fid_seconds=8, proxy_seconds={"ssim": 2}
+    )
     table = format_fidelity_table(rows, fid_name="FID-2k")
     lines = table.splitlines()
     assert lines[0].startswith("| proxy |") and "FID-2k" in lines[0]

@@ -30,7 +30,9 @@ def test_every_proxy_grows_with_the_uniform_reuse_interval(tiny_pipe, proxy_prot
     ReuseSchedule = pytest.importorskip("autofr.schedule").ReuseSchedule
     torch.set_num_threads(1)
     batches = [
-        generate(tiny_pipe, proxy_protocol, schedule=ReuseSchedule.uniform(tiny_pipe, proxy_protocol.num_inference_steps, m))
+        generate(
+            tiny_pipe, proxy_protocol, schedule=ReuseSchedule.uniform(tiny_pipe, proxy_protocol.num_inference_steps, m)
+        )
         for m in (1, 2, 4)
     ]
     for name, measure in proxies(full_batch, tiny_features).items():

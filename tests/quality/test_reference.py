@@ -40,8 +40,9 @@ def test_the_key_follows_everything_that_changes_the_samples(tiny_pipe, proxy_pr
     ):
         assert cache.samples_path(tiny_pipe, changed, "tiny") != path
     assert cache.samples_path(tiny_pipe, base, "other_model") != path
-    other_weights = type(tiny_pipe)(denoiser=type(tiny_pipe.denoiser).from_config(tiny_pipe.denoiser.config),
-                                    scheduler=tiny_pipe.scheduler)
+    other_weights = type(tiny_pipe)(
+        denoiser=type(tiny_pipe.denoiser).from_config(tiny_pipe.denoiser.config), scheduler=tiny_pipe.scheduler
+    )
     assert cache.samples_path(other_weights, base, "tiny") != path
 
 

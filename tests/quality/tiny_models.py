@@ -22,8 +22,16 @@ class TinyClassPipeline(DiffusionPipeline):
         self.register_modules(denoiser=denoiser, scheduler=scheduler)
 
     @torch.no_grad()
-    def __call__(self, class_labels, num_inference_steps=50, guidance_scale=1.0, generator=None,
-                 latents=None, output_type="pt", callback_on_step_end=None):
+    def __call__(
+        self,
+        class_labels,
+        num_inference_steps=50,
+        guidance_scale=1.0,
+        generator=None,
+        latents=None,
+        output_type="pt",
+        callback_on_step_end=None,
+    ):
         config = self.denoiser.config
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
         shape = (len(labels), config.in_channels, config.sample_size, config.sample_size)
@@ -51,9 +59,15 @@ class TinyClassPipeline(DiffusionPipeline):
 def tiny_unet(seed=0):
     torch.manual_seed(seed)
     return UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, num_class_embeds=NUM_CLASSES + 1,
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        num_class_embeds=NUM_CLASSES + 1,
     ).eval()
 
 
@@ -75,8 +89,13 @@ class TinyFeatures(nn.Module):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, self.num_features),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(128, self.num_features),
         )
         for parameter in self.parameters():
             with torch.no_grad():

@@ -91,8 +91,9 @@ def _finite(a) -> bool:
     return bool(torch.isfinite(a).all())
 
 
-def check_denoiser(class_name: str, model, inputs: dict, sample_key: str, timestep_key: str, scale: float,
-                   measure: bool = True) -> CoverageResult:
+def check_denoiser(
+    class_name: str, model, inputs: dict, sample_key: str, timestep_key: str, scale: float, measure: bool = True
+) -> CoverageResult:
     """Run the five checks of the module docstring; the result says what failed, if anything."""
     result = CoverageResult(class_name)
     try:
@@ -114,13 +115,20 @@ def check_denoiser(class_name: str, model, inputs: dict, sample_key: str, timest
     first = loop()
     expected = (STEPS + 1) // 2, STEPS // 2
     # a unit called k times per forward (one module applied to both streams) computes and reuses k times
-    wrong = [name for name, count in accounting.units.items()
-             if count.reused == 0 or count.computed % expected[0] or count.reused % expected[1]
-             or count.computed // expected[0] != count.reused // expected[1]]
+    wrong = [
+        name
+        for name, count in accounting.units.items()
+        if count.reused == 0
+        or count.computed % expected[0]
+        or count.reused % expected[1]
+        or count.computed // expected[0] != count.reused // expected[1]
+    ]
     if wrong:
         count = accounting.units[wrong[0]]
-        result.error = (f"M=2: {len(wrong)} unit(s) did not reuse as planned (e.g. {wrong[0]}: computed "
-                        f"{count.computed}, reused {count.reused}, planned {expected})")
+        result.error = (
+            f"M=2: {len(wrong)} unit(s) did not reuse as planned (e.g. {wrong[0]}: computed "
+            f"{count.computed}, reused {count.reused}, planned {expected})"
+        )
         return result
     if not _finite(first):
         result.error = "M=2 gives NaN or inf"
@@ -141,5 +149,3 @@ def check_denoiser(class_name: str, model, inputs: dict, sample_key: str, timest
         except Exception as error:
             result.cost_note = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
     return result
-
-

@@ -23,8 +23,9 @@ RUN = [case for case in CASES if case.class_name not in UNSUPPORTED]
 
 @pytest.mark.parametrize("case", RUN, ids=[case.class_name for case in RUN])
 def test_reuse_is_exact_at_interval_1_and_really_reuses_at_m2(case):
-    result = check_denoiser(case.class_name, case.build(), case.inputs(), case.sample, case.timestep, case.scale,
-                            measure=False)
+    result = check_denoiser(
+        case.class_name, case.build(), case.inputs(), case.sample, case.timestep, case.scale, measure=False
+    )
     assert result.passed, result.error
     assert sum(result.units_by_kind.values()) >= 2
 
@@ -44,12 +45,23 @@ def test_a_class_without_units_names_the_setting_to_use(class_name):
 
 def test_the_zoo_covers_every_cache_mixin_denoiser_and_the_unet_families():
     covered = {case.class_name for case in RUN}
-    cache_mixin = {name for name in dir(diffusers) if isinstance(getattr(diffusers, name, None), type)
-                   and issubclass(getattr(diffusers, name), CacheMixin) and getattr(diffusers, name) is not CacheMixin}
+    cache_mixin = {
+        name
+        for name in dir(diffusers)
+        if isinstance(getattr(diffusers, name, None), type)
+        and issubclass(getattr(diffusers, name), CacheMixin)
+        and getattr(diffusers, name) is not CacheMixin
+    }
     denoisers = {name for name in cache_mixin if "ControlNet" not in name}  # ControlNets are not denoisers
     assert not sorted(denoisers - covered - set(NOT_RUN)), "CacheMixin denoisers missing from the zoo"
     assert not (denoisers & set(NOT_RUN)) - set(DISCOVERY_ONLY), "a CacheMixin class is neither run nor discovered"
-    for unet in ("UNet2DModel", "UNet2DConditionModel", "UNet3DConditionModel", "UNetSpatioTemporalConditionModel",
-                 "UNetMotionModel", "I2VGenXLUNet"):
+    for unet in (
+        "UNet2DModel",
+        "UNet2DConditionModel",
+        "UNet3DConditionModel",
+        "UNetSpatioTemporalConditionModel",
+        "UNetMotionModel",
+        "I2VGenXLUNet",
+    ):
         assert unet in covered
     assert len(covered) >= 40

@@ -213,7 +213,11 @@ def test_bare_model_hand_loop_with_cfg():
     def run():
         sample = torch.ones(4, 2, 8, 8)
         for t in range(5):
-            sample = sample - 0.1 * model(sample, torch.tensor([900 - 100 * t] * 4), class_labels=torch.tensor([3, 3, 0, 1])).sample
+            sample = (
+                sample
+                - 0.1
+                * model(sample, torch.tensor([900 - 100 * t] * 4), class_labels=torch.tensor([3, 3, 0, 1])).sample
+            )
         return sample
 
     first, second = run(), run()
@@ -239,7 +243,7 @@ def test_resnet_tail_equals_full_block():
         x = torch.randn(2, channels, 4, 4)
         temb = torch.randn(2, block.time_emb_proj.in_features)
         captured = {}
-        handle = block.conv1.register_forward_hook(lambda m, a, o: captured.setdefault("h", o))
+        handle = block.conv1.register_forward_hook(lambda m, a, o, captured=captured: captured.setdefault("h", o))
         with torch.no_grad():
             full = block(x, temb)
             handle.remove()

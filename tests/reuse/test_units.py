@@ -30,8 +30,11 @@ def test_flux_blocks_get_joint_attention_both_feed_forwards_and_the_single_strea
 
 def test_a_3d_video_transformer_gets_self_cross_attention_and_feed_forward_per_block():
     kinds = [(u.name, u.kind) for u in discover_units(case("WanTransformer3DModel").build())]
-    assert kinds[:3] == [("blocks.0.attn1", "self_attention"), ("blocks.0.attn2", "cross_attention"),
-                         ("blocks.0.ffn", "feed_forward")]
+    assert kinds[:3] == [
+        ("blocks.0.attn1", "self_attention"),
+        ("blocks.0.attn2", "cross_attention"),
+        ("blocks.0.ffn", "feed_forward"),
+    ]
 
 
 def test_user_rules_include_exclude_and_drop_kinds():
@@ -41,9 +44,13 @@ def test_user_rules_include_exclude_and_drop_kinds():
     assert [u.name for u in no_context] == [n for n in table if not n.endswith("ff_context")]
     no_single = discover_units(model, {"exclude": ["single_transformer_blocks.*"]})
     assert all(not u.name.startswith("single") for u in no_single) and len(no_single) == 3
-    only = discover_units(model, {"table": False, "include": {"re:single_transformer_blocks\\.\\d+\\.proj_out": "mlp_out"}})
+    only = discover_units(
+        model, {"table": False, "include": {"re:single_transformer_blocks\\.\\d+\\.proj_out": "mlp_out"}}
+    )
     assert [(u.name, u.kind, u.mode) for u in only] == [("single_transformer_blocks.0.proj_out", "mlp_out", "output")]
-    node = OmegaConf.create({"include": {"transformer_blocks.0.norm1": "modulation"}, "kinds": {"modulation": "output"}})
+    node = OmegaConf.create(
+        {"include": {"transformer_blocks.0.norm1": "modulation"}, "kinds": {"modulation": "output"}}
+    )
     added = discover_units(model, node)
     assert added[0].name == "transformer_blocks.0.norm1" and len(added) == len(table) + 1
 
@@ -66,8 +73,9 @@ def test_a_model_the_table_does_not_know_is_scheduled_with_include_rules():
     with pytest.raises(UnsupportedModelError):
         discover_units(model)
     attach_unit_rules(model, {"include": {"down_blocks.*.resnets.*": "resnet_1d", "mid_block.resnets.*": "resnet_1d"}})
-    result = check_denoiser("UNet1DModel", model, unet1d.inputs(), unet1d.sample, unet1d.timestep, unet1d.scale,
-                            measure=False)
+    result = check_denoiser(
+        "UNet1DModel", model, unet1d.inputs(), unet1d.sample, unet1d.timestep, unet1d.scale, measure=False
+    )
     assert result.passed, result.error
     assert result.units_by_kind == {"resnet_1d": len(discover_units(model))}
     fingerprint = model_fingerprint(model)
@@ -91,5 +99,7 @@ def test_reuse_works_under_inference_mode():
     dit = case("DiTTransformer2DModel")
     model = dit.build()
     with torch.inference_mode():
-        result = check_denoiser(dit.class_name, model, dit.inputs(), dit.sample, dit.timestep, dit.scale, measure=False)
+        result = check_denoiser(
+            dit.class_name, model, dit.inputs(), dit.sample, dit.timestep, dit.scale, measure=False
+        )
     assert result.passed, result.error

@@ -38,7 +38,9 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorer(tiny):
     pipe = load_pipeline(str(tiny / "tiny"))
-    protocol = EvalProtocol(num_samples=8, seed=0, batch_size=8, num_inference_steps=STEPS, guidance_scale=2.0, num_classes=10)
+    protocol = EvalProtocol(
+        num_samples=8, seed=0, batch_size=8, num_inference_steps=STEPS, guidance_scale=2.0, num_classes=10
+    )
     plan = FidelityPlan((8, 24), z=2.0, bootstrap=16)
     real = FeatureStats.load(tiny / "real.npz")
     full_top = generate(pipe, protocol.replace(num_samples=24))
@@ -59,11 +61,15 @@ def test_a_trial_far_from_the_target_stays_cheap_and_one_near_it_is_rescored(sco
     direct = generate(pipe, protocol.replace(num_samples=24), schedule)
     full = generate(pipe, protocol.replace(num_samples=24))
     feature = DigitFeatures()
-    expected = (frechet_distance(FeatureStats.from_features(extract_features(feature, direct)), real)
-                - frechet_distance(FeatureStats.from_features(extract_features(feature, full)), real))
+    expected = frechet_distance(
+        FeatureStats.from_features(extract_features(feature, direct)), real
+    ) - frechet_distance(FeatureStats.from_features(extract_features(feature, full)), real)
     assert near.deltas[24] == pytest.approx(expected, rel=1e-9, abs=1e-9)
     # a trial that cannot be the answer (a faster one is already within the target) is not climbed
-    assert adaptive.score(schedule, first, limit=far.estimate, calibration=Calibration(plan), may_climb=False).fidelity == 8
+    assert (
+        adaptive.score(schedule, first, limit=far.estimate, calibration=Calibration(plan), may_climb=False).fidelity
+        == 8
+    )
 
 
 def test_calibration_maps_a_level_onto_the_top_level():
@@ -93,13 +99,22 @@ def test_calibrated_schedules_come_from_a_real_full_compute_run(tiny):
 
     pipe = load_pipeline(str(tiny / "tiny"))
     units = discover_units(pipe)
-    protocol = EvalProtocol(num_samples=4, seed=0, batch_size=4, num_inference_steps=8, guidance_scale=2.0, num_classes=10)
+    protocol = EvalProtocol(
+        num_samples=4, seed=0, batch_size=4, num_inference_steps=8, guidance_scale=2.0, num_classes=10
+    )
     profile = change_profile(pipe, protocol, units, 8)
     assert set(profile) == {u.name for u in units}
     assert all(len(changes) == 7 and all(c >= 0 for c in changes) for changes in profile.values())
-    space = SearchSpace.from_config({"grouping": "stage", "max_interval": 4, "steps": [6, 8], "mixing": "choice"},
-                                    units, type(pipe.denoiser).__name__, "fp", 8)
-    entries = calibrated_entries(space, pipe, protocol, units, (8, 6), thresholds=(0.2, 1.0, 5.0), mixing_options=(False, True))
+    space = SearchSpace.from_config(
+        {"grouping": "stage", "max_interval": 4, "steps": [6, 8], "mixing": "choice"},
+        units,
+        type(pipe.denoiser).__name__,
+        "fp",
+        8,
+    )
+    entries = calibrated_entries(
+        space, pipe, protocol, units, (8, 6), thresholds=(0.2, 1.0, 5.0), mixing_options=(False, True)
+    )
     assert entries and all(origin == "calibrated" for origin, _, _ in entries)
     study = optuna.create_study(directions=["maximize", "minimize"])
     loosest = []
@@ -116,13 +131,31 @@ def test_calibrated_schedules_come_from_a_real_full_compute_run(tiny):
 
 def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_path):
     overrides = [
-        f"model.path={tiny / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
-        "space.max_interval=3", "quality.proxy=fid_real", "quality.fid_reference=real", f"quality.real_data={tiny / 'real.npz'}",
-        "quality.proxy_samples=8", "quality.fid_samples=24", "quality.batch_size=8", "search.fidelity=[8,24]",
-        "search.fidelity_bootstrap=8", "search.n_trials=10", "search.confirm_max=3", "search.fid_seeds=2",
-        "search.timing_repeats=1", "search.progress=false", "sampler.n_startup_trials=3", "search.target=30%",
-        f"storage.journal_path={tmp_path / 'journal.log'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "study_name=targeted",
+        f"model.path={tiny / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy=fid_real",
+        "quality.fid_reference=real",
+        f"quality.real_data={tiny / 'real.npz'}",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=24",
+        "quality.batch_size=8",
+        "search.fidelity=[8,24]",
+        "search.fidelity_bootstrap=8",
+        "search.n_trials=10",
+        "search.confirm_max=3",
+        "search.fid_seeds=2",
+        "search.timing_repeats=1",
+        "search.progress=false",
+        "sampler.n_startup_trials=3",
+        "search.target=30%",
+        f"storage.journal_path={tmp_path / 'journal.log'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"out_dir={tmp_path / 'out'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "study_name=targeted",
     ]
     assert search_cli.main(overrides) == 0
     config = StudyConfig.from_hydra(compose("config", overrides))
@@ -151,17 +184,30 @@ def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_p
     from autofr.search.records import TrialRecord
 
     pipe = load_pipeline(str(tiny / "tiny"))
-    protocol = EvalProtocol(num_samples=8, seed=0, batch_size=8, num_inference_steps=STEPS, guidance_scale=2.0, num_classes=10)
-    measures = StudyMeasures.resolve(QualitySettings(proxy="fid_real", real_data=str(tiny / "real.npz"), feature="digits"),
-                                     ModelSettings(name="tiny", path=str(tiny / "tiny"), resolution=16))
+    protocol = EvalProtocol(
+        num_samples=8, seed=0, batch_size=8, num_inference_steps=STEPS, guidance_scale=2.0, num_classes=10
+    )
+    measures = StudyMeasures.resolve(
+        QualitySettings(proxy="fid_real", real_data=str(tiny / "real.npz"), feature="digits"),
+        ModelSettings(name="tiny", path=str(tiny / "tiny"), resolution=16),
+    )
     trial = TrialRecord(number=3, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 2).to_dict())
     calls = []
     real_generate = confirm_module.generate
     monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
 
     def confirmer():
-        return Confirmer(pipe, protocol, measures, lambda p: generate(pipe, p), 8, fid_seeds=2, timing_repeats=0,
-                         cache_dir=tmp_path / "cache", model_id="tiny")
+        return Confirmer(
+            pipe,
+            protocol,
+            measures,
+            lambda p: generate(pipe, p),
+            8,
+            fid_seeds=2,
+            timing_repeats=0,
+            cache_dir=tmp_path / "cache",
+            model_id="tiny",
+        )
 
     assert confirmer().cached_seeds(trial) == []
     first = confirmer().score(trial)
@@ -176,12 +222,28 @@ def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_p
 
 def _targeted_overrides(tiny, tmp_path, name: str, *extra: str) -> list[str]:
     return [
-        f"model.path={tiny / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "space.steps=[6,8]",
-        "space.max_interval=3", "quality.proxy=fid_real", "quality.fid_reference=real", f"quality.real_data={tiny / 'real.npz'}",
-        "quality.proxy_samples=8", "quality.fid_samples=24", "quality.batch_size=8", "search.fidelity=[8,24]",
-        "search.fidelity_bootstrap=8", "search.progress=false", "sampler.n_startup_trials=3", "search.target=30%",
-        f"storage.journal_path={tmp_path / 'journal.log'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", f"study_name={name}", *extra,
+        f"model.path={tiny / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy=fid_real",
+        "quality.fid_reference=real",
+        f"quality.real_data={tiny / 'real.npz'}",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=24",
+        "quality.batch_size=8",
+        "search.fidelity=[8,24]",
+        "search.fidelity_bootstrap=8",
+        "search.progress=false",
+        "sampler.n_startup_trials=3",
+        "search.target=30%",
+        f"storage.journal_path={tmp_path / 'journal.log'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"out_dir={tmp_path / 'out'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"study_name={name}",
+        *extra,
     ]
 
 
@@ -191,17 +253,26 @@ def test_confirmation_takes_a_climbed_trials_own_fid_at_the_studys_seed(tiny, tm
     from autofr.search.confirm import Confirmer
     from autofr.search.study import AutoFRStudy
 
-    overrides = _targeted_overrides(tiny, tmp_path, "reuse", "search.n_trials=5", "search.fidelity_z=1000",
-                                    "search.warm_start=false", "search.confirm_max=3", "search.fid_seeds=2",
-                                    "search.timing_repeats=1")
+    overrides = _targeted_overrides(
+        tiny,
+        tmp_path,
+        "reuse",
+        "search.n_trials=5",
+        "search.fidelity_z=1000",
+        "search.warm_start=false",
+        "search.confirm_max=3",
+        "search.fid_seeds=2",
+        "search.timing_repeats=1",
+    )
     assert search_cli.main(overrides) == 0
     config = StudyConfig.from_hydra(compose("config", overrides))
     records = StudyRecords.load(optuna.load_study(study_name="reuse", storage=open_storage(config.storage)))
     climbed = [t for t in records.confirmed() if t.fidelity == 24 and t.origin != "baseline"]
     assert climbed and all(t.fid_vs_full_top is not None for t in climbed)
     study = AutoFRStudy.prepare(config)
-    fresh = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2,
-                      timing_repeats=0)  # no cache, no reuse: both seeds sampled again
+    fresh = Confirmer(
+        study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2, timing_repeats=0
+    )  # no cache, no reuse: both seeds sampled again
     for trial in climbed:
         again = fresh.score(trial)
         assert trial.confirmation.fid_seeds["0"] == pytest.approx(again.fid_seeds["0"], rel=1e-3, abs=1e-4)
@@ -213,8 +284,16 @@ def test_confirmation_takes_a_climbed_trials_own_fid_at_the_studys_seed(tiny, tm
     calls = []
     real_generate = confirm_module.generate
     monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
-    reusing = Confirmer(study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2,
-                        timing_repeats=0, reuse_trial_scores=True)
+    reusing = Confirmer(
+        study.model.pipe,
+        study.protocol,
+        study.measures,
+        study.reference_samples,
+        24,
+        fid_seeds=2,
+        timing_repeats=0,
+        reuse_trial_scores=True,
+    )
     assert reusing.score(climbed[0]).fid_seeds == pytest.approx(climbed[0].confirmation.fid_seeds)
     assert len(calls) == 1  # seed 1 only
 
@@ -223,9 +302,14 @@ def test_one_timing_run_measures_fewer_steps_faster_and_full_compute_as_itself(t
     from autofr.search.confirm import interleaved_speedups
 
     pipe = load_pipeline(str(tiny / "tiny"))
-    protocol = EvalProtocol(num_samples=8, seed=0, batch_size=8, num_inference_steps=16, guidance_scale=2.0, num_classes=10)
-    candidates = {"full as a schedule": ReuseSchedule.uniform(pipe, 16, 1), "4 steps": ReuseSchedule.uniform(pipe, 4, 1),
-                  "8 steps": ReuseSchedule.uniform(pipe, 8, 1)}
+    protocol = EvalProtocol(
+        num_samples=8, seed=0, batch_size=8, num_inference_steps=16, guidance_scale=2.0, num_classes=10
+    )
+    candidates = {
+        "full as a schedule": ReuseSchedule.uniform(pipe, 16, 1),
+        "4 steps": ReuseSchedule.uniform(pipe, 4, 1),
+        "8 steps": ReuseSchedule.uniform(pipe, 8, 1),
+    }
     timings = interleaved_speedups(pipe, protocol, candidates, repeats=3, block=2)
     assert set(timings) == set(candidates)
     assert 0.7 < timings["full as a schedule"].speedup < 1.4

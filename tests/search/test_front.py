@@ -30,7 +30,7 @@ TRIALS = [
 STEPS = 10
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def schedule_dict(interval: int, mixing: bool) -> dict:
     from diffusers import UNet2DModel
 
@@ -38,8 +38,13 @@ def schedule_dict(interval: int, mixing: bool) -> dict:
 
     torch.manual_seed(0)
     model = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
     return ReuseSchedule.uniform(model, STEPS, interval, mixing=mixing).to_dict()
@@ -58,8 +63,12 @@ def build_study(storage=None, study_name: str = "frstudy", confirmed: bool = Tru
     study.set_user_attr("baseline_steps", STEPS)
     for number, (origin, label, speedup, proxy, confirmation, interval, mixing) in enumerate(TRIALS):
         attrs = {
-            "schedule": schedule_dict(interval, mixing), "origin": origin, "label": label,
-            "predicted_speedup": speedup, "proxy": proxy, "proxy_metrics": {"latent_mse": proxy, "psnr": 40 - 100 * proxy},
+            "schedule": schedule_dict(interval, mixing),
+            "origin": origin,
+            "label": label,
+            "predicted_speedup": speedup,
+            "proxy": proxy,
+            "proxy_metrics": {"latent_mse": proxy, "psnr": 40 - 100 * proxy},
             "num_inference_steps": STEPS,
         }
         if confirmed and confirmation and origin != "search":
@@ -67,17 +76,35 @@ def build_study(storage=None, study_name: str = "frstudy", confirmed: bool = Tru
         study.add_trial(create_trial(values=[speedup, proxy], user_attrs=attrs, params={}, distributions={}))
         if confirmed and confirmation and origin == "search":
             study.set_user_attr(f"{CONFIRMED_PREFIX}{number}", confirmation)
-    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"origin": "search", "fail_reason": "NaN samples"},
-                                 params={}, distributions={}))
+    study.add_trial(
+        create_trial(
+            state=TrialState.FAIL,
+            user_attrs={"origin": "search", "fail_reason": "NaN samples"},
+            params={},
+            distributions={},
+        )
+    )
     if confirmed:
         study.set_user_attr("fid_full_compute", 10.0)
         study.set_user_attr("proxy_fid_spearman", 0.9)
         study.set_user_attr("proxy_fid_kendall", 0.8)
-        study.set_user_attr("proxy_fidelity", [
-            {"proxy": name, "n": 6, "spearman": rho, "spearman_p": 0.01, "kendall": tau, "kendall_p": 0.02,
-             "proxy_seconds": 0.5, "fid_seconds": 30.0, "cost_ratio": 60.0}
-            for name, rho, tau in (("latent_mse", 0.9, 0.8), ("psnr", -0.7, -0.6))
-        ])
+        study.set_user_attr(
+            "proxy_fidelity",
+            [
+                {
+                    "proxy": name,
+                    "n": 6,
+                    "spearman": rho,
+                    "spearman_p": 0.01,
+                    "kendall": tau,
+                    "kendall_p": 0.02,
+                    "proxy_seconds": 0.5,
+                    "fid_seconds": 30.0,
+                    "cost_ratio": 60.0,
+                }
+                for name, rho, tau in (("latent_mse", 0.9, 0.8), ("psnr", -0.7, -0.6))
+            ],
+        )
     return study
 
 
@@ -130,11 +157,14 @@ def test_fronts_and_confirmed_trials(study):
 
 
 # ---------------------------------------------------------------------- export policies
-@pytest.mark.parametrize("options, expected", [
-    ({}, 3),                      # FID <= 10.5: trials 1 (1.55x) and 3 (1.95x)
-    ({"delta": 0.1}, 2),          # FID <= 11.0: trial 2 (2.3x)
-    ({"delta_abs": 0.35}, 1),     # FID <= 10.35: trial 1 only
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, 3),  # FID <= 10.5: trials 1 (1.55x) and 3 (1.95x)
+        ({"delta": 0.1}, 2),  # FID <= 11.0: trial 2 (2.3x)
+        ({"delta_abs": 0.35}, 1),  # FID <= 10.35: trial 1 only
+    ],
+)
 def test_fastest_within(study, options, expected):
     assert fronts.select_trial(study, "fastest_within", **options).number == expected
 
@@ -158,14 +188,17 @@ def test_proxy_measure_for_unconfirmed_studies():
         fronts.select_trial(unconfirmed, "knee")
 
 
-@pytest.mark.parametrize("policy, options, message", [
-    ("fastest_within", {"delta": 0.0}, r"raise export.delta"),
-    ("best_at_speedup", {"min_speedup": 5.0}, r"fastest: 2.9x.*lower export.min_speedup"),
-    ("best_at_speedup", {}, r"needs export.min_speedup"),
-    ("fastest", {}, r"unknown: use one of fastest_within, best_at_speedup, knee"),
-    ("knee", {"delta": 0.1}, r"does not apply to policy knee"),
-    ("fastest_within", {"delta": -1}, r"export.delta=-1 must be"),
-])
+@pytest.mark.parametrize(
+    "policy, options, message",
+    [
+        ("fastest_within", {"delta": 0.0}, r"raise export.delta"),
+        ("best_at_speedup", {"min_speedup": 5.0}, r"fastest: 2.9x.*lower export.min_speedup"),
+        ("best_at_speedup", {}, r"needs export.min_speedup"),
+        ("fastest", {}, r"unknown: use one of fastest_within, best_at_speedup, knee"),
+        ("knee", {"delta": 0.1}, r"does not apply to policy knee"),
+        ("fastest_within", {"delta": -1}, r"export.delta=-1 must be"),
+    ],
+)
 def test_no_eligible_trial_says_what_to_relax(study, policy, options, message):
     with pytest.raises(ConfigError, match=message) as raised:
         fronts.select_trial(study, policy, **options)
@@ -175,8 +208,11 @@ def test_no_eligible_trial_says_what_to_relax(study, policy, options, message):
 def test_knee_needs_three_front_points():
     small = optuna.create_study(directions=["maximize", "minimize"])
     for speed, fid in ((1.0, 10.0), (2.0, 12.0), (1.5, 13.0)):
-        small.add_trial(create_trial(values=[speed, 0.1], user_attrs={"fid": fid, "predicted_speedup": speed},
-                                     params={}, distributions={}))
+        small.add_trial(
+            create_trial(
+                values=[speed, 0.1], user_attrs={"fid": fid, "predicted_speedup": speed}, params={}, distributions={}
+            )
+        )
     with pytest.raises(ConfigError, match="knee needs 3 trials.*has 2"):
         fronts.select_trial(StudyRecords.load(small), "knee")
 

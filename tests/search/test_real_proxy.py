@@ -6,17 +6,17 @@ import torch
 
 from autofr.cli import search as search_cli
 from autofr.cli._config import compose
+from autofr.config import StudyConfig
 from autofr.errors import ConfigError
 from autofr.evaluation import generate
+from autofr.execution.storage import open_storage
 from autofr.models import load_digits_images
 from autofr.quality import DigitFeatures, build_measure
 from autofr.quality.features import FeatureStats, extract_features
 from autofr.schedule import ReuseSchedule
-from autofr.config import StudyConfig
 from autofr.search.front import metric_front
 from autofr.search.measures import resolve_threshold
 from autofr.search.records import CONFIRMED_PREFIX, StudyRecords, frozen_schedule_key
-from autofr.execution.storage import open_storage
 from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
@@ -34,13 +34,28 @@ def workdir(tmp_path_factory):
 
 def overrides(root, *extra):
     return [
-        f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "model.guidance_scale=2.0",
-        "model.feature=digits", "space.steps=[6,8]", "space.max_interval=3",
-        "quality.proxy_samples=8", "quality.fid_samples=16", "quality.batch_size=8",
-        "quality.fid_reference=real", f"quality.real_data={root / 'real.npz'}",
-        f"search.n_trials={N_TRIALS}", "search.progress=false", "search.confirm_max=2", "sampler.n_startup_trials=3",
-        f"storage.journal_path={root / 'journal.log'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-        f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", "study_name=real_proxy", *extra,
+        f"model.path={root / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "model.guidance_scale=2.0",
+        "model.feature=digits",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=16",
+        "quality.batch_size=8",
+        "quality.fid_reference=real",
+        f"quality.real_data={root / 'real.npz'}",
+        f"search.n_trials={N_TRIALS}",
+        "search.progress=false",
+        "search.confirm_max=2",
+        "sampler.n_startup_trials=3",
+        f"storage.journal_path={root / 'journal.log'}",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"out_dir={root / 'out'}",
+        f"cache_dir={root / 'cache'}",
+        "study_name=real_proxy",
+        *extra,
     ]
 
 
@@ -84,9 +99,16 @@ def test_search_scores_trials_by_fid_against_the_real_data(workdir):
 def test_confirm_proxies_confirms_the_latent_mse_front_of_a_fid_real_search(workdir):
     torch.set_num_threads(1)
     # no warm start: the baselines (which lead the latent_mse front) would be confirmed anyway
-    extra = ("quality.proxy=fid_real", "study_name=two_fronts", "search.warm_start=false", "search.n_trials=10",
-             "search.confirm_max=null", "search.confirm_top_k=0", "search.confirm_proxies=[latent_mse]",
-             "search.measure_speed=false")
+    extra = (
+        "quality.proxy=fid_real",
+        "study_name=two_fronts",
+        "search.warm_start=false",
+        "search.n_trials=10",
+        "search.confirm_max=null",
+        "search.confirm_top_k=0",
+        "search.confirm_proxies=[latent_mse]",
+        "search.measure_speed=false",
+    )
     assert search_cli.main(overrides(workdir, *extra)) == 0
     cfg = compose("config", overrides(workdir, *extra))
     study = optuna.load_study(study_name="two_fronts", storage=open_storage(cfg.storage))
@@ -100,16 +122,26 @@ def test_confirm_proxies_confirms_the_latent_mse_front_of_a_fid_real_search(work
     assert latent_front <= keys
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (("quality.proxy=fid_real", "quality.fid_reference=full_compute"), "real data"),
-    (("quality.proxy=latent_mse", "quality.threshold=1.1x"), "absolute threshold"),
-    (("quality.proxy=fid_real", "quality.threshold=loose"), "not a number"),
-    (("search.confirm_proxies=[fid]",), "not recorded per trial"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (("quality.proxy=fid_real", "quality.fid_reference=full_compute"), "real data"),
+        (("quality.proxy=latent_mse", "quality.threshold=1.1x"), "absolute threshold"),
+        (("quality.proxy=fid_real", "quality.threshold=loose"), "not a number"),
+        (("search.confirm_proxies=[fid]",), "not recorded per trial"),
+    ],
+)
 def test_a_bad_proxy_setting_fails_in_one_line_before_a_study_exists(workdir, capsys, extra, needle):
     root = workdir / "bad"
-    code = search_cli.main(overrides(workdir, *extra, f"storage.journal_path={root / 'journal.log'}",
-                                     f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "study_name=never"))
+    code = search_cli.main(
+        overrides(
+            workdir,
+            *extra,
+            f"storage.journal_path={root / 'journal.log'}",
+            f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            "study_name=never",
+        )
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err
     assert not (root / "journal.log").exists() and not (root / "mlflow.db").exists()

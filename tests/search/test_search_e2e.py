@@ -12,11 +12,11 @@ import autofr
 from autofr.cli import export as export_cli
 from autofr.cli import search as search_cli
 from autofr.cli._config import compose
-from autofr.evaluation import generate
-from autofr.quality import ReferenceCache, build_measure
 from autofr.config import StudyConfig
-from autofr.report.grid import sample_grid_png
+from autofr.evaluation import generate
 from autofr.execution.storage import open_storage
+from autofr.quality import ReferenceCache, build_measure
+from autofr.report.grid import sample_grid_png
 from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
@@ -32,13 +32,26 @@ def workdir(tmp_path_factory):
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [
-        f"model.path={root / 'tiny'}", "model.name=tiny", "model.num_inference_steps=8", "model.guidance_scale=2.0",
-        "space.steps=[6,8]", "space.max_interval=3",
-        "quality.proxy_samples=8", "quality.fid_samples=16", "quality.batch_size=8", "quality.fid_reference=full_compute",
+        f"model.path={root / 'tiny'}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "model.guidance_scale=2.0",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy_samples=8",
+        "quality.fid_samples=16",
+        "quality.batch_size=8",
+        "quality.fid_reference=full_compute",
         "quality.proxy=ssim",
-        f"search.n_trials={N_TRIALS}", "search.progress=false", "sampler.n_startup_trials=4",
-        f"storage.journal_path={root / 'journal.log'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-        f"out_dir={root / 'out'}", f"cache_dir={root / 'cache'}", "study_name=tiny_e2e", *extra,
+        f"search.n_trials={N_TRIALS}",
+        "search.progress=false",
+        "sampler.n_startup_trials=4",
+        f"storage.journal_path={root / 'journal.log'}",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"out_dir={root / 'out'}",
+        f"cache_dir={root / 'cache'}",
+        "study_name=tiny_e2e",
+        *extra,
     ]
 
 
@@ -46,7 +59,6 @@ def overrides(root: Path, *extra: str) -> list[str]:
 def searched(workdir):
     torch.set_num_threads(1)
     # make one trial produce NaN samples: the study must record it as failed and go on
-    original = search_cli.Objective if hasattr(search_cli, "Objective") else None
     from autofr.search import objective as objective_module
 
     call = objective_module.Objective.__call__
@@ -96,7 +108,9 @@ def test_mlflow_holds_the_parent_and_every_trial_once(searched):
     client = mlflow.MlflowClient(cfg.tracking.uri)
     parent = study.user_attrs["mlflow_parent_run_id"]
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000
+    )
     numbers = [int(run.data.tags["autofr.trial_number"]) for run in children]
     assert len(numbers) == len(set(numbers)) == len(study.trials)
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -112,8 +126,15 @@ def test_mlflow_holds_the_parent_and_every_trial_once(searched):
 def test_export_then_apply_reproduces_the_trial(searched, workdir):
     cfg, study = searched
     out = workdir / "exported.json"
-    code = export_cli.main(overrides(workdir, "export.policy=best_at_speedup", "export.min_speedup=1.0",
-                                     "export.measure=proxy", f"export.out={out}"))
+    code = export_cli.main(
+        overrides(
+            workdir,
+            "export.policy=best_at_speedup",
+            "export.min_speedup=1.0",
+            "export.measure=proxy",
+            f"export.out={out}",
+        )
+    )
     assert code == 0 and out.is_file()
     data = json.loads(out.read_text())
     number = data["provenance"]["trial"]
@@ -130,9 +151,12 @@ def test_export_then_apply_reproduces_the_trial(searched, workdir):
     assert proxy == pytest.approx(trial.user_attrs["proxy"], rel=1e-6, abs=1e-9)
     client = mlflow.MlflowClient(cfg.tracking.uri)
     run_id = trial.user_attrs.get("mlflow_run_id") or next(
-        r.info.run_id for r in client.search_runs(
+        r.info.run_id
+        for r in client.search_runs(
             [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
-            f"tags.autofr.trial_number = '{number}'"))
+            f"tags.autofr.trial_number = '{number}'",
+        )
+    )
     grid = next(a.path for a in client.list_artifacts(run_id) if a.path.endswith(".png"))
     logged = Path(client.download_artifacts(run_id, grid, str(workdir))).read_bytes()
     assert logged == sample_grid_png(samples.images)
@@ -147,8 +171,14 @@ def test_unreachable_tracking_fails_before_any_trial(workdir, capsys):
 
 
 def test_bad_override_fails_before_any_trial(workdir, capsys):
-    code = search_cli.main(overrides(workdir, "space.grouping=layers", f"tracking.uri=sqlite:///{workdir / 'bad.db'}",
-                                     f"storage.journal_path={workdir / 'bad.log'}"))
+    code = search_cli.main(
+        overrides(
+            workdir,
+            "space.grouping=layers",
+            f"tracking.uri=sqlite:///{workdir / 'bad.db'}",
+            f"storage.journal_path={workdir / 'bad.log'}",
+        )
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "grouping" in err
     assert not (workdir / "bad.db").exists() and not (workdir / "bad.log").exists()

@@ -12,10 +12,21 @@ from ..conftest import TinyPipeline
 def make_space(family="unet", **overrides):
     pipe = TinyPipeline(family)
     units = discover_units(pipe)
-    cfg = OmegaConf.create({"grouping": "stage", "max_interval": 4, "offsets": False, "mixing": "choice",
-                            "mixing_bias": [0.2, 0.8], "mixing_slope": [5.0, 60.0], "steps": [6, 8]} | overrides)
-    space = SearchSpace.from_config(cfg, units, type(pipe.denoiser).__name__, model_fingerprint(pipe), 10,
-                                    "DDIMScheduler")
+    cfg = OmegaConf.create(
+        {
+            "grouping": "stage",
+            "max_interval": 4,
+            "offsets": False,
+            "mixing": "choice",
+            "mixing_bias": [0.2, 0.8],
+            "mixing_slope": [5.0, 60.0],
+            "steps": [6, 8],
+        }
+        | overrides
+    )
+    space = SearchSpace.from_config(
+        cfg, units, type(pipe.denoiser).__name__, model_fingerprint(pipe), 10, "DDIMScheduler"
+    )
     return pipe, units, space
 
 
@@ -53,8 +64,18 @@ def test_warm_start_reproduces_frdiff_uniform_settings_and_fewer_step_baselines(
     study = optuna.create_study(directions=["maximize", "minimize"])
     entries = space.warm_start()
     assert [label for _, label, _ in entries] == [
-        "full compute", "FRDiff M=2", "FRDiff M=2 +mixing", "FRDiff M=3", "FRDiff M=3 +mixing",
-        "FRDiff M=4", "FRDiff M=4 +mixing", "DeepCache-style N=3", "DeepCache-style N=4", "8 steps", "6 steps"]
+        "full compute",
+        "FRDiff M=2",
+        "FRDiff M=2 +mixing",
+        "FRDiff M=3",
+        "FRDiff M=3 +mixing",
+        "FRDiff M=4",
+        "FRDiff M=4 +mixing",
+        "DeepCache-style N=3",
+        "DeepCache-style N=4",
+        "8 steps",
+        "6 steps",
+    ]
     stages = list(space.groups)
     for origin, label, params in entries:
         study.enqueue_trial(params)

@@ -18,8 +18,16 @@ from autofr.search.target import QualityTarget
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.mark.parametrize("text, kind, value", [("5%", "relative", 0.05), ("1.03x", "relative", 0.03),
-                                               (0.47, "absolute", 0.47), ("0.47", "absolute", 0.47), (None, "relative", 0.05)])
+@pytest.mark.parametrize(
+    "text, kind, value",
+    [
+        ("5%", "relative", 0.05),
+        ("1.03x", "relative", 0.03),
+        (0.47, "absolute", 0.47),
+        ("0.47", "absolute", 0.47),
+        (None, "relative", 0.05),
+    ],
+)
 def test_target_parses(text, kind, value):
     target = QualityTarget.parse(text)
     assert target.kind == kind and target.value == pytest.approx(value)
@@ -37,34 +45,55 @@ def study_of(rows, target="5%", full_fid=1.0):
     study.set_user_attr("target", QualityTarget.parse(target).to_info())
     study.set_user_attr("fid_full_compute", full_fid)
     for number, (origin, label, speed, seeds, full_seeds) in enumerate(rows):
-        study.add_trial(create_trial(values=[speed, 0.1], user_attrs={"origin": origin, "label": label,
-                                                                       "predicted_speedup": speed}))
+        study.add_trial(
+            create_trial(
+                values=[speed, 0.1], user_attrs={"origin": origin, "label": label, "predicted_speedup": speed}
+            )
+        )
         mean = sum(seeds.values()) / len(seeds)
-        study.set_user_attr(f"{CONFIRMED_PREFIX}{number}", {"fid": mean, "fid_seeds": seeds, "fid_full_seeds": full_seeds,
-                                                           "measured_speedup": speed})
+        study.set_user_attr(
+            f"{CONFIRMED_PREFIX}{number}",
+            {"fid": mean, "fid_seeds": seeds, "fid_full_seeds": full_seeds, "measured_speedup": speed},
+        )
     return StudyRecords.load(study)
 
 
 def test_export_picks_the_fastest_within_the_target_paired_by_seed():
     full = {"0": 1.0, "1": 1.02}
-    records = study_of([
-        ("baseline", "full compute", 1.0, full, full),
-        ("frdiff", "FRDiff M=3", 2.0, {"0": 1.04, "1": 1.06}, full),   # mean 1.05 <= 1.05 * 1.01 = 1.0605
-        ("search", "", 3.0, {"0": 1.07, "1": 1.07}, full),             # mean 1.07 > 1.0605: outside
-        ("search", "", 2.5, {"0": 1.05, "1": 1.055}, full),            # mean 1.0525: inside, fastest inside
-        ("search", "", 2.8, {"0": 1.04, "1": 1.05}, {"0": 0.98, "1": 0.98}),  # inside vs the study's FID, not paired
-    ], full_fid=1.01)
+    records = study_of(
+        [
+            ("baseline", "full compute", 1.0, full, full),
+            ("frdiff", "FRDiff M=3", 2.0, {"0": 1.04, "1": 1.06}, full),  # mean 1.05 <= 1.05 * 1.01 = 1.0605
+            ("search", "", 3.0, {"0": 1.07, "1": 1.07}, full),  # mean 1.07 > 1.0605: outside
+            ("search", "", 2.5, {"0": 1.05, "1": 1.055}, full),  # mean 1.0525: inside, fastest inside
+            (
+                "search",
+                "",
+                2.8,
+                {"0": 1.04, "1": 1.05},
+                {"0": 0.98, "1": 0.98},
+            ),  # inside vs the study's FID, not paired
+        ],
+        full_fid=1.01,
+    )
     chosen = fronts.select_default(records)
     assert chosen.number == 3
     assert not fronts.within_target(records, records.trial(4))  # 1.045 > 1.05 * 0.98
     assert fronts.verdict(records, chosen) == [
-        "beats the fastest hand-set baseline within the target, FRDiff M=3 (2.00x), by 1.25x"]
+        "beats the fastest hand-set baseline within the target, FRDiff M=3 (2.00x), by 1.25x"
+    ]
 
 
 def test_when_a_hand_set_baseline_wins_the_verdict_says_so_with_the_margin():
     full = {"0": 1.0}
-    records = study_of([("baseline", "full compute", 1.0, full, full), ("frdiff", "FRDiff M=4", 1.8, {"0": 1.02}, full),
-                        ("search", "", 1.5, {"0": 1.03}, full), ("search", "", 4.0, {"0": 1.5}, full)])
+    records = study_of(
+        [
+            ("baseline", "full compute", 1.0, full, full),
+            ("frdiff", "FRDiff M=4", 1.8, {"0": 1.02}, full),
+            ("search", "", 1.5, {"0": 1.03}, full),
+            ("search", "", 4.0, {"0": 1.5}, full),
+        ]
+    )
     chosen = fronts.select_default(records)
     assert chosen.label == "FRDiff M=4"
     lines = fronts.verdict(records, chosen)
@@ -105,9 +134,14 @@ def test_quality_view_cuts_a_far_outlier_and_keeps_every_point_within_the_target
 
 def test_front_plot_is_log_scaled_cut_to_the_target_and_marks_it():
     full = {"0": 0.44}
-    rows = [("baseline", "full compute", 1.0, full, full), ("frdiff", "FRDiff M=2", 1.5, {"0": 0.45}, full),
-            ("frdiff", "FRDiff M=3", 2.2, {"0": 0.455}, full), ("reduced_steps", "20 steps", 2.8, {"0": 0.52}, full),
-            ("search", "", 2.6, {"0": 0.46}, full), ("search", "", 5.0, {"0": 36.0}, full)]
+    rows = [
+        ("baseline", "full compute", 1.0, full, full),
+        ("frdiff", "FRDiff M=2", 1.5, {"0": 0.45}, full),
+        ("frdiff", "FRDiff M=3", 2.2, {"0": 0.455}, full),
+        ("reduced_steps", "20 steps", 2.8, {"0": 0.52}, full),
+        ("search", "", 2.6, {"0": 0.46}, full),
+        ("search", "", 5.0, {"0": 36.0}, full),
+    ]
     records = study_of(rows, full_fid=0.44)
     figure = front_figure(records, chosen=4)
     axis = figure.axes[-1]  # the FID panel
@@ -115,26 +149,32 @@ def test_front_plot_is_log_scaled_cut_to_the_target_and_marks_it():
     limit = 0.44 * 1.05
     assert axis.get_yscale() == "log"
     assert high < 36.0 and all(low <= t.fid <= high for t in records.confirmed() if t.fid <= limit)
-    assert any(math.isclose(line.get_ydata()[0], limit) for line in axis.get_lines() if len(set(line.get_ydata())) == 1)
+    assert any(
+        math.isclose(line.get_ydata()[0], limit) for line in axis.get_lines() if len(set(line.get_ydata())) == 1
+    )
     texts = [t.get_text() for t in axis.texts]
     assert any("not shown" in text for text in texts)
     labels = [t for t in axis.texts if t.get_text() in ("full compute", "FRDiff M=2", "FRDiff M=3", "20 steps")]
     boxes = [t.get_window_extent(figure.canvas.get_renderer()) for t in labels]
-    assert len(boxes) >= 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert len(boxes) >= 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     legend = [t.get_text() for t in axis.get_legend().get_texts()]
     assert "exported: trial 4" in legend and any(text.startswith("target") for text in legend)
 
 
 def test_a_schedule_at_the_limit_within_its_noise_is_flagged_and_a_clear_one_is_not():
     full = {"0": 1.0, "1": 1.0, "2": 1.0}
-    records = study_of([
-        ("baseline", "full compute", 1.0, full, full),
-        ("search", "", 2.5, {"0": 1.03, "1": 1.07, "2": 1.045}, full),   # mean 1.0483 <= 1.05, the seeds spread 4%
-        ("search", "", 2.0, {"0": 0.95, "1": 0.96, "2": 0.955}, full),   # 9% inside the limit
-    ])
+    records = study_of(
+        [
+            ("baseline", "full compute", 1.0, full, full),
+            ("search", "", 2.5, {"0": 1.03, "1": 1.07, "2": 1.045}, full),  # mean 1.0483 <= 1.05, the seeds spread 4%
+            ("search", "", 2.0, {"0": 0.95, "1": 0.96, "2": 0.955}, full),  # 9% inside the limit
+        ]
+    )
     assert fronts.select_default(records).number == 1
     warning = fronts.close_to_limit(records, records.trial(1))
     assert warning and warning.startswith("close to the limit: within it by 0.17%") and "over 3 seeds" in warning
     assert fronts.close_to_limit(records, records.trial(2)) is None
-    single = study_of([("baseline", "full compute", 1.0, {"0": 1.0}, {"0": 1.0}), ("search", "", 2.5, {"0": 1.049}, {"0": 1.0})])
+    single = study_of(
+        [("baseline", "full compute", 1.0, {"0": 1.0}, {"0": 1.0}), ("search", "", 2.5, {"0": 1.049}, {"0": 1.0})]
+    )
     assert fronts.close_to_limit(records=single, trial=single.trial(1)) is None  # one seed: the noise is unmeasured
