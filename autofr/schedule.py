@@ -1,7 +1,7 @@
 """Reuse schedules: which unit computes at which step, and how scores are mixed.
 
-The schedule format (``format_version`` 1)
-------------------------------------------
+The schedule format (``format_version`` 2; version-1 files load and apply unchanged)
+------------------------------------------------------------------------------------
 A sampling run has ``T = num_inference_steps`` denoiser calls, steps ``i = 0 .. T-1`` in the
 pipeline's order (step 0 is pure noise).
 
@@ -13,6 +13,14 @@ the steps of its own set ``C_u`` and reuses its cached output at every other ste
 * a unit absent from ``units`` computes at every step (``M = 1``).
 
 Step 0 always computes everything, so every cache is filled before it is read.
+
+*Nested units* (version 2). Units come at three levels (:data:`autofr.reuse.units.LEVELS`): the
+whole block stack (``stack``), one block or UNet stage (``transformer_blocks.3``, ``down_blocks.1``)
+and the sub-layers inside blocks (version 1 knew only these). A unit *runs* at step ``i`` when the
+network runs and every unit enclosing it computes at ``i``; where an outer unit reuses, nothing
+inside it runs, whatever the inner schedules say. A unit that runs reuses the value cached the
+last time it ran and computed. Version 2 adds the outer unit names; a version-1 file names only
+sub-layers and means exactly what it meant.
 
 *Full keyframes.* The steps at which *every* unit computes: ``K = intersection of all C_u``. At a
 full keyframe the network output is the exact full-compute output; it becomes the *jump score*
@@ -46,7 +54,9 @@ from typing import Any
 
 from autofr.errors import ScheduleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Every format this autofr reads.
+READABLE_VERSIONS = (1, 2)
 
 #: FRDiff's reference mixing parameters.
 FRDIFF_MIXING_BIAS = 0.5
@@ -132,13 +142,18 @@ class StepPlan:
     full_keyframe: list[bool]  # does every unit compute at this step
     mixing_weight: list[float]  # lambda at this step (1.0 with mixing off)
     unit_compute: dict[str, list[bool]]  # per unit: computes (True) or reuses (False) at this step
+    unit_runs: dict[str, list[bool]]  # per unit: the network runs and no enclosing unit reuses
 
     def unit_counts(self, name: str) -> tuple[int, int]:
-        """(computed, reused) calls of a unit over the run."""
-        mask = self.unit_compute[name]
-        computed = sum(1 for i in range(self.num_steps) if self.run[i] and mask[i])
-        reused = sum(1 for i in range(self.num_steps) if self.run[i] and not mask[i])
+        """(computed, reused) calls of a unit over the run (steps where it runs)."""
+        mask, runs = self.unit_compute[name], self.unit_runs[name]
+        computed = sum(1 for i in range(self.num_steps) if runs[i] and mask[i])
+        reused = sum(1 for i in range(self.num_steps) if runs[i] and not mask[i])
         return computed, reused
+
+    def reused_at(self, step: int) -> list[str]:
+        """The units that run and reuse at ``step`` (their inner units do not run at all)."""
+        return [name for name, mask in self.unit_compute.items() if self.unit_runs[name][step] and not mask[step]]
 
 
 @dataclass
@@ -173,28 +188,35 @@ class ReuseSchedule:
         mixing: bool | Mixing | None = False,
         scheduler: str | None = None,
         provenance: dict | None = None,
+        levels: tuple[str, ...] = ("sublayer",),
     ) -> ReuseSchedule:
         """FRDiff's uniform-M setting: every unit computes every ``interval`` steps (keyframes
-        ``range(0, T, interval)``). ``mixing=True`` uses FRDiff's reference mixing (b=0.5, s=30)."""
+        ``range(0, T, interval)``). ``mixing=True`` uses FRDiff's reference mixing (b=0.5, s=30).
+        ``levels`` picks the units that reuse: FRDiff's sub-layers (default), ``("block",)`` every
+        block, ``("stack",)`` the whole block stack (every other unit computes at every step)."""
         from autofr.reuse.units import discover_units, model_fingerprint, resolve_denoiser
 
         denoiser = resolve_denoiser(model)
-        units = discover_units(denoiser)
+        units = discover_units(denoiser, levels=tuple(levels))
+        kind = f"uniform M={interval}" + (" +mixing" if mixing else "")
+        if tuple(levels) != ("sublayer",):
+            kind += f" ({', '.join(levels)})"
         schedule = cls(
             model_class=type(denoiser).__name__,
-            fingerprint=model_fingerprint(denoiser, units),
+            fingerprint=model_fingerprint(denoiser),
             num_inference_steps=int(num_inference_steps),
             units={u.name: UnitSchedule(interval=interval) for u in units},
             mixing=_as_mixing(mixing),
             scheduler=scheduler if scheduler is not None else _scheduler_name(model),
-            provenance=dict(provenance or {}, kind=f"uniform M={interval}" + (" +mixing" if mixing else "")),
+            provenance=dict(provenance or {}, kind=kind),
         )
         schedule.validate()
         return schedule
 
     # ------------------------------------------------------------------ semantics
-    def plan(self, unit_names: list[str]) -> StepPlan:
-        """Unroll the schedule over its steps for a model whose units are ``unit_names``."""
+    def plan(self, unit_names: list[str], parents: Mapping[str, tuple[str, ...]] | None = None) -> StepPlan:
+        """Unroll the schedule over its steps for a model whose units are ``unit_names``; ``parents``
+        gives each unit's enclosing units (:func:`autofr.reuse.units.unit_parents`; none: flat)."""
         steps = self.num_inference_steps
         every_step = [True] * steps
         unit_compute = {
@@ -206,7 +228,12 @@ class ReuseSchedule:
         else:
             weight = [self.mixing.weight(i, steps) for i in range(steps)]
         run = [full[i] or weight[i] > 0.0 for i in range(steps)]
-        return StepPlan(steps, run, full, weight, unit_compute)
+        parents = parents or {}
+        unit_runs = {}
+        for name in unit_names:
+            outer = [unit_compute[p] for p in parents.get(name, ()) if p in unit_compute]
+            unit_runs[name] = [run[i] and all(mask[i] for mask in outer) for i in range(steps)]
+        return StepPlan(steps, run, full, weight, unit_compute, unit_runs)
 
     def describe(self) -> str:
         """One line: steps, intervals, mixing."""
@@ -263,10 +290,10 @@ class ReuseSchedule:
         if not isinstance(data, Mapping):
             raise ScheduleError(f"{source}: expected a JSON object at the top level")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ScheduleError(
-                f"{source}: format_version {version!r} is not supported (this autofr reads version {FORMAT_VERSION}); "
-                "re-export the schedule with this autofr"
+                f"{source}: format_version {version!r} is not supported (this autofr reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); re-export the schedule with this autofr"
             )
         try:
             model = data["model"]

@@ -58,7 +58,7 @@ def test_json_round_trip(tmp_path):
     loaded = ReuseSchedule.from_json(path)
     assert loaded == schedule
     data = json.loads(path.read_text())
-    assert data["format_version"] == 1 and data["model"]["class_name"] == "DiTTransformer2DModel"
+    assert data["format_version"] == 2 and data["model"]["class_name"] == "DiTTransformer2DModel"
     assert data["units"][names[0]] == {"steps": [0, 3, 9]}
     # the file applies in one line
     autofr.apply_schedule(pipe, str(path))

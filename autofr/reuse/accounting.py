@@ -41,16 +41,19 @@ class ReuseAccounting:
     runs: int = 0
     calls: int = 0  # denoiser calls in the run in progress
     skipped: int = 0
+    planned_network_steps: int = 0
     total_macs: int | None = None
     unit_macs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, schedule, unit_names: list[str]) -> ReuseAccounting:
-        plan = schedule.plan(unit_names)
+    def empty(cls, schedule_summary: str, plan, names: list[str]) -> ReuseAccounting:
+        """Zero counters of the units ``names`` for a schedule unrolled into ``plan`` (a
+        :class:`autofr.schedule.StepPlan`)."""
         return cls(
-            schedule_summary=schedule.describe(),
-            units={name: UnitCount() for name in unit_names},
-            planned={name: plan.unit_counts(name) for name in unit_names},
+            schedule_summary=schedule_summary,
+            units={name: UnitCount() for name in names},
+            planned={name: plan.unit_counts(name) for name in names},
+            planned_network_steps=sum(plan.run),
         )
 
     def set_cost(self, cost) -> None:
@@ -61,18 +64,29 @@ class ReuseAccounting:
         self.calls = 0
         self.skipped = 0
 
-    def end_run(self, unit_hooks) -> None:
+    def end_run(self, unit_hooks, spans=()) -> None:
+        """Close a run: read the counters of the unit hooks and of the block spans (an outer unit
+        with no span never reuses: it computed wherever it ran, as planned)."""
         self.runs += 1
         self.network_calls = self.calls - self.skipped
         self.skipped_calls = self.skipped
         cache_bytes = 0
         silent = []
-        for hook in unit_hooks:
-            self.units[hook.name] = UnitCount(hook.computed, hook.reused)
-            cache_bytes += hook.cache_bytes()
-            if hook.computed + hook.reused == 0 or (self.planned[hook.name][1] > 0 and hook.reused == 0):
-                silent.append(hook.name)
-            hook.computed = hook.reused = 0
+        counted = [(hook.name, hook) for hook in unit_hooks]
+        counted += [(name, span) for span in spans for name in span.unit_names if name in self.units]
+        seen = set()
+        for name, counter in counted:
+            self.units[name] = UnitCount(counter.computed, counter.reused)
+            if id(counter) not in seen:
+                cache_bytes += counter.cache_bytes()
+                seen.add(id(counter))
+            if counter.computed + counter.reused == 0 or (self.planned[name][1] > 0 and counter.reused == 0):
+                silent.append(name)
+        calls_per_step = self.network_calls // max(1, self.planned_network_steps)
+        for name in self.units.keys() - {name for name, _ in counted}:
+            self.units[name] = UnitCount(self.planned[name][0] * calls_per_step, 0)
+        for _, counter in counted:
+            counter.computed = counter.reused = 0
         self.cache_bytes = cache_bytes
         self.calls = self.skipped = 0
         if silent:

@@ -8,7 +8,10 @@
 * one :class:`UnitHook` per reusable unit: at its compute steps the unit runs as usual (its output
   is cached if a later step will reuse it); at its other steps the cached value is used and only the
   cheap, timestep-dependent part is recomputed (see the kinds in :mod:`autofr.reuse.units`);
-* for resnet units, a :class:`Conv1CaptureHook` on ``conv1`` that caches its output.
+* for resnet units, a :class:`Conv1CaptureHook` on ``conv1`` that caches its output;
+* one :class:`~autofr.reuse.block_hook.BlockHook` per block of every outer unit (a block span or the
+  whole stack) that reuses at some step: it skips the span with its cached residual (see
+  :mod:`autofr.reuse.block_hook`). Consecutive block units with one schedule form one span.
 
 The step clock. Applied to a pipeline, the scheduler's ``set_timesteps`` (called once at the start
 of every diffusers pipeline call) and ``step`` are wrapped on the instance, signatures kept: the
@@ -35,10 +38,10 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from autofr.errors import ScheduleError
 from autofr.reuse import _outputs
-from autofr.reuse._outputs import _resnet2d_tail as _resnet_tail  # noqa: F401  (kept for callers and tests)
 from autofr.reuse.accounting import ReuseAccounting
+from autofr.reuse.block_hook import BlockHook, BlockSpan, store_mask
 from autofr.reuse.unit_hook import Conv1CaptureHook, StepClock, UnitHook
-from autofr.reuse.units import discover_units, model_fingerprint, resolve_denoiser
+from autofr.reuse.units import LEVELS, ReusableUnit, discover_units, model_fingerprint, resolve_denoiser, unit_parents
 from autofr.schedule import ReuseSchedule, StepPlan
 
 try:  # diffusers hands cache_context(name) to every StateManager of a stateful hook
@@ -49,6 +52,7 @@ except ImportError:  # pragma: no cover - diffusers without per-context hook sta
 logger = logging.getLogger(__name__)
 
 HOOK_NAME = "autofr_reuse"
+_BLOCK_HOOK_NAME = "autofr_reuse_block"
 _CAPTURE_HOOK_NAME = "autofr_reuse_capture"
 _SESSION_ATTRIBUTE = "_autofr_session"
 
@@ -80,12 +84,20 @@ class DenoiserHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, schedule: ReuseSchedule, plan: StepPlan, clock: StepClock, unit_hooks: list[UnitHook]) -> None:
+    def __init__(
+        self,
+        schedule: ReuseSchedule,
+        plan: StepPlan,
+        clock: StepClock,
+        unit_hooks: list[UnitHook],
+        spans: list[BlockSpan] = (),
+    ) -> None:
         super().__init__()
         self.schedule = schedule
         self.plan = plan
         self.clock = clock
         self.unit_hooks = unit_hooks
+        self.spans = list(spans)
         self.num_steps = plan.num_steps
         self.mixing_on = schedule.mixing is not None
         self.context = _ContextName()
@@ -93,7 +105,9 @@ class DenoiserHook(ModelHook):
         self.bare_steps: dict[Any, int] = {}  # bare model: next step of each branch
         self.bare_finished: set = set()
         self.batch_shape: Any = None
-        self.accounting = ReuseAccounting.empty(schedule, [h.name for h in unit_hooks])
+        # what the accounting reports: every sub-layer unit, and the outer units the schedule names
+        reported = [n for n in plan.unit_compute if n in schedule.units or n in {h.name for h in unit_hooks}]
+        self.accounting = ReuseAccounting.empty(schedule.describe(), plan, reported)
 
     def reset_state(self, module):
         clock = self.clock
@@ -105,6 +119,8 @@ class DenoiserHook(ModelHook):
         self.batch_shape = None
         for hook in self.unit_hooks:
             hook.caches.clear()
+        for span in self.spans:
+            span.clear()
         return module
 
     def begin_call(self, driven: bool = False) -> None:
@@ -118,8 +134,8 @@ class DenoiserHook(ModelHook):
         self.reset_state(None)
         self.clock.driven = driven
         self.accounting.begin_run()
-        for hook in self.unit_hooks:
-            hook.computed = hook.reused = 0
+        for counter in (*self.unit_hooks, *self.spans):
+            counter.computed = counter.reused = 0
 
     def end_step(self) -> None:
         """The scheduler finished a step: the next denoiser calls belong to the next one."""
@@ -191,7 +207,7 @@ class DenoiserHook(ModelHook):
             self.batch_shape = shape  # so the next call starts a new run
 
     def _finish_run(self) -> None:
-        self.accounting.end_run(self.unit_hooks)
+        self.accounting.end_run(self.unit_hooks, self.spans)
         self.reset_state(None)  # free cached features between runs
 
 
@@ -223,7 +239,7 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     if not isinstance(schedule, ReuseSchedule):
         schedule = ReuseSchedule.from_json(schedule)
     denoiser = resolve_denoiser(pipe_or_model)
-    units = discover_units(denoiser, rules)
+    units = discover_units(denoiser, rules, levels=LEVELS)
     names = [u.name for u in units]
     schedule.check_model(type(denoiser).__name__, model_fingerprint(denoiser, units), names)
     scheduler = None if isinstance(pipe_or_model, torch.nn.Module) else getattr(pipe_or_model, "scheduler", None)
@@ -234,10 +250,12 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     if getattr(denoiser, _SESSION_ATTRIBUTE, None) is not None:
         remove_schedule(denoiser)
 
-    plan = schedule.plan(names)
+    plan = schedule.plan(names, unit_parents(units))
     clock = StepClock()
     unit_hooks = []
     for unit in units:
+        if unit.level != "sublayer":
+            continue
         hook = UnitHook(unit, plan, clock)
         HookRegistry.check_if_exists_or_initialize(unit.module).register_hook(hook, HOOK_NAME)
         if unit.mode == "conv1":
@@ -245,7 +263,12 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
                 Conv1CaptureHook(hook), _CAPTURE_HOOK_NAME
             )
         unit_hooks.append(hook)
-    denoiser_hook = DenoiserHook(schedule, plan, clock, unit_hooks)
+    spans = _block_spans(units, plan)
+    for block, block_spans in _spans_by_block(spans).items():
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(
+            BlockHook(block, block_spans, clock), _BLOCK_HOOK_NAME
+        )
+    denoiser_hook = DenoiserHook(schedule, plan, clock, unit_hooks, spans)
     registry = HookRegistry.check_if_exists_or_initialize(denoiser)
     registry.register_hook(denoiser_hook, HOOK_NAME)
     _invalidate_registry_cache(registry)
@@ -292,13 +315,14 @@ def remove_schedule(pipe_or_model) -> None:
     session = getattr(denoiser, _SESSION_ATTRIBUTE, None)
     if session is None:
         return
-    for module in (
-        [denoiser] + [u.module for u in session.units] + [u.module.conv1 for u in session.units if u.mode == "conv1"]
-    ):
+    sublayers = [u for u in session.units if u.level == "sublayer"]
+    blocks = [module for u in session.units for module in u.block_modules]
+    conv1s = [u.module.conv1 for u in sublayers if u.mode == "conv1"]
+    for module in [denoiser, *(u.module for u in sublayers), *conv1s, *blocks]:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
             continue
-        for name in (HOOK_NAME, _CAPTURE_HOOK_NAME):
+        for name in (HOOK_NAME, _CAPTURE_HOOK_NAME, _BLOCK_HOOK_NAME):
             registry.remove_hook(name, recurse=False)
         _drop_empty_registry(module)
     registry = getattr(denoiser, "_diffusers_hook", None)
@@ -329,6 +353,51 @@ def reset_schedule_state(pipe_or_model) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
+def _block_spans(units: list[ReusableUnit], plan: StepPlan) -> list[BlockSpan]:
+    """The spans of the outer units that reuse at some step where they run: the stack is one span;
+    consecutive blocks of one list with one schedule share one; every UNet stage is its own."""
+    spans: list[BlockSpan] = []
+    members: list[ReusableUnit] = []
+
+    def close() -> None:
+        if members:
+            name = members[0].name
+            compute, runs = plan.unit_compute[name], plan.unit_runs[name]
+            modules = [module for unit in members for module in unit.block_modules]
+            names = [unit.name for unit in members]
+            spans.append(BlockSpan(name, members[0].mode, modules, compute, store_mask(compute, runs), names))
+            members.clear()
+
+    for unit in units:
+        if unit.level == "sublayer":
+            continue
+        joins = (
+            members
+            and unit.level == "block"
+            and unit.mode == "residual"
+            and members[-1].level == "block"
+            and members[-1].name.rsplit(".", 1)[0] == unit.name.rsplit(".", 1)[0]  # the same block list
+            and plan.unit_compute[members[-1].name] == plan.unit_compute[unit.name]
+        )
+        if not joins:
+            close()
+        if plan.unit_counts(unit.name)[1]:
+            members.append(unit)
+        else:
+            close()
+    close()
+    return spans
+
+
+def _spans_by_block(spans: list[BlockSpan]) -> dict[torch.nn.Module, list[BlockSpan]]:
+    """Block module -> the spans it belongs to, outermost first (the stack comes first in ``spans``)."""
+    by_block: dict[torch.nn.Module, list[BlockSpan]] = {}
+    for span in spans:
+        for block in span.blocks:
+            by_block.setdefault(block, []).append(span)
+    return by_block
+
+
 def _invalidate_registry_cache(registry) -> None:
     invalidate = getattr(registry, "invalidate_child_registries_cache", None)
     if invalidate is not None:

@@ -29,6 +29,21 @@ kind                   what the rule matches                       what is cache
                        -> context) and single-stream ``proj_mlp``  ``proj_mlp``; ``proj_out`` still runs
 =====================  ==========================================  ==============================================
 
+Besides these *sub-layer* units, two coarser levels hold whole blocks (``levels`` of
+:func:`discover_units`; a reused outer unit skips everything inside it):
+
+* ``block``: one transformer block of the model's block lists (``transformer_blocks.3``), cached as
+  its residual on every stream (the image stream and, in dual-stream blocks, the text stream); for
+  UNets one down / mid / up stage (``down_blocks.1``), cached as its output, so reusing the deep
+  stages is DeepCache. Consecutive blocks with one schedule share one residual per stream.
+* ``stack``: every block of those lists as one residual unit (UNets: every stage), so a reused step
+  runs only the embedders and the output head (MagCache, TeaCache, FirstBlockCache).
+
+Block lists are the denoiser's top-level ``ModuleList``s of transformer blocks (in module order) and
+a UNet's ``down_blocks``, ``mid_block`` and ``up_blocks``; ``model.units.blocks`` names them for
+models the table does not know. How a block's streams enter and leave it comes from diffusers'
+``TransformerBlockRegistry`` where it knows the class, else from the block's signature.
+
 User rules (:class:`UnitRules`: ``include`` / ``exclude`` patterns on module paths and per-kind
 overrides) extend or replace the table, so a model it does not know can be scheduled without code.
 
@@ -63,6 +78,11 @@ UNIT_KINDS = (
     "feed_forward",
     "context_feed_forward",
 )
+#: Unit levels, outermost first: the whole block stack, one block (or UNet stage), a sub-layer.
+LEVELS = ("stack", "block", "sublayer")
+#: The default of :func:`discover_units`: the sub-layer units (the ones schedule fingerprints name).
+SUBLAYER = ("sublayer",)
+STACK_UNIT = "stack"
 #: How a unit's hook caches: ``conv1`` (a resnet's conv1 output, the block's tail recomputed),
 #: ``residual`` (output minus input, added to the current input) or ``output`` (the module output).
 CACHE_MODES = ("conv1", "residual", "output")
@@ -81,6 +101,9 @@ RESIDUAL_TRANSFORMER_CLASSES = (
 _FF_NAME = re.compile(r"^(ff|ffn|mlp|feed_forward|ff_[a-z0-9]+|[a-z0-9]+_(ff|ffn|mlp)|mlp_[a-z0-9_]+)$")
 _CONTEXT_FF_NAME = re.compile(r"(context|txt|text|caption)|^ff_t$")
 _FF_CLASS = re.compile(r"(FeedForward|MLP|Mlp|SwiGLU|GLUMBConv|GLUMBTempConv)")
+_PREPARING_LIST = re.compile(r"(refiner|context|text|caption)")
+#: Block lists that feed a control branch into the main blocks (VACE, ControlNet-like): not blocks here.
+_CONTROL_LIST = re.compile(r"(vace|control)")
 _UNITS_SETTING = "model.units.include (API: discover_units(model, rules={'include': {PATTERN: KIND}}))"
 
 
@@ -93,10 +116,12 @@ class ReusableUnit:
         kind: one of :data:`UNIT_KINDS` or a user kind; decides the search-space group by kind.
         stage: coarse position in the network (``down_blocks.1``, ``mid_block``, ``blocks.early``),
             used to share one reuse interval among neighbouring units in a search space.
-        module: the hooked ``nn.Module``.
+        module: the hooked ``nn.Module`` (an outer unit: its last block).
         macs: multiply-accumulates skipped when the unit is reused, per sample, at the measured
             input shape (``None`` until :func:`autofr.cost.measure_cost` ran).
         mode: what is cached, one of :data:`CACHE_MODES` (from the kind unless a rule says otherwise).
+        blocks: outer units (``stack``, ``block``): the paths of the blocks they span, in call order.
+        block_modules: the modules of ``blocks``.
     """
 
     name: str
@@ -105,10 +130,17 @@ class ReusableUnit:
     module: torch.nn.Module = field(repr=False)
     macs: int | None = None
     mode: str = ""
+    blocks: tuple[str, ...] = ()
+    block_modules: tuple[torch.nn.Module, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.mode:
             self.mode = _KIND_MODES.get(self.kind, "output")
+
+    @property
+    def level(self) -> str:
+        """``stack``, ``block`` or ``sublayer`` (see :data:`LEVELS`)."""
+        return self.kind if self.kind in ("stack", "block") else "sublayer"
 
     @property
     def cached_module(self) -> torch.nn.Module:
@@ -131,12 +163,15 @@ class UnitRules:
         kinds: per-kind overrides: ``false`` drops every unit of the kind, a cache mode
             (``output``/``residual``) sets how units of that kind are cached, ``true`` keeps them.
         table: ``False`` turns the built-in rule table off: only ``include`` finds units.
+        blocks: patterns of the modules that are the model's blocks, in call order (``layers.*``):
+            they replace the block lists the table finds (``block`` and ``stack`` units).
     """
 
     include: Mapping[str, str] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
     kinds: Mapping[str, Any] = field(default_factory=dict)
     table: bool = True
+    blocks: tuple[str, ...] = ()
 
     @classmethod
     def coerce(cls, rules: UnitRules | Mapping | None) -> UnitRules:
@@ -151,9 +186,9 @@ class UnitRules:
             rules = OmegaConf.to_container(rules, resolve=True)
         if not isinstance(rules, Mapping):
             raise ConfigError(f"model.units must be a mapping with include/exclude/kinds/table, not {rules!r}")
-        unknown = sorted(set(rules) - {"include", "exclude", "kinds", "table"})
+        unknown = sorted(set(rules) - {"include", "exclude", "kinds", "table", "blocks"})
         if unknown:
-            raise ConfigError(f"model.units: unknown key {unknown[0]!r}; use include, exclude, kinds, table")
+            raise ConfigError(f"model.units: unknown key {unknown[0]!r}; use include, exclude, kinds, table, blocks")
         include = rules.get("include") or {}
         if isinstance(include, (list, tuple)):
             include = {str(pattern): "module" for pattern in include}
@@ -166,16 +201,20 @@ class UnitRules:
         for kind, value in kinds.items():
             if not (isinstance(value, bool) or value in ("output", "residual")):
                 raise ConfigError(f"model.units.kinds.{kind}={value!r}: use true, false, output or residual")
+        blocks = rules.get("blocks") or ()
+        if isinstance(blocks, str):
+            blocks = (blocks,)
         return cls(
             {str(k): str(v) for k, v in include.items()},
             tuple(str(p) for p in exclude),
             kinds,
             bool(rules.get("table", True)),
+            tuple(str(p) for p in blocks),
         )
 
     @property
     def is_default(self) -> bool:
-        return not (self.include or self.exclude or self.kinds) and self.table
+        return not (self.include or self.exclude or self.kinds or self.blocks) and self.table
 
 
 _RULES_ATTRIBUTE = "_autofr_unit_rules"
@@ -310,12 +349,15 @@ def _matches(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> list[ReusableUnit]:
-    """List the reusable units of a denoiser, in module order.
+def discover_units(
+    pipe_or_model, rules: UnitRules | Mapping | None = None, levels: tuple[str, ...] = SUBLAYER
+) -> list[ReusableUnit]:
+    """List the reusable units of a denoiser: the ``levels`` asked for (:data:`LEVELS`), outermost
+    first (the stack, the blocks, then the sub-layers, each in module order).
 
     ``rules`` (a :class:`UnitRules` or a mapping like the ``model.units`` config) adds, removes or
     replaces what the rule table finds; by default the rules attached with :func:`attach_unit_rules`
-    apply, else the table alone.
+    apply, else the table alone. A model without block lists has no ``stack`` or ``block`` units.
 
     Raises:
         UnsupportedModelError: no unit was found (the message names the setting to use).
@@ -323,6 +365,16 @@ def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> l
     """
     model = resolve_denoiser(pipe_or_model)
     rules = UnitRules.coerce(rules if rules is not None else model.__dict__.get(_RULES_ATTRIBUTE))
+    unknown = sorted(set(levels) - set(LEVELS))
+    if unknown:
+        raise ConfigError(f"unit level {unknown[0]!r} is unknown: use {', '.join(LEVELS)}")
+    outer = _outer_units(model, rules, levels) if set(levels) - {"sublayer"} else []
+    if "sublayer" not in levels:
+        return outer
+    return outer + _sublayer_units(model, rules)
+
+
+def _sublayer_units(model: torch.nn.Module, rules: UnitRules) -> list[ReusableUnit]:
     found: list[tuple[str, str, torch.nn.Module, str | None]] = []  # name, kind, module, mode override
     claimed: list[str] = []  # units: nothing inside them is searched
     excluded: list[str] = []  # the table finds nothing inside these
@@ -386,15 +438,108 @@ def discover_units(pipe_or_model, rules: UnitRules | Mapping | None = None) -> l
 
 
 def model_fingerprint(pipe_or_model, units: list[ReusableUnit] | None = None) -> str:
-    """A short hash of the denoiser class, its unit names and kinds, and their parameter shapes.
+    """A short hash of the denoiser class, its sub-layer unit names and kinds, and their parameter shapes.
 
     Two loads of the same architecture share a fingerprint (weights do not enter it); a schedule
-    made for another architecture does not match.
+    made for another architecture does not match. Outer units (blocks, the stack) are made of the
+    same modules and do not enter it, so fingerprints of format-1 schedules still match.
     """
     model = resolve_denoiser(pipe_or_model)
-    units = units if units is not None else discover_units(model)
+    units = [u for u in units if u.level == "sublayer"] if units is not None else discover_units(model)
     digest = hashlib.sha256(_model_family(model).encode())
     for unit in units:
         shapes = ",".join("x".join(map(str, p.shape)) for p in unit.module.parameters())
         digest.update(f"|{unit.name}:{unit.kind}:{shapes}".encode())
     return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- blocks and the stack
+def _is_transformer_block(module: torch.nn.Module) -> bool:
+    return any(_is_attention(child) for child in module.modules())
+
+
+def block_lists(model: torch.nn.Module, rules: UnitRules | None = None) -> tuple[str, list[str]]:
+    """``(mode, block paths in call order)``: a UNet's stages (``output``: each caches its output) or
+    the transformer blocks of the model's top-level block lists (``residual``); user ``blocks``
+    patterns replace the table. Empty when the model has no blocks."""
+    rules = rules or UnitRules()
+    if rules.blocks:
+        used = dict.fromkeys(rules.blocks, False)
+        paths = []
+        for name, _ in model.named_modules():
+            hits = [pattern for pattern in rules.blocks if name and _matches(pattern, name)]
+            if hits and not any(name.startswith(p + ".") for p in paths):
+                used[hits[0]] = True
+                paths.append(name)
+        missing = [pattern for pattern, hit in used.items() if not hit]
+        if missing:
+            raise ConfigError(
+                f"model.units.blocks pattern {missing[0]!r} matches no module of {type(model).__name__}: "
+                "name the model's blocks, e.g. 'layers.*'"
+            )
+        return "residual", paths
+    if not rules.table:
+        return "residual", []
+    down, up = getattr(model, "down_blocks", None), getattr(model, "up_blocks", None)
+    if isinstance(down, torch.nn.ModuleList) and isinstance(up, torch.nn.ModuleList) and len(down) and len(up):
+        stages = [f"down_blocks.{i}" for i in range(len(down))]
+        if isinstance(getattr(model, "mid_block", None), torch.nn.Module):
+            stages.append("mid_block")
+        return "output", stages + [f"up_blocks.{i}" for i in range(len(up))]
+    paths = []
+    for name, child in model.named_children():
+        if _CONTROL_LIST.search(name):
+            continue
+        if isinstance(child, torch.nn.ModuleList) and len(child) and all(_is_transformer_block(b) for b in child):
+            paths += [f"{name}.{index}" for index in range(len(child))]
+    return "residual", paths
+
+
+def _stack_paths(paths: list[str]) -> list[str]:
+    """The blocks of the main stack: lists that only prepare one stream (``noise_refiner``,
+    ``context_refiner``, ``text_transformer_blocks``) run before the streams meet and stay outside."""
+    main = [path for path in paths if not _PREPARING_LIST.search(path.rsplit(".", 1)[0])]
+    return main or paths
+
+
+def _outer_units(model: torch.nn.Module, rules: UnitRules, levels: tuple[str, ...]) -> list[ReusableUnit]:
+    mode, paths = block_lists(model, rules)
+    if not paths:
+        return []
+    modules = {path: model.get_submodule(path) for path in paths}
+    units = []
+    # spatial and temporal lists called in turn (Latte) with reshapes between: no one residual spans them
+    interleaved = not rules.blocks and any(p.startswith("temporal_") for p in paths) and len(paths) > 1
+    if "stack" in levels and rules.kinds.get("stack", True) is not False and not interleaved:
+        stack = paths if rules.blocks else _stack_paths(paths)
+        members = tuple(modules[path] for path in stack)
+        units.append(
+            ReusableUnit(
+                STACK_UNIT, "stack", "stack", members[-1], mode=mode, blocks=tuple(stack), block_modules=members
+            )
+        )
+    if "block" in levels and rules.kinds.get("block", True) is not False:
+        for path, module in modules.items():
+            stage = path if mode == "output" else _block_stage(path, model)
+            units.append(
+                ReusableUnit(path, "block", stage, module, mode=mode, blocks=(path,), block_modules=(module,))
+            )
+    return units
+
+
+def unit_parents(units: list[ReusableUnit]) -> dict[str, tuple[str, ...]]:
+    """Per unit, the units that enclose it, outermost first (a reused outer unit skips its inner ones)."""
+    outer = [u for u in units if u.level != "sublayer"]
+    parents: dict[str, tuple[str, ...]] = {}
+    for unit in units:
+        inside = []
+        for candidate in outer:
+            if candidate is unit or (candidate.level == "block" and unit.level == "stack"):
+                continue
+            if unit.level != "sublayer" and candidate.level == "block":
+                continue
+            paths = unit.blocks or (unit.name,)
+            if all(any(p == b or p.startswith(b + ".") for b in candidate.blocks) for p in paths):
+                inside.append(candidate.name)
+        parents[unit.name] = tuple(inside)
+    return parents

@@ -10,6 +10,9 @@ loop (``x <- x - 0.1 * model(x, t)``, a new timestep every step) runs:
    the odd ones (the accounting counts it), and the result must be finite;
 4. with M=2 again: bit-identical to 3 (nothing leaks from one run into the next);
 5. after ``remove_schedule``: bit-identical to 1, no hook left on any module.
+
+Steps 3 and 4 run at every unit level the class has: the sub-layers, every block at M=2, and the
+whole block stack at M=2 (a model without block lists has only the first).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import autofr
 from autofr import ReuseSchedule
 from autofr.cost import measure_cost
 from autofr.reuse import discover_units
+from autofr.reuse.units import LEVELS
 
 STEPS = 4
 
@@ -32,6 +36,7 @@ STEPS = 4
 class CoverageResult:
     class_name: str
     units_by_kind: dict[str, int] = field(default_factory=dict)
+    levels: tuple[str, ...] = ()  # the unit levels checked
     reusable_share: float | None = None
     error: str | None = None
     cost_note: str | None = None  # why the MAC share could not be measured
@@ -91,6 +96,37 @@ def _finite(a) -> bool:
     return bool(torch.isfinite(a).all())
 
 
+def _check_reuse_at_m2(model, loop, level: str) -> str | None:
+    """M=2 on the units of one level: they reuse as planned, the result is finite, two runs agree."""
+    schedule = ReuseSchedule.uniform(model, STEPS, interval=2, levels=(level,))
+    accounting = autofr.apply_schedule(model, schedule)
+    first = loop()
+    expected = (STEPS + 1) // 2, STEPS // 2
+    # a unit called k times per forward (one module applied to both streams) computes and reuses k times
+    wrong = [
+        name
+        for name, count in accounting.units.items()
+        if name in schedule.units
+        and (
+            count.reused == 0
+            or count.computed % expected[0]
+            or count.reused % expected[1]
+            or count.computed // expected[0] != count.reused // expected[1]
+        )
+    ]
+    if wrong:
+        count = accounting.units[wrong[0]]
+        return (
+            f"M=2: {len(wrong)} unit(s) did not reuse as planned (e.g. {wrong[0]}: computed "
+            f"{count.computed}, reused {count.reused}, planned {expected})"
+        )
+    if not _finite(first):
+        return "M=2 gives NaN or inf"
+    if not _equal(loop(), first):
+        return "two consecutive M=2 runs differ"
+    return None
+
+
 def check_denoiser(
     class_name: str, model, inputs: dict, sample_key: str, timestep_key: str, scale: float, measure: bool = True
 ) -> CoverageResult:
@@ -107,35 +143,17 @@ def check_denoiser(
         return sample_loop(model, inputs, sample_key, timestep_key, scale)
 
     reference = loop()
-    autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=1))
+    autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=1, levels=LEVELS))
     if not _equal(loop(), reference):
         result.error = "interval-1 schedule is not bit-identical to the model without hooks"
         return result
-    accounting = autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=2))
-    first = loop()
-    expected = (STEPS + 1) // 2, STEPS // 2
-    # a unit called k times per forward (one module applied to both streams) computes and reuses k times
-    wrong = [
-        name
-        for name, count in accounting.units.items()
-        if count.reused == 0
-        or count.computed % expected[0]
-        or count.reused % expected[1]
-        or count.computed // expected[0] != count.reused // expected[1]
-    ]
-    if wrong:
-        count = accounting.units[wrong[0]]
-        result.error = (
-            f"M=2: {len(wrong)} unit(s) did not reuse as planned (e.g. {wrong[0]}: computed "
-            f"{count.computed}, reused {count.reused}, planned {expected})"
-        )
-        return result
-    if not _finite(first):
-        result.error = "M=2 gives NaN or inf"
-        return result
-    if not _equal(loop(), first):
-        result.error = "two consecutive M=2 runs differ"
-        return result
+    levels = [level for level in reversed(LEVELS) if discover_units(model, levels=(level,))]
+    result.levels = tuple(levels)
+    for level in levels:
+        error = _check_reuse_at_m2(model, loop, level)
+        if error:
+            result.error = f"{level} level: {error}"
+            return result
     autofr.remove_schedule(model)
     if not _equal(loop(), reference):
         result.error = "after remove_schedule the model does not compute as before"

@@ -235,7 +235,7 @@ def test_unit_that_never_runs_is_reported():
 
 
 def test_resnet_tail_equals_full_block():
-    from autofr.reuse.hooks import _resnet_tail
+    from autofr.reuse._outputs import resnet_tail
 
     model = TinyPipeline("unet").unet
     for block in [m for m in model.modules() if type(m).__name__ == "ResnetBlock2D"]:
@@ -247,5 +247,5 @@ def test_resnet_tail_equals_full_block():
         with torch.no_grad():
             full = block(x, temb)
             handle.remove()
-            tail = _resnet_tail(block, captured["h"], x, temb)
+            tail = resnet_tail(block, captured["h"], (x, temb), {})
         assert torch.equal(full, tail)
