@@ -148,6 +148,10 @@ class SpaceSettings:
     mixing_slope: tuple[float, ...] = (5.0, 60.0)
     steps: tuple[int, ...] = ()
     baseline_steps: tuple[int, ...] = ()
+    levels: tuple[str, ...] = ("stack", "block", "sublayer")
+    timing: str = "choice"
+    threshold: tuple[float, ...] = (0.005, 2.0)
+    warmup: tuple[float, ...] = (0.0, 0.4)
 
 
 @dataclass(frozen=True)

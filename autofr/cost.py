@@ -8,12 +8,15 @@ The predicted speedup of a schedule is ``full MACs / executed MACs`` where
 
     executed = sum over steps the network runs of (model MACs - sum of MACs of units reused at that step)
     full     = num_inference_steps * model MACs
+
+An outer unit (a block, the stack) costs the MACs of its blocks; where it reuses, its inner units do
+not run, so only the outermost reused unit at a step is subtracted.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -21,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from autofr.errors import ScheduleError, UnsupportedModelError
 from autofr.inputs import batched_inputs, capture_inputs, example_inputs  # noqa: F401  (public here too)
 from autofr.reuse._outputs import first_input, shape_of
-from autofr.reuse.units import ReusableUnit, discover_units, resolve_denoiser
+from autofr.reuse.units import ReusableUnit, discover_units, resolve_denoiser, unit_parents
 from autofr.schedule import ReuseSchedule, StepPlan
 
 logger = logging.getLogger(__name__)
@@ -29,16 +32,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelCost:
-    """MACs of one denoiser forward (batch 1) and of each reusable unit inside it."""
+    """MACs of one denoiser forward (batch 1) and of each reusable unit inside it (every level)."""
 
     total_macs: int
     unit_macs: dict[str, int]
     sample_shape: tuple[int, ...]
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # enclosing units of each unit
 
     @property
     def reusable_fraction(self) -> float:
         """Share of the forward's MACs that sits in reusable units (the most reuse can save)."""
-        return sum(self.unit_macs.values()) / max(1, self.total_macs)
+        outermost = [name for name, macs in self.unit_macs.items() if not self.parents.get(name)]
+        return sum(self.unit_macs[name] for name in outermost) / max(1, self.total_macs)
+
+    def plan(self, schedule: ReuseSchedule) -> StepPlan:
+        """The schedule unrolled over this model's units (nesting included)."""
+        return schedule.plan(list(self.unit_macs), self.parents)
 
 
 def measure_cost(
@@ -81,9 +90,12 @@ def measure_cost(
         per_module = {key[len(prefix) :]: sum(ops.values()) // 2 for key, ops in counter.get_flop_counts().items()}
         unit_macs = {}
         for unit in units:
+            if unit.level != "sublayer":
+                unit_macs[unit.name] = sum(int(per_module.get(path, 0)) for path in unit.blocks)
+                continue
             path = unit.name + ".conv1" if unit.mode == "conv1" else unit.name
             unit_macs[unit.name] = int(per_module.get(path, 0))
-        cost = ModelCost(int(counter.get_total_flops() // 2), unit_macs, shape)
+        cost = ModelCost(int(counter.get_total_flops() // 2), unit_macs, shape, unit_parents(units))
         cache[key] = cost
         logger.debug(
             "measured %s: %.3g MMACs per forward, %.0f%% in reusable units",
@@ -100,12 +112,8 @@ def executed_macs(plan: StepPlan, cost: ModelCost) -> int:
     """MACs (batch 1) that a schedule executes over a whole sampling run."""
     total = 0
     for step in range(plan.num_steps):
-        if not plan.run[step]:
-            continue
-        total += cost.total_macs
-        for name, mask in plan.unit_compute.items():
-            if not mask[step]:
-                total -= cost.unit_macs[name]
+        if plan.run[step]:
+            total += cost.total_macs - sum(cost.unit_macs[name] for name in plan.reused_at(step))
     return total
 
 
@@ -115,7 +123,7 @@ def predicted_speedup(schedule: ReuseSchedule, cost: ModelCost, baseline_steps: 
     ``baseline_steps`` (default: the schedule's own step count) sets the full-compute reference, so a
     30-step schedule can be compared with a 50-step baseline.
     """
-    plan = schedule.plan(list(cost.unit_macs))
+    plan = cost.plan(schedule)
     steps = baseline_steps if baseline_steps is not None else schedule.num_inference_steps
     return steps * cost.total_macs / max(1, executed_macs(plan, cost))
 
@@ -130,7 +138,8 @@ def calibrate_latency(
 
     Returns ``(forward_seconds, unit_seconds)`` at the given inputs (use the search's real batch,
     classifier-free guidance doubling included). A reused resnet unit saves its ``conv1`` and
-    everything before it; other units save their whole module.
+    everything before it; other units save their whole module; an outer unit saves the time from its
+    first block's start to its last block's end.
     """
     import statistics
     import time
@@ -143,7 +152,9 @@ def calibrate_latency(
     samples: dict[str, list[float]] = {u.name: [] for u in units}
     handles = []
     for unit in units:
-        target = unit.cached_module
+        first, last = (
+            (unit.block_modules[0], unit.block_modules[-1]) if unit.block_modules else (unit.cached_module,) * 2
+        )
         name = unit.name
 
         def pre(module, args, name=name):
@@ -154,7 +165,7 @@ def calibrate_latency(
             sync()
             samples[name].append(time.perf_counter() - starts[name])
 
-        handles += [target.register_forward_pre_hook(pre), target.register_forward_hook(post)]
+        handles += [first.register_forward_pre_hook(pre), last.register_forward_hook(post)]
     forwards = []
     try:
         with torch.no_grad():
@@ -172,7 +183,10 @@ def calibrate_latency(
             handle.remove()
     unit_seconds = {name: statistics.median(values) for name, values in samples.items() if values}
     forward = statistics.median(forwards)
-    total = sum(unit_seconds.values())
-    if total > forward:  # timer overhead must not make reuse look free
-        unit_seconds = {name: s * forward / total for name, s in unit_seconds.items()}
+    sublayers = {unit.name for unit in units if unit.level == "sublayer"}
+    total = sum(s for name, s in unit_seconds.items() if name in sublayers)
+    # timer overhead must not make reuse look free
+    for name, seconds in unit_seconds.items():
+        scale = forward / total if name in sublayers and total > forward else 1.0
+        unit_seconds[name] = min(seconds * scale, forward)
     return forward, unit_seconds

@@ -28,9 +28,18 @@ REFERENCE_STYLE = {  # origin: (marker, colour, size, legend name); plotly symbo
     "baseline": ("*", "black", 14, "full compute"),
     "frdiff": ("D", "tab:orange", 8, "FRDiff uniform"),
     "reduced_steps": ("s", "tab:green", 8, "full compute, fewer steps"),
-    "deepcache": ("^", "tab:purple", 9, "DeepCache-style"),
+    "deepcache": ("^", "tab:purple", 9, "DeepCache"),
+    "block_split": ("v", "tab:cyan", 9, "front/back block split"),
+    "magcache_rule": ("h", "tab:olive", 9, "MagCache's rule"),
 }
-_PLOTLY_SYMBOLS = {"baseline": "star", "frdiff": "diamond", "reduced_steps": "square", "deepcache": "triangle-up"}
+_PLOTLY_SYMBOLS = {
+    "baseline": "star",
+    "frdiff": "diamond",
+    "reduced_steps": "square",
+    "deepcache": "triangle-up",
+    "block_split": "triangle-down",
+    "magcache_rule": "hexagon",
+}
 #: Peers: one marker, a colour per method (autofr.peers.PEER_METHODS), legend "peer: <name>".
 PEER_MARKER, PEER_SIZE, PEER_PLOTLY_SYMBOL = "P", 9, "cross"
 PEER_STYLE = {

@@ -445,7 +445,7 @@ def model_fingerprint(pipe_or_model, units: list[ReusableUnit] | None = None) ->
     same modules and do not enter it, so fingerprints of format-1 schedules still match.
     """
     model = resolve_denoiser(pipe_or_model)
-    units = [u for u in units if u.level == "sublayer"] if units is not None else discover_units(model)
+    units = [u for u in units or () if u.level == "sublayer"] or discover_units(model)
     digest = hashlib.sha256(_model_family(model).encode())
     for unit in units:
         shapes = ",".join("x".join(map(str, p.shape)) for p in unit.module.parameters())

@@ -99,7 +99,8 @@ def confirm_candidates(
     front = front + [
         t for t in trials if t.origin == "calibrated" and t.number not in chosen
     ]  # autofr's, not hand-set
-    references = [t for origin in ("frdiff", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    hand_set = ("frdiff", "deepcache", "reduced_steps", "block_split", "magcache_rule")
+    references = [t for origin in hand_set for t in trials if t.origin == origin]
     peers = [t for t in trials if t.is_peer]
     if order is not None:
         front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)

@@ -85,6 +85,7 @@ class Objective:
         speed: SpeedModel,
         keep_grids: bool = True,
         adaptive: Adaptive | None = None,
+        profiles=None,
     ) -> None:
         self.pipe = pipe
         self.space = space
@@ -93,6 +94,7 @@ class Objective:
         self.measures = {name: measures.build(name, reference) for name in (measures.proxy, *measures.extra)}
         self.speed = speed
         self.adaptive = adaptive
+        self.profiles = profiles  # steps -> StepProfile, for calibrated timing (autofr.search.timing)
         self.full_compute_proxy = float(self.measures[self.proxy_name].score(reference))
         self.threshold = (
             None if adaptive else resolve_threshold(measures.threshold, self.proxy_name, self.full_compute_proxy)
@@ -115,7 +117,7 @@ class Objective:
         return None
 
     def __call__(self, trial) -> tuple[float, float]:
-        schedule = self.space.suggest(trial)
+        schedule = self.space.suggest(trial, self.profiles)
         mark_origin(trial)
         result = TrialResult(
             schedule=schedule.to_dict(),

@@ -44,7 +44,7 @@ from autofr.execution.workers import FAIL_REASON_ATTR
 #: Study user attribute prefix under which the confirmation of trial ``n`` is stored.
 CONFIRMED_PREFIX = "confirmed:"
 #: Trial origins that are reference points rather than search results.
-BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps", "deepcache")
+BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps", "deepcache", "block_split", "magcache_rule")
 #: Origins of enqueued schedules (references and the calibrated warm start).
 ENQUEUED_ORIGINS = (*BASELINE_ORIGINS, "calibrated")
 #: Origin of the trials that hold a peer (diffusers' caches, cache-dit): baselines, not schedules.

@@ -1,32 +1,61 @@
-"""The search space, built define-by-run from a model's own reusable units.
+"""The search space, built define-by-run from a model's own reusable units, at every unit level.
 
-Units are grouped (one reuse interval per group) to trade dimension for precision:
+Units come at three levels (:data:`autofr.reuse.units.LEVELS`, ``space.levels``): the whole block
+stack, blocks (UNet stages), and the sub-layers inside blocks. Sub-layer units are grouped (one
+schedule per group) to trade dimension for precision:
 
-* ``unit``: one interval per unit (largest space);
+* ``unit``: one per unit (largest space);
 * ``stage``: one per block stage (``down_blocks.1``, ``mid_block``, ``blocks.early`` ...);
 * ``kind``: one per unit kind (``resnet``, ``attention``, ``feed_forward`` ...);
-* ``global``: one interval for the whole model (FRDiff's uniform setting).
+* ``global``: one for the whole model (FRDiff's uniform setting).
 
-Besides the intervals a trial chooses the number of sampling steps (so reduced-step schedules
-compete in the same search), FRDiff score mixing on/off, and its bias and slope.
+The stack is one group (``stack``); blocks are grouped by stage (``block.blocks.early``: the front,
+middle and back of each block list, DBCache's split; each UNet stage on its own: DeepCache), or in
+one group (``block``) with ``kind``/``global`` grouping.
 
-Parameter names (what Optuna and MLflow show): ``steps``, ``interval.<group>``, ``offset.<group>``,
-``mixing``, ``mixing_bias``, ``mixing_slope``.
+When a group computes (``space.timing``): ``uniform`` every ``M`` steps (FRDiff), ``calibrated``
+where its change accumulates (a threshold on the study's measured profile, a cap on consecutive
+reuses and warm-up steps: MagCache's rule, see :mod:`autofr.search.timing`), or ``choice`` (a
+parameter per trial). Besides, a trial chooses the number of sampling steps (so reduced-step
+schedules compete in the same search), FRDiff score mixing on/off, and its bias and slope.
+
+Parameter names (what Optuna and MLflow show): ``steps``, ``timing``, ``interval.<group>``,
+``offset.<group>``, ``threshold.<group>``, ``max_reuse.<group>``, ``warmup``, ``mixing``,
+``mixing_bias``, ``mixing_slope``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from autofr.config import SpaceSettings, section
 from autofr.errors import ConfigError
-from autofr.reuse.units import ReusableUnit
+from autofr.reuse.units import LEVELS, ReusableUnit
 from autofr.schedule import FRDIFF_MIXING_BIAS, FRDIFF_MIXING_SLOPE, Mixing, ReuseSchedule, UnitSchedule
+from autofr.search.timing import (
+    MAGCACHE_MAX_SKIP,
+    MAGCACHE_RETENTION,
+    TIMINGS,
+    StepProfile,
+    calibrated_steps,
+    warmup_steps,
+)
 
 GROUPINGS = ("unit", "stage", "kind", "global")
 MIXING_MODES = ("choice", "on", "off")
+STACK_GROUP = "stack"
+
+
+def group_of(unit: ReusableUnit, grouping: str) -> str:
+    """The search group of a unit (see the module docstring)."""
+    if unit.level == "stack":
+        return STACK_GROUP
+    if unit.level == "block":
+        return "block" if grouping in ("kind", "global") else f"block.{unit.stage}"
+    return {"unit": unit.name, "stage": unit.stage, "kind": unit.kind, "global": "all"}[grouping]
 
 
 @dataclass
@@ -46,6 +75,10 @@ class SearchSpace:
     scheduler: str | None = None
     baseline_steps: tuple[int, ...] = ()
     grouping: str = "stage"
+    timing: str = "uniform"
+    threshold: tuple[float, float] = (0.005, 2.0)
+    warmup: tuple[float, float] = (0.0, 0.4)
+    kinds: dict | None = None  # group -> "stack" | "block" | "sublayer" level
 
     @staticmethod
     def settings(cfg) -> SpaceSettings:
@@ -68,6 +101,17 @@ class SearchSpace:
             raise ConfigError("space.mixing_bias and space.mixing_slope must be [low, high] ranges (slope > 0)")
         if any(s < 1 for s in settings.steps):
             raise ConfigError(f"space.steps={list(settings.steps)} must be positive step counts")
+        unknown = sorted(set(settings.levels) - set(LEVELS))
+        if unknown or not settings.levels:
+            raise ConfigError(f"space.levels={list(settings.levels)}: use a non-empty list of {', '.join(LEVELS)}")
+        if settings.timing not in TIMINGS:
+            raise ConfigError(f"space.timing={settings.timing!r} is unknown: use one of {', '.join(TIMINGS)}")
+        low, high = (tuple(settings.threshold) + (0, 0))[:2]
+        if len(settings.threshold) != 2 or not 0 < low < high:
+            raise ConfigError("space.threshold must be a [low, high] range of accumulated error with 0 < low < high")
+        low, high = (tuple(settings.warmup) + (0, 0))[:2]
+        if len(settings.warmup) != 2 or not 0 <= low <= high < 1:
+            raise ConfigError("space.warmup must be a [low, high] range of fractions of the steps in [0, 1)")
         return settings
 
     @classmethod
@@ -89,9 +133,17 @@ class SearchSpace:
         if not 1 <= settings.max_interval <= default_steps:
             raise ConfigError(f"space.max_interval={settings.max_interval} must be in [1, {default_steps}]")
         groups: OrderedDict[str, list[str]] = OrderedDict()
+        levels: dict[str, str] = {}
         for unit in units:
-            key = {"unit": unit.name, "stage": unit.stage, "kind": unit.kind, "global": "all"}[settings.grouping]
+            if unit.level not in settings.levels:
+                continue
+            key = group_of(unit, settings.grouping)
             groups.setdefault(key, []).append(unit.name)
+            levels[key] = unit.level
+        if not groups:
+            raise ConfigError(
+                f"space.levels={list(settings.levels)}: the model has no units at these levels; add sublayer"
+            )
         steps = sorted(set(settings.steps) | {int(default_steps)})
         # Only step counts the space can express are enqueued (a user narrowing space.steps drops the rest).
         baseline_steps = tuple(sorted(set(settings.baseline_steps) & set(steps), reverse=True))
@@ -109,20 +161,31 @@ class SearchSpace:
             scheduler,
             baseline_steps,
             settings.grouping,
+            settings.timing,
+            tuple(settings.threshold),
+            tuple(settings.warmup),
+            levels,
         )
 
+    @property
+    def level_of(self) -> dict[str, str]:
+        """Group -> the level of its units."""
+        return self.kinds or {group: "sublayer" for group in self.groups}
+
     # ------------------------------------------------------------------ trial -> schedule
-    def suggest(self, trial) -> ReuseSchedule:
+    def suggest(self, trial, profiles: Callable[[int], StepProfile] | None = None) -> ReuseSchedule:
+        """The trial's schedule. ``profiles`` (steps -> :class:`StepProfile`) is needed for calibrated
+        timing (:class:`autofr.search.timing.StepProfiles` measures and stores them)."""
         steps = trial.suggest_categorical("steps", self.steps) if len(self.steps) > 1 else self.default_steps
-        units: dict[str, UnitSchedule] = {}
-        for group, names in self.groups.items():
-            interval = trial.suggest_int(f"interval.{group}", 1, self.max_interval)
-            offset = 0
-            if self.offsets and self.max_interval > 1:
-                offset = trial.suggest_int(f"offset.{group}", 0, self.max_interval - 1) % interval
-            interval = min(interval, steps)
-            for name in names:
-                units[name] = UnitSchedule(interval=interval, offset=min(offset, interval - 1))
+        timing = self.timing
+        if timing == "choice":
+            timing = trial.suggest_categorical("timing", ["uniform", "calibrated"])
+        if timing == "calibrated":
+            if profiles is None:
+                raise ConfigError("space.timing=calibrated needs the study's change profiles (run it through a study)")
+            units = self._calibrated_units(trial, int(steps), profiles(int(steps)))
+        else:
+            units = self._uniform_units(trial, int(steps))
         mixing = None
         enabled = {"on": True, "off": False}.get(self.mixing)
         if enabled is None:
@@ -136,43 +199,121 @@ class SearchSpace:
         schedule.validate()
         return schedule
 
+    def _uniform_units(self, trial, steps: int) -> dict[str, UnitSchedule]:
+        units: dict[str, UnitSchedule] = {}
+        for group, names in self.groups.items():
+            interval = trial.suggest_int(f"interval.{group}", 1, self.max_interval)
+            offset = 0
+            if self.offsets and self.max_interval > 1:
+                offset = trial.suggest_int(f"offset.{group}", 0, self.max_interval - 1) % interval
+            interval = min(interval, steps)
+            for name in names:
+                units[name] = UnitSchedule(interval=interval, offset=min(offset, interval - 1))
+        return units
+
+    def _calibrated_units(self, trial, steps: int, profile: StepProfile) -> dict[str, UnitSchedule]:
+        warmup = warmup_steps(trial.suggest_float("warmup", *self.warmup), steps)
+        units: dict[str, UnitSchedule] = {}
+        for group, names in self.groups.items():
+            threshold = trial.suggest_float(f"threshold.{group}", *self.threshold, log=True)
+            max_reuse = trial.suggest_int(f"max_reuse.{group}", 1, max(1, self.max_interval - 1))
+            ratios = profile.ratio.get(group) or [1.0] * steps
+            compute = calibrated_steps(ratios[:steps] + [1.0] * (steps - len(ratios)), threshold, max_reuse, warmup)
+            schedule = UnitSchedule() if len(compute) == steps else UnitSchedule(steps=compute)
+            for name in names:
+                units[name] = schedule
+        return units
+
     # ------------------------------------------------------------------ warm start
-    def params_for(self, intervals: dict[str, int], mixing: bool, steps: int | None = None) -> dict:
-        """Trial parameters of a per-group schedule (for ``study.enqueue_trial``); mixing is FRDiff's."""
+    def params_for(
+        self, intervals: dict[str, int], mixing: bool, steps: int | None = None, timing: str = "uniform"
+    ) -> dict:
+        """Trial parameters of a per-group uniform schedule (for ``study.enqueue_trial``); groups not
+        in ``intervals`` compute every step; mixing is FRDiff's."""
+        if timing == "uniform" and self.timing == "calibrated":
+            raise ConfigError("uniform schedules are outside a space.timing=calibrated space")
         params: dict = {}
         if len(self.steps) > 1:
             params["steps"] = steps or self.default_steps
+        if self.timing == "choice":
+            params["timing"] = timing
+        if timing == "uniform":
+            for group in self.groups:
+                params[f"interval.{group}"] = int(min(max(1, intervals.get(group, 1)), self.max_interval))
+                if self.offsets and self.max_interval > 1:
+                    params[f"offset.{group}"] = 0
+        self._mixing_params(params, mixing)
+        return params
+
+    def params_for_calibrated(
+        self,
+        thresholds: dict[str, float],
+        max_reuse: dict[str, int],
+        warmup: float,
+        mixing: bool = False,
+        steps: int | None = None,
+    ) -> dict:
+        """Trial parameters of a calibrated-timing schedule; groups not in ``thresholds`` compute
+        every step (the lowest threshold); values are clipped to the space's ranges."""
+        params = self.params_for({}, mixing, steps, timing="calibrated") if self.timing != "uniform" else None
+        if params is None:
+            raise ConfigError("calibrated schedules are outside a space.timing=uniform space")
+        params["warmup"] = min(max(warmup, self.warmup[0]), self.warmup[1])
         for group in self.groups:
-            params[f"interval.{group}"] = int(min(max(1, intervals[group]), self.max_interval))
-            if self.offsets and self.max_interval > 1:
-                params[f"offset.{group}"] = 0
+            params[f"threshold.{group}"] = min(max(thresholds.get(group, 0.0), self.threshold[0]), self.threshold[1])
+            params[f"max_reuse.{group}"] = int(min(max(1, max_reuse.get(group, 1)), max(1, self.max_interval - 1)))
+        return params
+
+    def _mixing_params(self, params: dict, mixing: bool) -> None:
         if self.mixing == "choice":
             params["mixing"] = bool(mixing)
         if mixing and self.mixing != "off":
             params["mixing_bias"] = min(max(FRDIFF_MIXING_BIAS, self.mixing_bias[0]), self.mixing_bias[1])
             params["mixing_slope"] = min(max(FRDIFF_MIXING_SLOPE, self.mixing_slope[0]), self.mixing_slope[1])
-        return params
 
     def params_for_uniform(self, interval: int, mixing: bool, steps: int | None = None) -> dict:
-        """Trial parameters that reproduce FRDiff's uniform setting."""
-        return self.params_for({group: interval for group in self.groups}, mixing, steps)
+        """Trial parameters that reproduce FRDiff's uniform setting (every sub-layer unit at ``interval``)."""
+        groups = [g for g in self.groups if self.level_of[g] == "sublayer"] or list(self.groups)
+        return self.params_for(dict.fromkeys(groups, interval), mixing, steps)
 
     def deepcache_intervals(self, interval: int) -> dict[str, int] | None:
-        """DeepCache's idea in this space: the deep stages reuse every ``interval`` steps, the
-        shallowest ones (the first and the last stage in network order) compute every step. Only
-        with ``grouping=stage`` and three or more stages; None otherwise."""
-        if self.grouping != "stage" or len(self.groups) < 3:
+        """DeepCache in this space: every stage but the first and the last reuses every ``interval``
+        steps. With block units of a UNet (one group per stage) this is DeepCache exactly; with
+        sub-layer ``stage`` grouping it is its idea on the units inside the stages. None where the
+        space has neither (or fewer than three stages)."""
+        blocks = [g for g in self.groups if self.level_of[g] == "block"]
+        if len(blocks) >= 3 and all(
+            g.startswith(("block.down_blocks", "block.mid_block", "block.up_blocks")) for g in blocks
+        ):
+            return {group: 1 if group in (blocks[0], blocks[-1]) else interval for group in blocks}
+        stages = [g for g in self.groups if self.level_of[g] == "sublayer"]
+        if self.grouping != "stage" or len(stages) < 3:
             return None
-        names = list(self.groups)
-        return {group: 1 if group in (names[0], names[-1]) else interval for group in names}
+        return {group: 1 if group in (stages[0], stages[-1]) else interval for group in stages}
+
+    def block_split_intervals(self, interval: int) -> dict[str, int] | None:
+        """DBCache's front / back split as a static schedule: the front third of every block list
+        computes every step, the middle and back thirds reuse every ``interval`` steps. None without
+        transformer block groups."""
+        blocks = [
+            g
+            for g in self.groups
+            if self.level_of[g] == "block" and g.rsplit(".", 1)[-1] in ("early", "middle", "late")
+        ]
+        if not blocks:
+            return None
+        return {group: 1 if group.endswith(".early") else interval for group in blocks}
 
     def warm_start(self) -> list[tuple[str, str, dict]]:
         """(origin, label, params) of the hand-set reference points every study starts from.
 
-        The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, DeepCache-style
-        reuse of the deep stages (every 3 and 5 steps), and full compute at each of
-        ``baseline_steps`` (plain step reduction, the other way to be faster).
+        The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, DeepCache
+        (every 3 and 5 steps), a front/back block split (every 2 and 3 steps) and full compute at
+        each of ``baseline_steps`` (plain step reduction, the other way to be faster). MagCache's
+        rule and the calibrated schedules need a model run: see :mod:`autofr.search.warmstart`.
         """
+        if self.timing == "calibrated":
+            return [("baseline", "full compute", self.params_for_calibrated({}, {}, 0.0))]
         entries = [("baseline", "full compute", self.params_for_uniform(1, False))]
         for interval in (2, 3, 4):
             if interval > self.max_interval:
@@ -184,11 +325,27 @@ class SearchSpace:
         for interval in sorted({min(n, self.max_interval) for n in (3, 5)} - {1}):
             deep = self.deepcache_intervals(interval)
             if deep is not None and self.mixing != "on":
-                entries.append(("deepcache", f"DeepCache-style N={interval}", self.params_for(deep, False)))
+                exact = self.level_of[next(iter(deep))] == "block"
+                label = f"DeepCache N={interval}" if exact else f"DeepCache-style N={interval}"
+                entries.append(("deepcache", label, self.params_for(deep, False)))
+        for interval in sorted({min(n, self.max_interval) for n in (2, 3)} - {1}):
+            split = self.block_split_intervals(interval)
+            if split is not None and self.mixing != "on":
+                entries.append(("block_split", f"front/back split N={interval}", self.params_for(split, False)))
         for steps in self.baseline_steps:
             if steps != self.default_steps and len(self.steps) > 1:
                 entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))
         return entries
+
+    def magcache_params(self, threshold: float, steps: int | None = None) -> dict | None:
+        """MagCache's rule at ``threshold`` as this space's parameters: the stack group with
+        MagCache's own max skip and retention, everything else computing. None without a stack or
+        calibrated timing."""
+        if STACK_GROUP not in self.groups or self.timing == "uniform":
+            return None
+        return self.params_for_calibrated(
+            {STACK_GROUP: threshold}, {STACK_GROUP: MAGCACHE_MAX_SKIP}, MAGCACHE_RETENTION, False, steps
+        )
 
     # ------------------------------------------------------------------ description
     def describe(self) -> dict:
@@ -202,6 +359,8 @@ class SearchSpace:
             "mixing_bias": list(self.mixing_bias),
             "mixing_slope": list(self.mixing_slope),
             "baseline_steps": list(self.baseline_steps),
+            "levels": [level for level in LEVELS if level in self.level_of.values()],
+            "timing": self.timing,
         }
 
     def size_summary(self) -> str:
@@ -216,8 +375,13 @@ class SearchSpace:
         if self.mixing != "off":
             continuous = 2
         dims = int_dims + (len(self.steps) > 1) + (self.mixing == "choice") + continuous
+        if self.timing != "uniform":  # a threshold and a cap per group, and the warm-up
+            dims += (self.timing == "choice") + 1 + (len(self.groups) if self.timing == "choice" else 0)
+            continuous += 1
+        levels = "/".join(self.describe()["levels"])
         return (
-            f"search space: {dims} dimensions over {self.describe()['units']} units in {len(self.groups)} groups "
-            f"(interval 1..{self.max_interval}, steps {self.steps}, mixing {self.mixing}); "
+            f"search space: {dims} dimensions over {self.describe()['units']} units ({levels}) in "
+            f"{len(self.groups)} groups (timing {self.timing}, interval 1..{self.max_interval}, steps {self.steps}, "
+            f"mixing {self.mixing}); "
             f"~10^{math.log10(discrete):.1f} discrete schedules" + (" x continuous mixing" if continuous else "")
         )

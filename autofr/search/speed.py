@@ -39,14 +39,14 @@ class SpeedModel:
     step_overhead_seconds: float = 0.0
 
     def predicted_speedup(self, schedule: ReuseSchedule) -> float:
-        plan = schedule.plan(list(self.cost.unit_macs))
+        plan = self.cost.plan(schedule)
         if self.forward_seconds is None:
             return self.baseline_steps * self.cost.total_macs / max(1, executed_macs(plan, self.cost))
         seconds = schedule.num_inference_steps * self.step_overhead_seconds
         for step in range(plan.num_steps):
             if plan.run[step]:
                 seconds += self.forward_seconds - sum(
-                    self.unit_seconds.get(name, 0.0) for name, mask in plan.unit_compute.items() if not mask[step]
+                    self.unit_seconds.get(name, 0.0) for name in plan.reused_at(step)
                 )
         full = self.baseline_steps * (self.forward_seconds + self.step_overhead_seconds)
         return full / max(seconds, 1e-9)

@@ -30,11 +30,19 @@ from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order,
 from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
 from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
 from autofr.search.objective import Adaptive, Objective
-from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference, peer_trial_count
+from autofr.search.records import (
+    READY_ATTR,
+    StudyInfo,
+    StudyRecords,
+    enqueue_reference,
+    peer_trial_count,
+    schedule_key,
+)
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
 from autofr.search.target import QualityTarget
-from autofr.search.warmstart import calibrated_entries
+from autofr.search.timing import StepProfiles, group_profile, measure_profile
+from autofr.search.warmstart import calibrated_entries, magcache_entries
 from autofr.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -142,6 +150,13 @@ class AutoFRStudy:
         self.created = False
         self._references = None
         self.confirm_seconds: dict[str, float] = {}  # wall seconds of the last confirm(): "fid", "timing"
+        # the change profile per step count (calibrated timing and warm start), stored with the study
+        self.profiles = StepProfiles(self._measure_profile)
+
+    def _measure_profile(self, steps: int):
+        probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
+        per_unit = measure_profile(self.model.pipe, probe, self.model.units, steps)
+        return group_profile(per_unit, self.space.groups, steps)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -160,14 +175,15 @@ class AutoFRStudy:
         tracker.check_reachable()
         pipe = load_model(config.model)
         denoiser = resolve_denoiser(pipe)
-        units = discover_units(pipe)  # the pipeline carries the user's unit rules (load_pipeline)
+        levels = SearchSpace.settings(config.space).levels
+        units = discover_units(pipe, levels=tuple(levels))  # the pipeline carries the user's unit rules
         protocol = protocol_for(config)
         cost = measure_cost(pipe, units, protocol=protocol)  # inputs built from the config, or captured from a call
         space = SearchSpace.from_config(
             config.space,
             units,
             type(denoiser).__name__,
-            model_fingerprint(denoiser, units),
+            model_fingerprint(denoiser),
             config.model.num_inference_steps,
             type(pipe.scheduler).__name__,
         )
@@ -193,6 +209,7 @@ class AutoFRStudy:
         self.study, self.created = open_study(
             storage, config.study_name, directions=list(DIRECTIONS), sampler=self.sampler
         )
+        self.profiles.attach(self.study)
         if self.created:
             study = self.study
             with warnings.catch_warnings():
@@ -280,6 +297,7 @@ class AutoFRStudy:
             speed,
             keep_grids=config.tracking.log_samples,
             adaptive=adaptive,
+            profiles=self.profiles,
         )
 
     def warm_start(self) -> list[tuple[str, str, dict]]:
@@ -291,17 +309,23 @@ class AutoFRStudy:
             {min(self.space.steps, key=lambda s: abs(s - round(f * steps))) for f in search.calibrated_steps},
             reverse=True,
         )
-        probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
+        entries += magcache_entries(self.space)
         entries += calibrated_entries(
-            self.space,
-            self.model.pipe,
-            probe,
-            self.model.units,
-            tuple(wanted),
-            search.calibrated_thresholds,
-            search.calibrated_mixing,
+            self.space, self.profiles, tuple(wanted), search.calibrated_thresholds, search.calibrated_mixing
         )
-        return entries
+        return self._distinct(entries)
+
+    def _distinct(self, entries: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
+        """The entries whose schedules differ (MagCache's rule at two thresholds can be one schedule on a
+        small model): a repeated schedule would cost a trial and teach the sampler nothing."""
+        seen, distinct = set(), []
+        for origin, label, params in entries:
+            schedule = self.space.suggest(optuna.trial.FixedTrial(params), self.profiles)
+            key = schedule_key(schedule.to_dict())
+            if key not in seen:
+                seen.add(key)
+                distinct.append((origin, label, params))
+        return distinct
 
     def run(self, objective: Objective | None = None):
         """Run this process's worker until the global budget is complete; trials go to MLflow."""

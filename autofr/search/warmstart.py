@@ -1,80 +1,47 @@
 """The calibrated warm start: schedules read off one full-compute run, enqueued before the search.
 
-One full-compute run on a few samples records, for every unit, how much the output it would cache
-changes from one step to the next (``|o_t - o_{t-1}| / |o_{t-1}|``, averaged over the batch). A
-group of units may reuse its output for ``K - 1`` steps when the change that accumulates over any
-``K``-step window of its keyframe grid stays below a threshold; the group gets the largest such
-``K`` (up to ``space.max_interval``). Several thresholds, a few step counts and mixing on or off give
-the candidates; they sit near the front from the first trials, so the sampler starts there.
+The study's change profile at a step count (:mod:`autofr.search.timing`: one full-compute run on a
+few samples, stored with the study) gives, per group, how much the value it would cache changes from
+one step to the next (``|v_t - v_{t-1}| / |v_{t-1}|``). A group may reuse its value for ``K - 1``
+steps when the change that accumulates over any ``K``-step window of its keyframe grid stays below a
+threshold; the group gets the largest such ``K`` (up to ``space.max_interval``). Several thresholds,
+a few step counts and mixing on or off give the candidates; they sit near the front from the first
+trials, so the sampler starts there.
+
+MagCache's rule (its magnitude ratios, thresholds 0.06 / 0.12 / 0.24, at most 3 skips in a row, the
+first 20% of steps computed) is enqueued the same way where the space has the stack and calibrated
+timing: the peer's own decision, as an autofr schedule the search has to improve on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections.abc import Callable
 
-import torch
-
-from autofr.evaluation import EvalProtocol, generate
+from autofr.search.timing import StepProfile
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = (0.1, 0.2, 0.4)
-
-
-@torch.no_grad()
-def change_profile(pipe, protocol: EvalProtocol, units, steps: int) -> dict[str, list[float]]:
-    """Per unit, the relative change of its cached output at each step after the first (full compute
-    at ``steps`` steps, ``protocol.num_samples`` samples). Pipelines that call the denoiser twice a
-    step (true CFG) are handled: each call is compared with the same call one step earlier."""
-    outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
-    handles = []
-
-    def recorder(name):
-        def hook(module, args, output):
-            value = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
-            outputs[name].append(value.detach().float().flatten(1).cpu())
-
-        return hook
-
-    for unit in units:
-        handles.append(unit.cached_module.register_forward_hook(recorder(unit.name)))
-    try:
-        generate(pipe, protocol.replace(num_inference_steps=steps))
-    finally:
-        for handle in handles:
-            handle.remove()
-    profile = {}
-    for name, calls in outputs.items():
-        per_step = max(1, len(calls) // steps)
-        changes = []
-        for index in range(per_step, len(calls)):
-            previous, current = calls[index - per_step], calls[index]
-            if previous.shape != current.shape:
-                continue
-            norm = previous.norm(dim=1).clamp_min(1e-12)
-            changes.append(float(((current - previous).norm(dim=1) / norm).mean()))
-        # one value per step transition (averaging the calls within a step)
-        profile[name] = [sum(changes[i : i + per_step]) / per_step for i in range(0, len(changes), per_step)]
-    return profile
+MAGCACHE_THRESHOLDS = (0.06, 0.12, 0.24)
 
 
 def group_intervals(
-    profile: dict[str, list[float]], groups: dict[str, list[str]], threshold: float, max_interval: int, steps: int
+    change: dict[str, list[float]], groups, threshold: float, max_interval: int, steps: int
 ) -> dict[str, int]:
     """Per group, the largest interval whose accumulated change within any keyframe window stays at
-    or below ``threshold`` (1 when even two steps change too much)."""
+    or below ``threshold`` (1 when even two steps change too much). ``change[group][t]`` is the change
+    from step ``t`` to ``t + 1``."""
     intervals = {}
-    for group, names in groups.items():
-        series = [profile[name] for name in names if name in profile and profile[name]]
+    for group in groups:
+        series = change.get(group) or []
         if not series:
             intervals[group] = 1
             continue
-        length = min(len(s) for s in series)
-        change = [sum(s[t] for s in series) / len(series) for t in range(length)]  # change[t]: step t -> t+1
+        length = len(series)
         chosen = 1
         for interval in range(min(max_interval, steps), 1, -1):
-            drift = max(sum(change[t0 : min(t0 + interval - 1, length)]) for t0 in range(0, steps, interval))
+            drift = max(sum(series[t0 : min(t0 + interval - 1, length)]) for t0 in range(0, steps, interval))
             if drift <= threshold:
                 chosen = interval
                 break
@@ -84,23 +51,24 @@ def group_intervals(
 
 def calibrated_entries(
     space,
-    pipe,
-    protocol: EvalProtocol,
-    units,
+    profiles: Callable[[int], StepProfile],
     step_counts: tuple[int, ...],
     thresholds: tuple[float, ...] = THRESHOLDS,
     mixing_options: tuple[bool, ...] = (False,),
 ) -> list[tuple[str, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
     step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
-    duplicates and full compute are dropped."""
+    duplicates and full compute are dropped. Uniform intervals, so only where the space has them."""
     entries, seen = [], set()
+    if space.timing == "calibrated":
+        return entries
     for steps in step_counts:
         if steps not in space.steps:
             continue
-        profile = change_profile(pipe, protocol, units, steps)
+        profile = profiles(steps)
+        change = {group: series[1:] for group, series in profile.change.items()}  # step t -> t + 1
         for threshold in thresholds:
-            intervals = group_intervals(profile, space.groups, threshold, space.max_interval, steps)
+            intervals = group_intervals(change, space.groups, threshold, space.max_interval, steps)
             if all(k == 1 for k in intervals.values()):
                 continue
             for mixing in mixing_options:
@@ -111,8 +79,17 @@ def calibrated_entries(
                 if key in seen:
                     continue
                 seen.add(key)
-                entries.append(
-                    ("calibrated", f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else ""), params)
-                )
+                label = f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else "")
+                entries.append(("calibrated", label, params))
     logger.info("calibrated warm start: %d schedules", len(entries))
+    return entries
+
+
+def magcache_entries(space, thresholds: tuple[float, ...] = MAGCACHE_THRESHOLDS) -> list[tuple[str, str, dict]]:
+    """MagCache's rule at each threshold, at the model's step count, as hand-set references."""
+    entries = []
+    for threshold in thresholds:
+        params = space.magcache_params(threshold)
+        if params is not None:
+            entries.append(("magcache_rule", f"MagCache's rule {threshold:g}", params))
     return entries

@@ -18,7 +18,8 @@ from autofr.reuse import discover_units
 from autofr.schedule import ReuseSchedule
 from autofr.search.fidelity import AdaptiveScorer, Calibration, FidelityPlan
 from autofr.search.records import StudyRecords
-from autofr.search.warmstart import calibrated_entries, change_profile, group_intervals
+from autofr.search.timing import StepProfiles, group_profile, measure_profile
+from autofr.search.warmstart import calibrated_entries, group_intervals
 from tests.conftest import save_tiny_digit_pipeline
 
 torch.set_num_threads(1)
@@ -88,10 +89,12 @@ def test_calibration_maps_a_level_onto_the_top_level():
 def test_warm_start_reuses_a_unit_that_barely_changes_and_recomputes_one_that_changes_every_step():
     groups = {"still": ["a", "b"], "busy": ["c"], "mixed": ["d"]}
     steps = 20
-    profile = {"a": [0.001] * 19, "b": [0.002] * 19, "c": [0.5] * 19, "d": [0.01] * 15 + [0.3] * 4}
-    intervals = group_intervals(profile, groups, threshold=0.1, max_interval=6, steps=steps)
+    series = {"a": [0.001] * 19, "b": [0.002] * 19, "c": [0.5] * 19, "d": [0.01] * 15 + [0.3] * 4}
+    per_unit = {name: {"change": [0.0, *s], "ratio": [1.0] * 20} for name, s in series.items()}
+    change = {group: s[1:] for group, s in group_profile(per_unit, groups, steps).change.items()}
+    intervals = group_intervals(change, groups, threshold=0.1, max_interval=6, steps=steps)
     assert intervals == {"still": 6, "busy": 1, "mixed": 1}  # the late steps of "mixed" change too much
-    assert group_intervals(profile, groups, threshold=0.35, max_interval=6, steps=steps)["mixed"] == 2
+    assert group_intervals(change, groups, threshold=0.35, max_interval=6, steps=steps)["mixed"] == 2
 
 
 def test_calibrated_schedules_come_from_a_real_full_compute_run(tiny):
@@ -102,19 +105,21 @@ def test_calibrated_schedules_come_from_a_real_full_compute_run(tiny):
     protocol = EvalProtocol(
         num_samples=4, seed=0, batch_size=4, num_inference_steps=8, guidance_scale=2.0, num_classes=10
     )
-    profile = change_profile(pipe, protocol, units, 8)
+    profile = measure_profile(pipe, protocol, units, 8)
     assert set(profile) == {u.name for u in units}
-    assert all(len(changes) == 7 and all(c >= 0 for c in changes) for changes in profile.values())
+    assert all(len(p["change"]) == 8 and all(c >= 0 for c in p["change"]) for p in profile.values())
+    assert all(len(p["ratio"]) == 8 and all(r > 0 for r in p["ratio"]) for p in profile.values())
     space = SearchSpace.from_config(
-        {"grouping": "stage", "max_interval": 4, "steps": [6, 8], "mixing": "choice"},
+        {"grouping": "stage", "max_interval": 4, "steps": [6, 8], "mixing": "choice", "timing": "uniform"},
         units,
         type(pipe.denoiser).__name__,
         "fp",
         8,
     )
-    entries = calibrated_entries(
-        space, pipe, protocol, units, (8, 6), thresholds=(0.2, 1.0, 5.0), mixing_options=(False, True)
+    profiles = StepProfiles(
+        lambda steps: group_profile(measure_profile(pipe, protocol, units, steps), space.groups, steps)
     )
+    entries = calibrated_entries(space, profiles, (8, 6), thresholds=(0.2, 1.0, 5.0), mixing_options=(False, True))
     assert entries and all(origin == "calibrated" for origin, _, _ in entries)
     study = optuna.create_study(directions=["maximize", "minimize"])
     loosest = []
@@ -136,6 +141,8 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
         "model.num_inference_steps=8",
         "space.steps=[6,8]",
         "space.max_interval=3",
+        "space.levels=[sublayer]",  # the schedules these tests reason about: sub-layer intervals
+        "space.timing=uniform",
         "quality.proxy=fid_real",
         "quality.fid_reference=real",
         f"quality.real_data={tiny / 'real.npz'}",
@@ -227,6 +234,8 @@ def _targeted_overrides(tiny, tmp_path, name: str, *extra: str) -> list[str]:
         "model.num_inference_steps=8",
         "space.steps=[6,8]",
         "space.max_interval=3",
+        "space.levels=[sublayer]",
+        "space.timing=uniform",
         "quality.proxy=fid_real",
         "quality.fid_reference=real",
         f"quality.real_data={tiny / 'real.npz'}",

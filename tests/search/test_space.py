@@ -21,6 +21,7 @@ def make_space(family="unet", **overrides):
             "mixing_bias": [0.2, 0.8],
             "mixing_slope": [5.0, 60.0],
             "steps": [6, 8],
+            "timing": "uniform",
         }
         | overrides
     )
