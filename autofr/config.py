@@ -189,7 +189,7 @@ class SearchSettings:
     confirm_proxies: tuple[str, ...] = ()
     confirm_max: int | None = 10
     measure_speed: bool = True
-    speed_model: str = "macs"
+    speed_model: str = "latency"
     progress: bool = True
     target: float | str | None = "5%"
     calibrated_thresholds: tuple[float, ...] = (0.2, 0.4)

@@ -183,10 +183,38 @@ def calibrate_latency(
             handle.remove()
     unit_seconds = {name: statistics.median(values) for name, values in samples.items() if values}
     forward = statistics.median(forwards)
-    sublayers = {unit.name for unit in units if unit.level == "sublayer"}
-    total = sum(s for name, s in unit_seconds.items() if name in sublayers)
-    # timer overhead must not make reuse look free
-    for name, seconds in unit_seconds.items():
-        scale = forward / total if name in sublayers and total > forward else 1.0
-        unit_seconds[name] = min(seconds * scale, forward)
+    # What reusing really saves, per level: a forward with every unit of the level reusing, timed
+    # with the hooks installed, against the forward. It prices what a reused unit still runs (the
+    # hooks, residual adds, a resnet's tail) and the timer's own overhead; each unit's share follows
+    # its own measured time.
+    for level in {unit.level for unit in units}:
+        names = [unit.name for unit in units if unit.level == level and unit.name in unit_seconds]
+        timed = sum(unit_seconds[name] for name in names)
+        saved = forward - _reusing_forward_seconds(model, inputs, level, repeats, sync)
+        scale = min(max(saved, 0.0), forward) / timed if timed > 0 else 0.0
+        for name in names:
+            unit_seconds[name] *= scale
     return forward, unit_seconds
+
+
+def _reusing_forward_seconds(model, inputs: dict, level: str, repeats: int, sync) -> float:
+    """Median seconds of a forward in which every unit of ``level`` reuses its cache (hooks on)."""
+    import statistics
+    import time
+
+    from autofr.reuse.hooks import apply_schedule, remove_schedule
+
+    apply_schedule(model, ReuseSchedule.uniform(model, 2, interval=2, levels=(level,)))
+    seconds = []
+    try:
+        with torch.no_grad():
+            for _ in range(repeats + 1):  # a bare model: odd calls reuse what even calls cached
+                model(**inputs)
+                sync()
+                began = time.perf_counter()
+                model(**inputs)
+                sync()
+                seconds.append(time.perf_counter() - began)
+    finally:
+        remove_schedule(model)
+    return statistics.median(seconds[1:])

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -74,6 +75,16 @@ def deciding_order(trial: TrialRecord) -> tuple:
     return (0 if possibly_within(trial) else 1, -chance_within(trial) * trial.search_speedup, trial.number)
 
 
+def _firsts_of_each(trials: list[TrialRecord], method: Callable[[TrialRecord], Any]) -> list[TrialRecord]:
+    """``trials`` (already in order) with the first of every method moved to the front."""
+    firsts, seen = [], set()
+    for trial in trials:
+        if method(trial) not in seen:
+            seen.add(method(trial))
+            firsts.append(trial)
+    return firsts + [t for t in trials if t not in firsts]
+
+
 def confirm_candidates(
     records: StudyRecords,
     top_k: int,
@@ -105,6 +116,10 @@ def confirm_candidates(
     if order is not None:
         front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)
         behind = [sorted(layer, key=order) for layer in behind]
+        # each method's best setting first: the fastest MagCache and the fastest FirstBlockCache that may
+        # meet the target both decide the comparison, a second MagCache threshold less so
+        peers = _firsts_of_each(peers, lambda t: (t.peer or {}).get("method"))
+        references = _firsts_of_each(references, lambda t: t.origin)
     streams = (front, references, peers)
     interleaved = [stream[k] for k in range(max(map(len, streams))) for stream in streams if k < len(stream)]
     interleaved += [t for layer in behind for t in layer]

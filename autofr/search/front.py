@@ -13,7 +13,9 @@ the fastest peer within the target beside the fastest hand-set reference.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -181,6 +183,65 @@ def close_to_limit(records: StudyRecords, trial: TrialRecord, z: float = 2.0) ->
         f"standard errors of the paired difference over {len(differences)} seeds ({100 * error / full:.2f}%); "
         "more samples or seeds may place it outside"
     )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Whether the study's target can be told apart at its sample count: the allowance the target
+    leaves over full compute's FID, against the noise of a confirmed point's paired difference to full
+    compute (its standard error over the FID seeds, pooled over the confirmed points)."""
+
+    allowance: float
+    noise: float  # standard error of a point's mean paired difference over its seeds
+    seeds: int
+    samples: int | None  # N of FID-N
+    z: float = 2.0
+
+    @property
+    def resolved(self) -> bool:
+        return self.allowance >= self.z * self.noise
+
+    @property
+    def samples_needed(self) -> int | None:
+        """FID-N's N at which the allowance is ``z`` standard errors (the noise falls as 1/sqrt(N))."""
+        if self.samples is None or self.allowance <= 0:
+            return None
+        return math.ceil(self.samples * (self.z * self.noise / self.allowance) ** 2)
+
+    def describe(self) -> str:
+        name = f"FID-{self.samples}" if self.samples else "FID"
+        if self.resolved:
+            return (
+                f"resolved: the target allows {self.allowance:.4g} over full compute, {self.allowance / self.noise:.1f} "
+                f"standard errors of {name} over {self.seeds} seeds"
+            )
+        needed = self.samples_needed
+        fix = f"FID-{needed} (quality.fid_samples={needed}) or about {math.ceil(self.seeds * (self.z * self.noise / self.allowance) ** 2)} seeds (search.fid_seeds)"
+        return (
+            f"not resolved at this sample count: the target allows {self.allowance:.4g} over full compute, less than "
+            f"{self.z:g} standard errors of {name} over {self.seeds} seeds ({self.z * self.noise:.4g}); which points "
+            f"meet it is chance here; {fix} would resolve it"
+        )
+
+
+def resolution(records: StudyRecords, z: float = 2.0) -> Resolution | None:
+    """The study's :class:`Resolution`, from its confirmations at two or more seeds (None before)."""
+    deviations, seeds = [], []
+    for trial in records.confirmed():
+        differences = list(trial.confirmation.paired_difference().values())
+        if len(differences) >= 2 and trial.origin != "baseline":
+            mean = sum(differences) / len(differences)
+            deviations += [(d - mean) ** 2 for d in differences]
+            seeds.append(len(differences))
+    full = full_compute_fid(records)
+    limit = target_limit(records)
+    if not seeds or full is None or limit is None:
+        return None
+    variance = sum(deviations) / max(1, len(deviations) - len(seeds))
+    typical = round(sum(seeds) / len(seeds))
+    digits = re.search(r"(\d+)$", records.info.fid_name or "")
+    samples = int(digits.group(1)) if digits else None
+    return Resolution(limit - full, math.sqrt(variance / typical), typical, samples, z)
 
 
 # ---------------------------------------------------------------------- export policies
@@ -351,6 +412,9 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
         )
     elif any(t.is_peer for t in records.confirmed()):
         lines.append("no peer faster than full compute was confirmed within the target")
+    decided = resolution(records)
+    if decided is not None and not decided.resolved:
+        lines.append(decided.describe())
     return lines
 
 

@@ -1,9 +1,17 @@
 """The speed objective: a schedule's predicted speedup over full compute.
 
-By MACs (default: exact, machine-independent) or by a latency model calibrated once per machine
-(``search.speed_model=latency``: per-unit seconds measured on this device, so reuse of cheap-in-MACs
-but slow-in-practice units is priced as it runs). The calibration is cached as JSON keyed by host,
-device, torch version, threads, model fingerprint and batch shape; every trial and worker reuses it.
+By calibrated latency (default, ``search.speed_model=latency``) or by MACs (``macs``: exact and
+machine-independent, but blind to the memory-bound work reuse cannot skip: on transformers it
+overstated measured speedups by 25-30%). The latency model is measured once per machine and model:
+
+* every unit at every level timed inside one forward (``autofr.cost.calibrate_latency``): a step
+  costs the forward minus the outermost units it reuses;
+* the pipeline around the denoiser, from full-compute runs at two step counts: a fixed cost per run
+  (noise, decoding) and a cost per step beside the forward (the scheduler, guidance), which a step
+  pays also where score mixing skips the network.
+
+It is cached as JSON keyed by host, device, torch version, threads, dtype, the model's fingerprint
+and unit names, the sample shape and the batch; every trial and worker reuses it.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ import hashlib
 import json
 import logging
 import platform
+import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from autofr.cost import ModelCost, batched_inputs, calibrate_latency, example_inputs, executed_macs
+from autofr.evaluation import EvalProtocol, generate
 from autofr.files import atomic_write_text
 from autofr.schedule import ReuseSchedule
 
@@ -37,50 +48,90 @@ class SpeedModel:
     forward_seconds: float | None = None
     unit_seconds: dict[str, float] = field(default_factory=dict)
     step_overhead_seconds: float = 0.0
+    run_overhead_seconds: float = 0.0
 
     def predicted_speedup(self, schedule: ReuseSchedule) -> float:
         plan = self.cost.plan(schedule)
         if self.forward_seconds is None:
             return self.baseline_steps * self.cost.total_macs / max(1, executed_macs(plan, self.cost))
-        seconds = schedule.num_inference_steps * self.step_overhead_seconds
+        seconds = self.run_overhead_seconds + schedule.num_inference_steps * self.step_overhead_seconds
         for step in range(plan.num_steps):
             if plan.run[step]:
                 seconds += self.forward_seconds - sum(
                     self.unit_seconds.get(name, 0.0) for name in plan.reused_at(step)
                 )
-        full = self.baseline_steps * (self.forward_seconds + self.step_overhead_seconds)
+        full = self.run_overhead_seconds + self.baseline_steps * (self.forward_seconds + self.step_overhead_seconds)
         return full / max(seconds, 1e-9)
 
 
 def build_speed_model(
-    kind: str, denoiser, units, cost: ModelCost, baseline_steps: int, batch: int, cache_dir: str | Path
+    kind: str,
+    denoiser,
+    units,
+    cost: ModelCost,
+    baseline_steps: int,
+    batch: int,
+    cache_dir: str | Path,
+    pipe=None,
+    protocol: EvalProtocol | None = None,
 ) -> SpeedModel:
-    """``kind`` is ``macs`` or ``latency``; ``batch`` is the rows per denoiser call (doubled under CFG)."""
+    """``kind`` is ``macs`` or ``latency``; ``batch`` is the rows per denoiser call (doubled under CFG).
+    With ``pipe`` and ``protocol`` the latency model also measures the pipeline's own overheads."""
     from autofr.reuse import model_fingerprint
 
     if kind == "macs":
         return SpeedModel(cost, baseline_steps)
-    device = next(denoiser.parameters()).device
+    parameter = next(denoiser.parameters())
+    device = parameter.device
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                platform.node(),
-                device_name,
-                torch.__version__,
-                torch.get_num_threads(),
-                model_fingerprint(denoiser, units),
-                list(cost.sample_shape),
-                batch,
-            ]
-        ).encode()
-    ).hexdigest()[:16]
+    identity = [
+        platform.node(),
+        device_name,
+        torch.__version__,
+        torch.get_num_threads(),
+        str(parameter.dtype),
+        model_fingerprint(denoiser, units),
+        sorted(unit.name for unit in units),
+        list(cost.sample_shape),
+        batch,
+        protocol.batch_size if protocol is not None else None,
+    ]
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "latency" / f"{key}.json"
     if path.is_file():
         data = json.loads(path.read_text())
     else:
         forward, unit_seconds = calibrate_latency(denoiser, batched_inputs(example_inputs(denoiser), batch), units)
         data = {"forward_seconds": forward, "unit_seconds": unit_seconds, "device": device_name, "batch": batch}
+        if pipe is not None and protocol is not None:
+            data["run_overhead_seconds"], data["step_overhead_seconds"] = pipeline_overheads(pipe, protocol, forward)
         atomic_write_text(path, json.dumps(data, indent=1))
         logger.info("latency model calibrated: %.4f s per forward at batch %d (%s)", forward, batch, path)
-    return SpeedModel(cost, baseline_steps, data["forward_seconds"], data["unit_seconds"])
+    return SpeedModel(
+        cost,
+        baseline_steps,
+        data["forward_seconds"],
+        data["unit_seconds"],
+        data.get("step_overhead_seconds", 0.0),
+        data.get("run_overhead_seconds", 0.0),
+    )
+
+
+def pipeline_overheads(pipe, protocol: EvalProtocol, forward_seconds: float, repeats: int = 3) -> tuple[float, float]:
+    """``(per run, per step)`` seconds the pipeline spends beside the denoiser's forward, from full
+    compute timed (median of ``repeats``) at two step counts, one batch of ``protocol``."""
+    low, high = 2, 6
+    batch = protocol.replace(num_samples=protocol.batch_size)
+    generate(pipe, batch.replace(num_inference_steps=low))  # warm-up
+    seconds = {}
+    for steps in (low, high):
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            generate(pipe, batch.replace(num_inference_steps=steps))
+            times.append(time.perf_counter() - began)
+        seconds[steps] = statistics.median(times)
+    per_step = max(0.0, (seconds[high] - seconds[low]) / (high - low))
+    step_overhead = max(0.0, per_step - forward_seconds)
+    run_overhead = max(0.0, seconds[low] - low * per_step)
+    return run_overhead, step_overhead

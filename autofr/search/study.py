@@ -279,6 +279,8 @@ class AutoFRStudy:
             config.model.num_inference_steps,
             batch,
             config.cache_dir or default_cache_dir(),
+            pipe=self.model.pipe,
+            protocol=self.protocol,
         )
         adaptive = None
         plan = self.fidelity_plan()

@@ -234,3 +234,24 @@ def test_front_table_rows_and_text(study):
     assert any("FRDiff M=3 +mixing" in line and "10.9" in line and line.endswith("*") for line in lines)
     assert len({len(line) for line in lines[:2]}) == 1  # header and rule aligned
     assert lines[3].split()[:5] == ["6", "search", "10", "1.50", "1.45"]
+
+
+@pytest.mark.parametrize("spread, resolved", [(0.05, True), (3.0, False)])
+def test_a_target_inside_the_seed_noise_is_reported_as_not_resolved(spread, resolved):
+    """5% of FID 10 allows 0.5; paired differences that swing by +-3 between seeds cannot tell it."""
+    study = build_study()
+    for number in (3, 6):  # two confirmed searched points, at two seeds each
+        mean = TRIALS[number][4]["fid_vs_full"]
+        confirmation = dict(TRIALS[number][4])
+        confirmation["fid_seeds"] = {"0": 10.0 + mean - spread, "1": 10.0 + mean + spread}
+        confirmation["fid_full_seeds"] = {"0": 10.0, "1": 10.0}
+        study.set_user_attr(f"{CONFIRMED_PREFIX}{number}", confirmation)
+    records = StudyRecords.load(study)
+    decided = fronts.resolution(records)
+    assert decided is not None and decided.resolved is resolved and decided.samples == 1000
+    lines = fronts.verdict(records, records.trial(3))
+    if resolved:
+        assert not any("not resolved" in line for line in lines)
+    else:
+        assert decided.samples_needed > 1000
+        assert any("not resolved" in line and f"fid_samples={decided.samples_needed}" in line for line in lines)
