@@ -4,8 +4,8 @@
     python bench/coverage.py --no-write
 
 For every class in ``tests/reuse/zoo.py`` (tiny random-init configs) it runs the checks of
-``tests/reuse/coverage_check.py`` (interval-1 bit-exact, uniform M=2 reuses every unit, runs repeat,
-remove restores) and measures the share of a forward's MACs that sits in reusable units (the most
+``tests/reuse/coverage_check.py`` (interval-1 bit-exact, uniform M=2 reuses every unit at every unit level the
+class has: sub-layers, blocks, the whole stack; runs repeat, remove restores) and measures the share of a forward's MACs that sits in reusable units (the most
 reuse can save, at the tiny config's shapes: real models differ). The table goes between the
 ``coverage-table`` markers of the README.
 """
@@ -59,6 +59,7 @@ def rows() -> list[dict]:
             {
                 "class": case.class_name,
                 "kinds": result.units_by_kind,
+                "levels": result.levels,
                 "share": share,
                 "status": status,
                 "cache_mixin": issubclass(getattr(diffusers, case.class_name), CacheMixin),
@@ -73,6 +74,7 @@ def rows() -> list[dict]:
             {
                 "class": name,
                 "kinds": kinds,
+                "levels": (),
                 "share": "n/a",
                 "status": status,
                 "cache_mixin": issubclass(getattr(diffusers, name), CacheMixin),
@@ -90,13 +92,14 @@ def markdown(table: list[dict], seconds: float) -> str:
         f"(`python bench/coverage.py`, {seconds:.0f} s on one CPU thread; tiny random-init configs; "
         "&#9679; = has diffusers' `CacheMixin`):",
         "",
-        "| class | units by kind | reusable MACs | result |",
-        "|---|---|---:|---|",
+        "| class | units by kind | levels checked | reusable MACs | result |",
+        "|---|---|---|---:|---|",
     ]
     for row in table:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(row["kinds"].items())) or "none"
+        levels = " + ".join(row["levels"]) or "-"
         mark = " &#9679;" if row["cache_mixin"] else ""
-        lines.append(f"| `{row['class']}`{mark} | {kinds} | {row['share']} | {row['status']} |")
+        lines.append(f"| `{row['class']}`{mark} | {kinds} | {levels} | {row['share']} | {row['status']} |")
     return "\n".join(lines)
 
 

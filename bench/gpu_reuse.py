@@ -11,8 +11,8 @@ bare-model loop (``x <- x - 0.05 * model(x, t)``, one call per step) at batch 1:
 * ``flux_shaped``: a FluxTransformer2DModel with FLUX.1's real widths (24 heads x 128, T5 width
   4096) and few layers (2 dual-stream, 4 single-stream blocks) at 1024 px (4096 image + 512 text tokens).
 
-For full compute and FRDiff's uniform M=2 and M=3, each with and without score mixing (b=0.5,
-s=30), interleaved and repeated: the median wall time, the measured speedup, the MAC-predicted
+For full compute, FRDiff's uniform M=2 and M=3 (sub-layer units), each with and without score mixing
+(b=0.5, s=30), every block at M=2 and the whole block stack at M=2 and M=3, interleaved and repeated: the median wall time, the measured speedup, the MAC-predicted
 speedup (``autofr.cost``) and their ratio (goal: >= 0.9; MACs ignore the memory-bound norms, gates
 and adds that reuse cannot skip). One scheduled run per model runs under
 ``torch.cuda.set_sync_debug_mode("error")``: any host-device synchronisation raises (a model that
@@ -28,18 +28,23 @@ import statistics
 import time
 
 import torch
-from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, UNet2DConditionModel
+from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, UNet2DConditionModel, WanTransformer3DModel
 
 import autofr
 from autofr import Mixing, ReuseSchedule
 from autofr.cost import measure_cost
+from autofr.reuse import discover_units
+from autofr.reuse.units import LEVELS
 
-SETTINGS = [
-    ("full compute", 1, False),
-    ("FRDiff M=2", 2, False),
-    ("FRDiff M=2 +mixing", 2, True),
-    ("FRDiff M=3", 3, False),
-    ("FRDiff M=3 +mixing", 3, True),
+SETTINGS = [  # label, interval, score mixing, unit levels that reuse
+    ("full compute", 1, False, ("sublayer",)),
+    ("FRDiff M=2", 2, False, ("sublayer",)),
+    ("FRDiff M=2 +mixing", 2, True, ("sublayer",)),
+    ("FRDiff M=3", 3, False, ("sublayer",)),
+    ("FRDiff M=3 +mixing", 3, True, ("sublayer",)),
+    ("every block M=2", 2, False, ("block",)),
+    ("stack M=2", 2, False, ("stack",)),
+    ("stack M=3", 3, False, ("stack",)),
 ]
 
 
@@ -157,12 +162,13 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
     model = model.to(device=device, dtype=dtype).eval()
     inputs = make_inputs(device, dtype)
     timesteps = [torch.full((1,), scale * (1 - i / steps), device=device, dtype=dtype) for i in range(steps)]
-    cost = measure_cost(model, inputs=dict(inputs, timestep=timesteps[0]))
+    units = discover_units(model, levels=LEVELS)  # every level, so outer units get their MACs
+    cost = measure_cost(model, units, inputs=dict(inputs, timestep=timesteps[0]))
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     schedules = {
-        label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False)
-        for label, m, mix in SETTINGS
+        label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False, levels=levels)
+        for label, m, mix, levels in SETTINGS
     }
     times = {label: [] for label in schedules}
     predicted, cache_mib, peak_mib = {}, {}, {}
@@ -210,6 +216,141 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
     return lines
 
 
+# ---------------------------------------------------------------------- cache memory at real sizes, from shapes
+def flux_dev_1024():
+    """FLUX.1-dev's transformer (19 dual-stream, 38 single-stream blocks) at 1024 px, 512 text tokens."""
+    model = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    )
+    side, text = 64, 512
+    inputs = {
+        "hidden_states": torch.randn(1, side * side, 64),
+        "encoder_hidden_states": torch.randn(1, text, 4096),
+        "pooled_projections": torch.randn(1, 768),
+        "img_ids": torch.randn(side * side, 3),
+        "txt_ids": torch.randn(text, 3),
+        "guidance": torch.full((1,), 3.5),
+        "timestep": torch.full((1,), 1.0),
+    }
+    return model, inputs
+
+
+def wan21_14b_720p():
+    """Wan2.1-T2V-14B's transformer (40 blocks of 5120) at 1280x720, 81 frames (21 x 90 x 160 latents)."""
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=40,
+        attention_head_dim=128,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=13824,
+        num_layers=40,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+    )
+    inputs = {
+        "hidden_states": torch.randn(1, 16, 21, 90, 160),
+        "encoder_hidden_states": torch.randn(1, 512, 4096),
+        "timestep": torch.full((1,), 999.0),
+    }
+    return model, inputs
+
+
+MEMORY_MODELS = {"FLUX.1-dev, 1024 px": flux_dev_1024, "Wan2.1-T2V-14B, 720p, 81 frames": wan21_14b_720p}
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def cache_memory(build, dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+    """GB one CFG branch's caches hold when every unit of a level reuses, from one forward on the meta
+    device (shapes only: nothing is allocated, no weights are needed)."""
+    from autofr.reuse.block_hook import BlockSignature
+
+    with torch.device("meta"):
+        model, inputs = build()
+        model = model.to(dtype)
+        inputs = {
+            k: v.to(dtype) if v.is_floating_point() and k not in ("img_ids", "txt_ids") else v
+            for k, v in inputs.items()
+        }
+    units = discover_units(model, levels=LEVELS)
+    held: dict[str, int] = {}
+    handles = []
+    for unit in units:
+        if unit.level == "sublayer":
+            handles.append(
+                unit.cached_module.register_forward_hook(
+                    lambda m, a, o, name=unit.name: held.__setitem__(name, _nbytes(o))
+                )
+            )
+            continue
+        first, last = unit.block_modules[0], unit.block_modules[-1]
+        signature, entered = BlockSignature(first), {}
+
+        def pre(module, args, kwargs, signature=signature, entered=entered):
+            entered["inputs"] = (args, kwargs)
+
+        def post(
+            module,
+            args,
+            kwargs,
+            output,
+            name=unit.name,
+            signature=signature,
+            entered=entered,
+            last_sig=BlockSignature(last),
+        ):
+            first_args, first_kwargs = entered.pop("inputs")
+            last_sig.learn(output, args, kwargs)
+            streams = signature.tensors_in(first_args, first_kwargs)
+            held[name] = sum(_nbytes(streams.get(stream)) for stream in last_sig.outputs if stream in streams)
+
+        handles += [
+            first.register_forward_pre_hook(pre, with_kwargs=True),
+            last.register_forward_hook(post, with_kwargs=True),
+        ]
+    with torch.device("meta"), torch.no_grad():
+        model(**inputs, return_dict=False)
+    for handle in handles:
+        handle.remove()
+    by_level = {level: [u for u in units if u.level == level] for level in LEVELS}
+    return {
+        "sub-layer units (every unit)": sum(held.get(u.name, 0) for u in by_level["sublayer"]) / 1e9,
+        "block units (one residual per block)": sum(held.get(u.name, 0) for u in by_level["block"]) / 1e9,
+        "stack (one residual)": sum(held.get(u.name, 0) for u in by_level["stack"]) / 1e9,
+    }
+
+
+def memory_table() -> list[str]:
+    lines = [
+        "## Cache memory at real sizes (bf16, one CFG branch; computed from shapes on the meta device)",
+        "",
+        "| model | sub-layer units | block units | stack |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, build in MEMORY_MODELS.items():
+        gb = list(cache_memory(build).values())
+        lines.append(f"| {label} | {gb[0]:.2f} GB | {gb[1]:.2f} GB | {gb[2]:.2f} GB |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -217,7 +358,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (CUDA 20, CPU 8)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (CUDA 5, CPU 2)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--memory", action="store_true", help="only the cache-memory table at real sizes (no device)")
     args = parser.parse_args(argv)
+    if args.memory:
+        print("\n".join(memory_table()))
+        return 0
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for the small smoke run")
@@ -230,6 +375,8 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         print()
         print("\n".join(bench(name, not cuda, args.device, dtype, steps, repeats)))
+    print()
+    print("\n".join(memory_table()))
     return 0
 
 
