@@ -134,16 +134,16 @@ def stage_confirm(args) -> None:
 def groups(records, trials=None) -> dict[str, list]:
     """Confirmed points (or ``trials``) by method: autofr's schedules, each kind of hand-set reference,
     each peer method."""
-    names = {
-        "frdiff": "hand-set: FRDiff uniform",
-        "deepcache": "hand-set: DeepCache-style",
-        "reduced_steps": "hand-set: fewer steps",
-    }
     found: dict[str, list] = {}
     for trial in records.confirmed() if trials is None else trials:
-        if trial.origin == "baseline":
+        if trial.origin.is_full_compute:
             continue
-        name = f"peer: {trial.peer['method']}" if trial.is_peer else names.get(trial.origin, "autofr (searched)")
+        if trial.is_peer:
+            name = f"peer: {trial.peer['method']}"
+        elif trial.is_reference:
+            name = f"hand-set: {trial.origin.label}"
+        else:
+            name = "autofr (searched)"
         found.setdefault(name, []).append(trial)
     return found
 
@@ -185,7 +185,7 @@ def stage_time(args) -> None:
     from autofr.search.records import save_confirmation
 
     study = prepared(args)
-    confirmed = [t for t in study.records().confirmed() if t.origin != "baseline"]
+    confirmed = [t for t in study.records().confirmed() if not t.origin.is_full_compute]
     candidates = {str(t.number): candidate_of(t) for t in confirmed}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     pipe = study.model.pipe
@@ -218,7 +218,7 @@ def stage_quick(args) -> None:
     full = records.baseline().fid_estimate
     limit = fronts.study_target(records).limit(full)
     best = {}
-    for name, trials in groups(records, [t for t in completed if t.origin != "baseline"]).items():
+    for name, trials in groups(records, [t for t in completed if not t.origin.is_full_compute]).items():
         inside = [
             t
             for t in trials

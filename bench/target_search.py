@@ -170,6 +170,8 @@ def open_records(args, sampler, seed, fixed=None):
 def stage_samplers(args) -> None:
     """Per sampler and seed: the fastest predicted speedup whose exact FID-1024 (at the study's seed)
     meets the target, trials and samples at each fidelity, wall time."""
+    from autofr.search.origin import Origin
+
     log = load_log(args)
     rows = []
     for sampler in args.samplers.split(","):
@@ -181,7 +183,7 @@ def stage_samplers(args) -> None:
                 continue
             inside = within_at_top(records, upto=args.upto)
             best = max(inside, key=lambda t: t.search_speedup, default=None)
-            own = [t for t in inside if t.origin == "search"]  # the sampler's own proposals, not the warm start
+            own = [t for t in inside if t.origin is Origin.SEARCH]  # the sampler's own proposals, not the warm start
             best_own = max(own, key=lambda t: t.search_speedup, default=None)
             run = log.get(config.study_name, {})
             if args.upto:  # the cost of the first trials only
@@ -197,7 +199,7 @@ def stage_samplers(args) -> None:
                     "seed": seed,
                     "fastest_within_at_1024": best.search_speedup if best else None,
                     "trial": best.number if best else None,
-                    "origin": best.origin if best else None,
+                    "origin": best.origin.value if best else None,
                     "own_within": len(own),
                     "own_fastest": best_own.search_speedup if best_own else None,
                     "minutes": run.get("seconds", 0) / 60,
@@ -237,7 +239,7 @@ def deciding_points(records):
     """Fastest searched and hand-set within the target, and every point within 1% of its limit."""
     from autofr.search import front as fronts
 
-    confirmed = [t for t in records.confirmed() if t.origin != "baseline"]
+    confirmed = [t for t in records.confirmed() if not t.origin.is_full_compute]
     inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
     points = [
         max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
@@ -284,15 +286,14 @@ def rescore(study, scorer, pick, seeds: int) -> None:
                 confirmation = with_timing(confirmation, trial.confirmation)
             save_confirmation(study.study, trial.number, confirmation)
             print(
-                f"trial {trial.number} ({trial.label or trial.origin}) at {seeds} seeds "
-                f"[{time.perf_counter() - began:.0f} s]",
+                f"trial {trial.number} ({trial.display_label}) at {seeds} seeds [{time.perf_counter() - began:.0f} s]",
                 flush=True,
             )
     records = study.records()
     for trial in pick(records):
         limit = fronts.target_limit(records, trial)
         print(
-            f"{study.config.study_name} trial {trial.number} ({trial.label or trial.origin}): "
+            f"{study.config.study_name} trial {trial.number} ({trial.display_label}): "
             f"FID {trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
             f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}",
             flush=True,
@@ -382,7 +383,9 @@ def stage_quick(args) -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         config, records = open_records(args, args.sampler, seed)
         first = first or config
-        feasible = [t for t in records.completed() if t.feasible and t.origin != "baseline" and t.search_speedup > 1]
+        feasible = [
+            t for t in records.completed() if t.feasible and not t.origin.is_full_compute and t.search_speedup > 1
+        ]
         searched = max((t for t in feasible if not t.is_reference), key=lambda t: t.search_speedup, default=None)
         handset = max((t for t in feasible if t.is_reference), key=lambda t: t.search_speedup, default=None)
         rows.append(
@@ -420,7 +423,7 @@ def stage_quick(args) -> None:
                 if t is None
                 else {
                     "trial": t.number,
-                    "label": t.label or t.origin,
+                    "label": t.display_label,
                     "steps": t.num_inference_steps,
                     "fidelity": t.fidelity,
                     "predicted": t.search_speedup,
@@ -478,7 +481,7 @@ def stage_report(args) -> None:
         inside = [
             t
             for t in records.confirmed()
-            if fronts.within_target(records, t) and t.speed > 1 and t.origin != "baseline"
+            if fronts.within_target(records, t) and t.speed > 1 and not t.origin.is_full_compute
         ]
         searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
         handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
@@ -518,7 +521,7 @@ def _point(records, trial):
         return None
     return {
         "trial": trial.number,
-        "label": trial.label or trial.origin,
+        "label": trial.display_label,
         "steps": trial.num_inference_steps,
         "speed": trial.speed,
         "measured": trial.confirmation.measured_speedup is not None,

@@ -66,7 +66,7 @@ def _log_to_parent_run(cfg: DictConfig, study, exported) -> None:
     problem = tracker.parent_run_problem(parent)
     try:
         if problem is None:
-            label = exported.trial.label or exported.trial.origin
+            label = exported.trial.display_label
             name = tracker.log_exported_schedule(parent, exported.path, f"trial {exported.trial.number} ({label})")
             print(f"logged to MLflow run {parent} as {name}")
             return

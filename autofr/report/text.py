@@ -26,7 +26,7 @@ def summary_text(records: StudyRecords, all_trials: bool = False) -> str:
         else:
             lines.append(
                 f"\nfastest within the target ({fronts.study_target(records).describe()}): trial {chosen.number} "
-                f"({chosen.label or chosen.origin}), {chosen.speed:.2f}x at {info.fid_label} {chosen.fid:.4g}"
+                f"({chosen.display_label}), {chosen.speed:.2f}x at {info.fid_label} {chosen.fid:.4g}"
             )
             lines.extend(f"  {line}" for line in fronts.verdict(records, chosen))
     return "\n".join(lines)

@@ -43,6 +43,7 @@ from autofr.peers import Peer, peer_enabled, peer_key
 from autofr.schedule import ReuseSchedule
 from autofr.search import front as fronts
 from autofr.search.measures import StudyMeasures
+from autofr.search.origin import Origin
 from autofr.search.records import Confirmation, StudyInfo, StudyRecords, TrialRecord, save_confirmation
 
 logger = logging.getLogger(__name__)
@@ -91,15 +92,13 @@ def confirm_candidates(
     if not trials:
         return []
     done = {t.number for t in trials if t.confirmation is not None}
-    baseline = [t for t in trials if t.origin == "baseline"]
+    baseline = [t for t in trials if t.origin.is_full_compute]
     front, *behind = fronts.proxy_layers(trials, layers)
     if near_target:
         front = front + [t for t in trials if not t.feasible and possibly_within(t) and not t.is_peer]
     chosen = {t.number for t in front}
-    front = front + [
-        t for t in trials if t.origin == "calibrated" and t.number not in chosen
-    ]  # autofr's, not hand-set
-    references = [t for origin in ("frdiff", "deepcache", "reduced_steps") for t in trials if t.origin == origin]
+    front = front + [t for t in trials if t.origin is Origin.CALIBRATED and t.number not in chosen]  # autofr's own
+    references = [t for origin in Origin.references() for t in trials if t.origin is origin]
     peers = [t for t in trials if t.is_peer]
     if order is not None:
         front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)

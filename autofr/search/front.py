@@ -292,7 +292,7 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     eligible = [
         t
         for t in candidates
-        if t.speed > 1.0 and t.origin != "baseline" and t.quality(measure) <= (limit_of(t) or -math.inf)
+        if t.speed > 1.0 and not t.origin.is_full_compute and t.quality(measure) <= (limit_of(t) or -math.inf)
     ]
     if not eligible:
         best = min((t for t in candidates if t.speed > 1.0), key=lambda t: t.quality(measure), default=None)
@@ -310,7 +310,7 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
     within = [
         t
         for t in records.confirmed()
-        if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number and t.origin != "baseline"
+        if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number and not t.origin.is_full_compute
     ]
     references = sorted((t for t in within if t.is_reference), key=lambda t: -t.speed)
     searched = sorted((t for t in within if not t.is_reference and not t.is_peer), key=lambda t: -t.speed)
@@ -318,7 +318,7 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
     lines = []
     if chosen.is_reference:
         lines.append(
-            f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
+            f"a hand-set baseline wins: {chosen.display_label} ({chosen.speed:.2f}x) is the fastest "
             "confirmed schedule within the target"
         )
         if searched:
@@ -332,7 +332,7 @@ def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
     elif references:
         best = references[0]
         lines.append(
-            f"beats the fastest hand-set baseline within the target, {best.label or best.origin} "
+            f"beats the fastest hand-set baseline within the target, {best.display_label} "
             f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x"
         )
     else:

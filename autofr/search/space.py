@@ -24,6 +24,7 @@ from autofr.config import SpaceSettings, section
 from autofr.errors import ConfigError
 from autofr.reuse.units import ReusableUnit
 from autofr.schedule import FRDIFF_MIXING_BIAS, FRDIFF_MIXING_SLOPE, Mixing, ReuseSchedule, UnitSchedule
+from autofr.search.origin import Origin
 
 GROUPINGS = ("unit", "stage", "kind", "global")
 MIXING_MODES = ("choice", "on", "off")
@@ -166,28 +167,32 @@ class SearchSpace:
         names = list(self.groups)
         return {group: 1 if group in (names[0], names[-1]) else interval for group in names}
 
-    def warm_start(self) -> list[tuple[str, str, dict]]:
+    def warm_start(self) -> list[tuple[Origin, str, dict]]:
         """(origin, label, params) of the hand-set reference points every study starts from.
 
         The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, DeepCache-style
         reuse of the deep stages (every 3 and 5 steps), and full compute at each of
         ``baseline_steps`` (plain step reduction, the other way to be faster).
         """
-        entries = [("baseline", "full compute", self.params_for_uniform(1, False))]
+        entries = [(Origin.FULL_COMPUTE, "full compute", self.params_for_uniform(1, False))]
         for interval in (2, 3, 4):
             if interval > self.max_interval:
                 continue
             if self.mixing != "on":
-                entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
+                entries.append((Origin.FRDIFF, f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
             if self.mixing != "off":
-                entries.append(("frdiff", f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True)))
+                entries.append(
+                    (Origin.FRDIFF, f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True))
+                )
         for interval in sorted({min(n, self.max_interval) for n in (3, 5)} - {1}):
             deep = self.deepcache_intervals(interval)
             if deep is not None and self.mixing != "on":
-                entries.append(("deepcache", f"DeepCache-style N={interval}", self.params_for(deep, False)))
+                entries.append((Origin.DEEPCACHE, f"DeepCache-style N={interval}", self.params_for(deep, False)))
         for steps in self.baseline_steps:
             if steps != self.default_steps and len(self.steps) > 1:
-                entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))
+                entries.append(
+                    (Origin.REDUCED_STEPS, f"{steps} steps", self.params_for_uniform(1, False, steps=steps))
+                )
         return entries
 
     # ------------------------------------------------------------------ description

@@ -16,6 +16,7 @@ from collections import defaultdict
 import torch
 
 from autofr.evaluation import EvalProtocol, generate
+from autofr.search.origin import Origin
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def calibrated_entries(
     step_counts: tuple[int, ...],
     thresholds: tuple[float, ...] = THRESHOLDS,
     mixing_options: tuple[bool, ...] = (False,),
-) -> list[tuple[str, str, dict]]:
+) -> list[tuple[Origin, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
     step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
     duplicates and full compute are dropped."""
@@ -112,7 +113,11 @@ def calibrated_entries(
                     continue
                 seen.add(key)
                 entries.append(
-                    ("calibrated", f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else ""), params)
+                    (
+                        Origin.CALIBRATED,
+                        f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else ""),
+                        params,
+                    )
                 )
     logger.info("calibrated warm start: %d schedules", len(entries))
     return entries
