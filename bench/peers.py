@@ -151,8 +151,7 @@ def groups(records, trials=None) -> dict[str, list]:
 def fastest_within(records, trials):
     from autofr.search import front as fronts
 
-    inside = [t for t in trials if fronts.within_target(records, t) and t.speed > 1]
-    return max(inside, key=lambda t: t.speed, default=None)
+    return fronts.fastest_within_target(records, trials)
 
 
 def deciding_points(records) -> list:

@@ -240,10 +240,9 @@ def deciding_points(records):
     from autofr.search import front as fronts
 
     confirmed = [t for t in records.confirmed() if not t.origin.is_full_compute]
-    inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
     points = [
-        max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
-        max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None),
+        fronts.fastest_within_target(records, (t for t in confirmed if not t.is_reference)),
+        fronts.fastest_within_target(records, (t for t in confirmed if t.is_reference)),
     ]
     for trial in confirmed:
         limit = fronts.target_limit(records, trial)
@@ -478,13 +477,9 @@ def stage_report(args) -> None:
         except Exception as error:
             print(f"seed {seed}: {error}", file=sys.stderr)
             continue
-        inside = [
-            t
-            for t in records.confirmed()
-            if fronts.within_target(records, t) and t.speed > 1 and not t.origin.is_full_compute
-        ]
-        searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
-        handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
+        confirmed = records.confirmed()
+        searched = fronts.fastest_within_target(records, (t for t in confirmed if not t.is_reference))
+        handset = fronts.fastest_within_target(records, (t for t in confirmed if t.is_reference))
         paths = write_study_report(records, config.out_dir)
         rows.append(
             {

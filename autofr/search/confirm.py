@@ -148,12 +148,14 @@ class Timing:
     seconds: float
     full_seconds: float
     speedup: float
+    repeats: tuple[float, ...] = ()  # the ratio in each repeat (the spread behind the median)
 
 
 def apply_timing(confirmation: Confirmation, timing: Timing, predicted_speedup: float | None) -> Confirmation:
     """Store a measured :class:`Timing` in ``confirmation`` (and the measured/predicted gap)."""
     confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
     confirmation.measured_speedup = timing.speedup
+    confirmation.speedup_repeats = [float(r) for r in timing.repeats]
     if predicted_speedup:
         confirmation.speed_gap = timing.speedup / predicted_speedup
     return confirmation
@@ -187,7 +189,10 @@ def interleaved_speedups(
                 ratios[key].append(0.5 * (before + after) / spent)
             before = after
     full_median = statistics.median(full)
-    return {key: Timing(statistics.median(seconds[key]), full_median, statistics.median(ratios[key])) for key in keys}
+    return {
+        key: Timing(statistics.median(seconds[key]), full_median, statistics.median(ratios[key]), tuple(ratios[key]))
+        for key in keys
+    }
 
 
 def candidate_of(trial: TrialRecord) -> ReuseSchedule | Peer:

@@ -121,7 +121,7 @@ def _describe(
             )
         )
         if policy == "fastest_within":
-            lines.extend(f"  {line}" for line in fronts.verdict(records, trial))
+            lines.extend(f"  {line}" for line in fronts.StudyAnswer.of(records, trial).lines())
             warning = fronts.close_to_limit(records, trial)
             if warning:
                 lines.append(f"  {warning}")

@@ -18,7 +18,7 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
 * **confirmations** (:class:`Confirmation`): finished trials cannot change in Optuna, so the FID
   confirmation of trial ``n`` is the study user attr ``confirmed:<n>`` (``fid``, ``fid_vs_full``,
   ``fid_seeds``, ``fid_full_seeds``, ``latency_s``, ``full_latency_s``, ``measured_speedup``,
-  ``speed_gap``). Studies built by hand may keep these keys in the trial's own user attrs instead;
+  ``speed_gap``, ``speedup_repeats``). Studies built by hand may keep these keys in the trial's own user attrs instead;
   both are read;
 * **study user attrs** (:class:`StudyInfo`): see its fields.
 """
@@ -78,9 +78,10 @@ class Confirmation:
     full_latency_s: float | None = None
     measured_speedup: float | None = None
     speed_gap: float | None = None
+    speedup_repeats: list[float] = field(default_factory=list)  # the speedup in each timing repeat
 
     def to_attr(self) -> dict[str, Any]:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {})}
+        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {}, [])}
 
     @classmethod
     def from_attr(cls, data: Mapping[str, Any]) -> Confirmation | None:
@@ -94,6 +95,7 @@ class Confirmation:
                 key: {str(k): float(v) for k, v in (data.get(key) or {}).items()}
                 for key in ("fid_seeds", "fid_full_seeds")
             },
+            speedup_repeats=[float(v) for v in data.get("speedup_repeats") or () if _finite(v)],
         )
 
     def paired_difference(self) -> dict[str, float]:

@@ -15,8 +15,8 @@ from autofr.cli._config import compose
 from autofr.config import StudyConfig
 from autofr.evaluation import generate
 from autofr.execution.storage import open_storage
+from autofr.images import sample_grid_png
 from autofr.quality import ReferenceCache, build_measure
-from autofr.report.grid import sample_grid_png
 from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
