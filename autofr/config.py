@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autofr.errors import ConfigError
-from autofr.execution.storage import StorageSettings
+from autofr.execution.settings import StorageSettings
 
 SCHEDULERS = ("ddim", "dpmsolver++", "euler", None)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -218,7 +218,7 @@ class SearchSettings:
         if self.confirm_max is not None and self.confirm_max < 0:
             raise ConfigError(f"search.confirm_max={self.confirm_max} must be >= 0 (or null: all)")
         _choice(self.speed_model, SPEED_MODELS, "search.speed_model")
-        from autofr.search.target import QualityTarget
+        from autofr.target import QualityTarget
 
         QualityTarget.parse(self.target)
         if isinstance(self.fidelity, str) and self.fidelity not in ("auto", "off"):

@@ -37,7 +37,7 @@ def policy_options(export_cfg) -> dict:
 
 def export(cfg: DictConfig) -> Path:
     """Select a trial with ``cfg.export`` and write its schedule to ``cfg.export.out``; prints a summary."""
-    from autofr.execution.storage import StorageSettings
+    from autofr.execution.settings import StorageSettings
     from autofr.search.export import export_schedule
     from autofr.search.records import StudyRecords
     from autofr.search.study import open_existing

@@ -22,7 +22,7 @@ import numpy as np
 from autofr.errors import ConfigError
 from autofr.execution import _optuna
 from autofr.search.records import StudyRecords, TrialRecord
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 POLICIES = ("fastest_within", "best_at_speedup", "knee")
 MEASURES = ("fid", "proxy")

@@ -34,7 +34,7 @@ from autofr.search.measures import StudyMeasures, resolve_threshold
 from autofr.search.records import TrialRecord, TrialResult, mark_origin, record_failure, schedule_key
 from autofr.search.space import SearchSpace
 from autofr.search.speed import SpeedModel
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 logger = logging.getLogger(__name__)
 

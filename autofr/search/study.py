@@ -1,11 +1,11 @@
-"""One Auto-FR study: everything checked up front, then create/open, run, confirm, summarise.
+"""One Auto-FR study: everything checked up front, then create/open, run, confirm; read its records.
 
     study = AutoFRStudy.prepare(StudyConfig.from_hydra(cfg))   # validates; writes nothing
     study.open()          # create or resume the Optuna study (+ warm start, MLflow parent run)
     study.run()           # this process's worker on the shared budget
     study.evaluate_peers()  # other libraries' caches (search.peers) as trials, in the same protocol
     study.confirm()       # FID-N at several seeds + interleaved timing for the deciding candidates
-    study.summarise()     # report files, MLflow summary; returns the records
+    study.records()       # the records: autofr-search reports them (autofr.report) and logs them (MLflow)
 
 :meth:`AutoFRStudy.prepare` checks the config, the quality measures (Inception weights, real data),
 the storage and the tracking target (reachable, writable: nothing is created), loads the model and
@@ -33,8 +33,8 @@ from autofr.search.objective import Adaptive, Objective
 from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference, peer_trial_count
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
-from autofr.search.target import QualityTarget
 from autofr.search.warmstart import calibrated_entries
+from autofr.target import QualityTarget
 from autofr.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -407,12 +407,3 @@ class AutoFRStudy:
 
     def records(self) -> StudyRecords:
         return StudyRecords.load(self.study)
-
-    def summarise(self, include_plotlyjs: str | bool = "cdn") -> StudyRecords:
-        """Write the report into ``out_dir`` and log it to the MLflow parent run."""
-        from autofr.report import study_summary, write_study_report
-
-        records = self.records()
-        paths = write_study_report(records, self.config.out_dir, include_plotlyjs=include_plotlyjs)
-        self.tracker.log_study_summary(self.parent_run, records, paths, study_summary(records))
-        return records

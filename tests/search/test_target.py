@@ -13,7 +13,7 @@ from autofr.errors import ConfigError
 from autofr.report.plots import front_figure, quality_view
 from autofr.search import front as fronts
 from autofr.search.records import CONFIRMED_PREFIX, StudyRecords
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
