@@ -78,11 +78,17 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from autofr.config import register_configs
+
+    register_configs()  # the settings dataclasses as the schema of their groups
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         message = " ".join(str(error).split())
+        cause = error.__cause__
+        if cause is not None and str(cause).strip():  # what the schema said about the value
+            message += f": {str(cause).strip().splitlines()[0]}"
         raise ConfigError(f"bad configuration: {message} (see `--help` for the keys)") from None
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import optuna
 
-from autofr.config import ModelSettings, SamplerSettings, StudyConfig
-from autofr.errors import ConfigError, StorageError
+from autofr.config import ModelSettings, StudyConfig
+from autofr.errors import StorageError
 from autofr.evaluation import EvalProtocol
 from autofr.execution import check_storage, mask_url, open_storage, open_study, run_worker, wait_for_user_attr
 from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order, record_proxy_fidelity
@@ -42,21 +42,6 @@ logger = logging.getLogger(__name__)
 DIRECTIONS = ("maximize", "minimize")
 #: The name of the study's first objective (its second is the quality measure's, ``quality.proxy``).
 SPEED_OBJECTIVE = "predicted_speedup"
-
-
-def build_sampler(settings: SamplerSettings) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``sampler.*`` (TPE with Optuna 5's defaults, NSGA-II, GP, random)."""
-    if settings.name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=settings.n_startup_trials, multivariate=True
-        )
-    if settings.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=settings.population_size)
-    if settings.name == "gp":
-        return optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
-    if settings.name == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    raise ConfigError(f"sampler.name={settings.name!r} is unknown: use tpe, nsga2, gp or random")
 
 
 def load_model(model: ModelSettings):
@@ -151,7 +136,7 @@ class AutoFRStudy:
         from autofr.devices import check_device_dtype
         from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
 
-        sampler = build_sampler(config.sampler)
+        sampler = config.sampler.build()
         check_device_dtype(config.model.device, config.model.dtype)
         SearchSpace.check_config(config.space)
         measures = StudyMeasures.resolve(config.quality, config.model, config.search.confirm_proxies)

@@ -15,12 +15,11 @@ from collections import defaultdict
 
 import torch
 
+from autofr.config import SearchSettings
 from autofr.evaluation import EvalProtocol, generate
 from autofr.search.origin import Origin
 
 logger = logging.getLogger(__name__)
-
-THRESHOLDS = (0.1, 0.2, 0.4)
 
 
 @torch.no_grad()
@@ -89,7 +88,7 @@ def calibrated_entries(
     protocol: EvalProtocol,
     units,
     step_counts: tuple[int, ...],
-    thresholds: tuple[float, ...] = THRESHOLDS,
+    thresholds: tuple[float, ...] = SearchSettings.calibrated_thresholds,
     mixing_options: tuple[bool, ...] = (False,),
 ) -> list[tuple[Origin, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
