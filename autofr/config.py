@@ -25,7 +25,9 @@ from omegaconf import MISSING
 
 from autofr.errors import ConfigError
 from autofr.execution.settings import StorageSettings
+from autofr.peers import PEER_CHOICES, PEER_METHODS, resolve_methods
 from autofr.schedulers import check_scheduler
+from autofr.target import QualityTarget
 
 SPEED_MODELS = ("macs", "latency")
 FID_REFERENCES = ("real", "full_compute")
@@ -311,8 +313,6 @@ class SearchSettings:
     @property
     def peer_methods(self) -> tuple[str, ...]:
         """The peer methods to evaluate (``auto``: every one that runs on the model; ``off``: none)."""
-        from autofr.peers import resolve_methods
-
         return resolve_methods(self.peers)
 
     def check(self) -> None:
@@ -328,8 +328,6 @@ class SearchSettings:
         if self.confirm_max is not None and self.confirm_max < 0:
             raise ConfigError(f"search.confirm_max={self.confirm_max} must be >= 0 (or null: all)")
         _choice(self.speed_model, SPEED_MODELS, "search.speed_model")
-        from autofr.target import QualityTarget
-
         QualityTarget.parse(self.target)
         if isinstance(self.fidelity, str) and self.fidelity not in ("auto", "off"):
             raise ConfigError(f"search.fidelity={self.fidelity!r} must be auto, off or a list of sample counts")
@@ -342,8 +340,6 @@ class SearchSettings:
         for key, low in (("fidelity_z", 0), ("fidelity_bootstrap", 2), ("fid_seeds", 1), ("timing_repeats", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"search.{key}={getattr(self, key)} must be >= {low}")
-        from autofr.peers import PEER_CHOICES, PEER_METHODS
-
         if isinstance(self.peers, str) and self.peers not in PEER_CHOICES:
             raise ConfigError(
                 f"search.peers={self.peers!r} must be auto, off or a list of peer methods ({', '.join(PEER_METHODS)})"

@@ -35,7 +35,6 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from autofr.errors import ScheduleError
 from autofr.reuse import _outputs
-from autofr.reuse._outputs import _resnet2d_tail as _resnet_tail  # noqa: F401  (kept for callers and tests)
 from autofr.reuse.accounting import ReuseAccounting
 from autofr.reuse.unit_hook import Conv1CaptureHook, StepClock, UnitHook
 from autofr.reuse.units import discover_units, model_fingerprint, resolve_denoiser
