@@ -235,7 +235,7 @@ def test_unit_that_never_runs_is_reported():
 
 
 def test_resnet_tail_equals_full_block():
-    from autofr.reuse.hooks import _resnet_tail
+    from autofr.reuse._outputs import _resnet2d_tail as _resnet_tail
 
     model = TinyPipeline("unet").unet
     for block in [m for m in model.modules() if type(m).__name__ == "ResnetBlock2D"]:
