@@ -9,19 +9,25 @@ needs no model, so a bad value is one :class:`~autofr.errors.ConfigError` line b
 loaded or written. Pluggable parts are built from their node with ``_target_`` and
 :func:`hydra.utils.instantiate` (the Optuna sampler: :class:`SamplerSettings`). Downstream code takes
 the section it needs (``config.quality``, ``config.space``), never the whole Hydra config.
+
+Configs live in the repository's ``conf/`` (Hydra config groups) and ``studies/`` (study presets,
+selected with ``study=<name>``; ``conf/study`` links to it). A built package carries both as
+``autofr/_conf/`` (see setup.py). Set ``AUTOFR_CONF_DIR`` to use another ``conf/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from autofr.errors import ConfigError
 from autofr.execution.settings import StorageSettings
@@ -31,6 +37,62 @@ from autofr.target import QualityTarget
 
 SPEED_MODELS = ("macs", "latency")
 FID_REFERENCES = ("real", "full_compute")
+
+
+#: Where a built package carries conf/ (with studies/ as its ``study`` group); written by setup.py.
+PACKAGED_CONF_NAME = "_conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` directory: ``$AUTOFR_CONF_DIR``, the source checkout's, or the copy in the package.
+
+    A checkout (or an editable install) is recognised by ``pyproject.toml`` and ``conf/config.yaml``
+    next to the ``autofr`` package; an installed wheel has ``autofr/_conf/``.
+    """
+    override = os.environ.get("AUTOFR_CONF_DIR")
+    if override:
+        if not (Path(override).expanduser() / "config.yaml").is_file():
+            raise ConfigError(
+                f"AUTOFR_CONF_DIR={override} has no config.yaml: point it at a conf/ directory "
+                "like the repository's, or unset it"
+            )
+        return Path(override).expanduser().resolve()
+    checkout = _PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
+        return checkout / "conf"
+    packaged = _PACKAGE_DIR / PACKAGED_CONF_NAME
+    if (packaged / "config.yaml").is_file():
+        return packaged
+    raise ConfigError(
+        f"cannot find autofr's conf/ directory (no source checkout around {_PACKAGE_DIR} and no "
+        f"packaged {packaged}): reinstall autofr, or set AUTOFR_CONF_DIR to the repository's conf/"
+    )
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``config_name`` with ``key=value`` overrides; a bad override is a one-line ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()  # the settings dataclasses as the schema of their groups
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        message = " ".join(str(error).split())
+        cause = error.__cause__
+        if cause is not None and str(cause).strip():  # what the schema said about the value
+            message += f": {str(cause).strip().splitlines()[0]}"
+        raise ConfigError(f"bad configuration: {message} (see `--help` for the keys)") from None
+
+
+def load_study_config(overrides: Sequence[str] = ()) -> StudyConfig:
+    """The validated settings of ``autofr-search <overrides>`` (e.g. ``["study=digits_dit", "seed=1"]``): the
+    public way for scripts (bench/) to build a study's config."""
+    return StudyConfig.from_hydra(compose("config", list(overrides)))
 
 
 # ---------------------------------------------------------------------- the schema

@@ -64,8 +64,7 @@ def check(
     import torch
 
     torch.set_num_threads(threads)
-    from autofr.cli._config import compose
-    from autofr.config import StudyConfig
+    from autofr.config import load_study_config
     from autofr.schedule import ReuseSchedule
     from autofr.search.confirm import Confirmer, interleaved_speedups, timed_generation
     from autofr.search.origin import Origin
@@ -73,17 +72,14 @@ def check(
     from autofr.search.study import AutoFRStudy
 
     work = workdir / "digits_unet"
-    config = StudyConfig.from_hydra(
-        compose(
-            "config",
-            [
-                "quality.fid_samples=2000",
-                f"seed={fid_seeds[0]}",
-                f"cache_dir={work / 'cache'}",
-                f"storage.journal_path={work / 'default_check.log'}",
-                f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-            ],
-        )
+    config = load_study_config(
+        [
+            "quality.fid_samples=2000",
+            f"seed={fid_seeds[0]}",
+            f"cache_dir={work / 'cache'}",
+            f"storage.journal_path={work / 'default_check.log'}",
+            f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        ]
     )
     study = AutoFRStudy.prepare(config)
 

@@ -10,7 +10,7 @@ Stages in this order (each resumable; ``--smoke`` runs them all in minutes with 
     python bench/peers.py rescore --model digits_flux    # the points that decide each method's answer, at 3 seeds
     python bench/peers.py report  --model digits_flux    # table (markdown + JSON) and the front plot
 
-Built on ``bench/target_search.py`` (its study overrides, run log and workdir layout: one journal, one
+Built on ``bench/target_search.py``'s set-up (``bench/_common.py``: its study overrides, run log and workdir layout: one journal, one
 MLflow store, one cache with the FID scores per model under ``--workdir``, default ``bench/work/peers``)
 with ``study=<model>`` (the model's preset space) and ``search.peers=auto``: every peer that runs on
 the model is a trial of the same study, at its documented default and over a sweep of its main knob.
@@ -30,8 +30,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import target_search  # bench/ is the script's folder, so its sibling imports as a module
 import torch
+from _common import (  # bench/ is the script folder
+    BENCH_MODELS,
+    chosen_or,
+    fid_cell,
+    point_of,
+    record_run,
+    rescore,
+    smoke,
+    study_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -39,19 +48,8 @@ GOAL = 1.3  # autofr at least this much faster than the best peer within the tar
 
 
 def config_of(args):
-    from autofr.cli._config import compose
-    from autofr.config import StudyConfig
-
-    extra = [f"study={args.model}", "search.peers=auto", "search.timing_repeats=1"]
-    if args.smoke:  # every code path in minutes: few steps and samples (numbers meaningless)
-        extra += [
-            "model.num_inference_steps=4",
-            "space.steps=[3,4]",
-            "space.baseline_steps=[3]",
-            "space.max_interval=2",
-            "quality.batch_size=16",
-        ]
-    return StudyConfig.from_hydra(compose("config", target_search.overrides(args, args.sampler, args.seed) + extra))
+    extra = ["search.peers=auto", "search.timing_repeats=1"]
+    return study_config(args, args.sampler, args.seed, extra=extra)
 
 
 def prepared(args):
@@ -92,7 +90,7 @@ def stage_search(args) -> None:
         "peers_failed": stage.failed,
         "samples": sum(t.samples_generated or 0 for t in completed if not t.is_peer),
     }
-    target_search.record_run(args, study.config.study_name, entry)
+    record_run(args, study.config.study_name, entry)
     print(json.dumps({study.config.study_name: entry}))
 
 
@@ -173,9 +171,7 @@ def deciding_points(records) -> list:
 
 def stage_rescore(args) -> None:
     study = prepared(args)
-    target_search.rescore(
-        study, confirmer(study, args.seeds), target_search.chosen_or(args, deciding_points), args.seeds
-    )
+    rescore(study, confirmer(study, args.seeds), chosen_or(args, deciding_points), args.seeds)
 
 
 def stage_time(args) -> None:
@@ -377,7 +373,7 @@ def stage_report(args) -> None:
 
 
 def _point(records, trial):
-    return target_search._point(records, trial)
+    return point_of(records, trial)
 
 
 def _cell(point) -> str:
@@ -387,13 +383,13 @@ def _cell(point) -> str:
 
 
 def _fid(point) -> str:
-    return target_search._fid(point)
+    return fid_cell(point)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=["check", "search", "confirm", "time", "rescore", "report", "quick"])
-    parser.add_argument("--model", default="digits_flux")
+    parser.add_argument("--model", default="digits_flux", choices=BENCH_MODELS)  # studies/bench_<model>.yaml
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=100)
@@ -414,8 +410,7 @@ def main() -> int:
     args.fixed, args.timeout_of = None, None  # target_search's study overrides read these
     torch.set_num_threads(args.threads)
     if args.smoke:
-        args.trials, args.workdir = min(args.trials, 4), str(Path(args.workdir) / "smoke")
-        args.fid_samples, args.levels = 16, "8,16"
+        smoke(args)
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
     {
