@@ -214,11 +214,7 @@ def stage_quick(args) -> None:
     limit = fronts.study_target(records).limit(full)
     best = {}
     for name, trials in groups(records, [t for t in completed if not t.origin.is_full_compute]).items():
-        inside = [
-            t
-            for t in trials
-            if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit and t.search_speedup > 1
-        ]
+        inside = fronts.estimated_within(records, trials, top)
         best[name] = (len(trials), max(inside, key=lambda t: t.search_speedup, default=None))
     candidates = {name: candidate_of(t) for name, (_, t) in best.items() if t is not None}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)

@@ -82,20 +82,8 @@ def within_at_top(records, top: int | None = None, upto: int | None = None) -> l
     compute, among the first ``upto`` trials when given (a 100-trial study read at a smaller budget)."""
     from autofr.search import front as fronts
 
-    target = fronts.study_target(records)
     top = top or max((t.fidelity or 0 for t in records.completed()), default=0)
-    baseline = records.baseline()
-    full = baseline.fid_estimate if baseline is not None else None
-    inside = [
-        t
-        for t in records.completed()
-        if (upto is None or t.number < upto)
-        and top in t.fidelity_deltas
-        and full is not None
-        and full + t.fidelity_deltas[top] <= target.limit(full)
-        and t.search_speedup > 1
-    ]
-    return inside
+    return fronts.estimated_within(records, (t for t in records.completed() if upto is None or t.number < upto), top)
 
 
 def fastest_at_top(records, top: int | None = None, upto: int | None = None):

@@ -312,6 +312,22 @@ def fastest_within_target(records: StudyRecords, trials: Iterable[TrialRecord]) 
     return sorted(within, key=lambda t: -t.speed)[0] if within else None
 
 
+def estimated_within(records: StudyRecords, trials: Iterable[TrialRecord], level: int) -> list[TrialRecord]:
+    """Without confirmation: the ``trials`` predicted faster than full compute whose FID difference to full
+    compute at ``level`` samples (adaptive fidelity, paired at the study's seed) keeps the estimate within the
+    study's target, full compute's own estimate being the reference (empty without one)."""
+    baseline = records.baseline()
+    full = baseline.fid_estimate if baseline is not None else None
+    if full is None:
+        return []
+    limit = study_target(records).limit(full)
+    return [
+        t
+        for t in trials
+        if level in t.fidelity_deltas and full + t.fidelity_deltas[level] <= limit and t.search_speedup > 1
+    ]
+
+
 def fastest_estimated_within(trials: Iterable[TrialRecord], level: int, limit_delta: float) -> float:
     """During the search: the highest predicted speedup among trials whose FID difference to full compute
     at ``level`` samples is within the target's ``limit_delta`` (0.0 when none is). A trial no faster
