@@ -210,7 +210,7 @@ def stage_quick(args) -> None:
     records = study.records()
     completed = records.completed()
     top = max(t.fidelity or 0 for t in completed)
-    full = records.baseline().fid_estimate
+    full = records.full_compute().fid_estimate
     limit = fronts.study_target(records).limit(full)
     best = {}
     for name, trials in groups(records, [t for t in completed if not t.origin.is_full_compute]).items():

@@ -347,7 +347,7 @@ def fronts_limit(records) -> float:
     """The highest FID estimate within the study's target."""
     from autofr.search import front as fronts
 
-    return fronts.study_target(records).limit(records.baseline().fid_estimate)
+    return fronts.study_target(records).limit(records.full_compute().fid_estimate)
 
 
 def stage_report(args) -> None:

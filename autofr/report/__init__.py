@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from autofr.errors import ConfigError
 from autofr.files import atomic_write_text
 from autofr.images import sample_grid_png
 from autofr.report.plots import front_figure, plot_front_html, plot_front_png, plot_hypervolume, quality_view
@@ -99,8 +100,6 @@ def study_summary(records: StudyRecords, answer: StudyAnswer | None = None) -> S
     answer's, with its margins over the fastest reference and peer) and within 5%, the front size and
     the hypervolume after each completed trial."""
     from optuna.trial import TrialState
-
-    from autofr.errors import ConfigError
 
     info = records.info
     metrics: dict[str, float] = {}

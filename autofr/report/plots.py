@@ -102,7 +102,7 @@ def panels(records: StudyRecords) -> list[Panel]:
     """One panel per quality measure: the search proxy always, FID when trials were confirmed."""
     completed = records.completed()
     feasible = [t for t in completed if t.feasible]
-    baseline = records.baseline()
+    baseline = records.full_compute()
     threshold = None
     if baseline is not None and baseline.constraint is not None:
         threshold = baseline.search_proxy - baseline.constraint  # constraint = proxy - threshold

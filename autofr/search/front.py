@@ -134,8 +134,8 @@ def metric_front(trials: Sequence[TrialRecord], metric: str) -> list[TrialRecord
 
 
 def full_compute_fid(records: StudyRecords) -> float | None:
-    """FID of full compute: the baseline trial's, else the study's ``fid_full_compute``."""
-    baseline = records.baseline()
+    """FID of full compute: the full-compute trial's, else the study's ``fid_full_compute``."""
+    baseline = records.full_compute()
     if baseline is not None and baseline.confirmation is not None:
         return baseline.fid
     value = records.info.fid_full_compute
@@ -256,7 +256,7 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     """The fastest candidate faster than full compute within the allowance: ``delta`` / ``delta_abs``
     when given, else the study's target (``search.target``, paired per trial where recorded)."""
     name = "FID" if measure == "fid" else "proxy"
-    reference = full_compute_fid(records) if measure == "fid" else _baseline_proxy(records)
+    reference = full_compute_fid(records) if measure == "fid" else _full_compute_proxy(records)
     if "delta_abs" in options or "delta" in options or measure != "fid":
         if reference is None:
             raise ConfigError(
@@ -316,7 +316,7 @@ def estimated_within(records: StudyRecords, trials: Iterable[TrialRecord], level
     """Without confirmation: the ``trials`` predicted faster than full compute whose FID difference to full
     compute at ``level`` samples (adaptive fidelity, paired at the study's seed) keeps the estimate within the
     study's target, full compute's own estimate being the reference (empty without one)."""
-    baseline = records.baseline()
+    baseline = records.full_compute()
     full = baseline.fid_estimate if baseline is not None else None
     if full is None:
         return []
@@ -429,7 +429,7 @@ class StudyAnswer:
             target=target,
             chosen=chosen,
             problem=problem,
-            full_compute=records.baseline(),
+            full_compute=records.full_compute(),
             fastest_reference=fastest_within_target(records, (t for t in others if t.is_reference)),
             fastest_searched=fastest_within_target(
                 records, (t for t in others if not t.is_reference and not t.is_peer)
@@ -596,8 +596,8 @@ def _candidates(records: StudyRecords, measure: str) -> list[TrialRecord]:
     return [t for t in schedules(records.feasible()) if math.isfinite(t.quality("proxy"))]
 
 
-def _baseline_proxy(records: StudyRecords) -> float | None:
-    baseline = records.baseline()
+def _full_compute_proxy(records: StudyRecords) -> float | None:
+    baseline = records.full_compute()
     if baseline is None:
         return None
     value = baseline.quality("proxy")

@@ -414,7 +414,7 @@ class StudyRecords:
     def by_state(self, *states: TrialState) -> list[TrialRecord]:
         return [t for t in self.trials if t.state in states]
 
-    def baseline(self) -> TrialRecord | None:
+    def full_compute(self) -> TrialRecord | None:
         """The full-compute trial (:attr:`Origin.FULL_COMPUTE`), or None."""
         return next((t for t in self.completed() if t.origin.is_full_compute), None)
 

@@ -23,14 +23,22 @@ from pathlib import Path
 import optuna
 
 from autofr.config import ModelSettings, StudyConfig
-from autofr.errors import StorageError
+from autofr.errors import AutoFRError, StorageError
 from autofr.evaluation import EvalProtocol
 from autofr.execution import check_storage, mask_url, open_storage, open_study, run_worker, wait_for_user_attr
 from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order, record_proxy_fidelity
 from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
 from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
 from autofr.search.objective import Adaptive, Objective
-from autofr.search.records import READY_ATTR, StudyInfo, StudyRecords, enqueue_reference, peer_trial_count
+from autofr.search.peer_trials import PeerStage, evaluate_peers
+from autofr.search.records import (
+    READY_ATTR,
+    StudyInfo,
+    StudyRecords,
+    TrialRecord,
+    enqueue_reference,
+    peer_trial_count,
+)
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
 from autofr.search.warmstart import calibrated_entries
@@ -290,9 +298,6 @@ class AutoFRStudy:
 
     def run(self, objective: Objective | None = None):
         """Run this process's worker until the global budget is complete; trials go to MLflow."""
-        from autofr.errors import AutoFRError
-        from autofr.search.records import TrialRecord
-
         objective = objective or self.objective()
         self._objective = objective
 
@@ -326,11 +331,8 @@ class AutoFRStudy:
 
     def evaluate_peers(self, progress=None):
         """Other libraries' caches that run on the model (``search.peers``), each scored by the study's
-        objective and timed against full compute, stored as trials (origin ``peer``); see
+        objective and timed against full compute, stored as trials (:attr:`Origin.PEER`); see
         :mod:`autofr.search.peer_trials`. Returns a :class:`~autofr.search.peer_trials.PeerStage`."""
-        from autofr.errors import AutoFRError
-        from autofr.search.peer_trials import PeerStage, evaluate_peers
-
         methods = self.config.search.peer_methods
         if not methods:
             return PeerStage()

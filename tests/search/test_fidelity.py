@@ -163,7 +163,7 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
     assert records.info.target == {"kind": "relative", "value": pytest.approx(0.3)}
     completed = records.completed()
     assert len(completed) == 10
-    full = records.baseline()
+    full = records.full_compute()
     assert full.fidelity_deltas == {8: 0.0} and full.constraint < 0  # full compute is exactly itself
     limit = full.fid_estimate * 1.3
     for trial in completed:
