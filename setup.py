@@ -3,7 +3,7 @@
 All metadata is in pyproject.toml. ``conf/`` (Hydra config groups) and ``studies/`` (study presets,
 the ``study`` group; ``conf/study`` is a link to it) stay at the top of the repository, where a
 checkout and an editable install read them. A built wheel carries them as ``autofr/_conf/`` with the
-presets in ``autofr/_conf/study/``, which :func:`autofr.cli._config.conf_dir` finds when there is no
+presets in ``autofr/_conf/study/``, which :func:`autofr.config.conf_dir` finds when there is no
 checkout.
 """
 

@@ -51,21 +51,9 @@ import torch
 
 from autofr.errors import ConfigError, QualityError
 from autofr.pipeline_io import denoiser_of, initial_noise, run_batch  # noqa: F401  (denoiser_of is public here)
+from autofr.schedulers import SCHEDULERS, scheduler_class
 
 logger = logging.getLogger(__name__)
-
-#: Sampler names an :class:`EvalProtocol` accepts: diffusers scheduler class and its extra options.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
 
 
 @dataclass(frozen=True)
@@ -80,7 +68,7 @@ class EvalProtocol:
             left out of :meth:`cache_key`.
         num_inference_steps: denoising steps of the sampler.
         guidance_scale: classifier-free guidance scale; ``None`` keeps the pipeline's default.
-        scheduler: sampler name from :data:`SCHEDULERS` (swapped in for the call, built from the
+        scheduler: scheduler name from :data:`autofr.schedulers.SCHEDULERS` (swapped in for the call, built from the
             pipeline's own scheduler config, so the noise schedule stays); ``None`` keeps the
             pipeline's scheduler as it is.
         resolution: output height = width in pixels for pipelines that take ``height``/``width``;
@@ -139,7 +127,7 @@ class EvalProtocol:
             raise ConfigError("evaluation protocol sets both num_classes and prompts: keep the one your model takes")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ConfigError(
-                f"unknown sampler {self.scheduler!r} in the evaluation protocol: use one of {sorted(SCHEDULERS)} or null"
+                f"unknown scheduler {self.scheduler!r} in the evaluation protocol: use one of {sorted(SCHEDULERS)} or null"
             )
         if self.resolution is not None and self.resolution < 1:
             raise ConfigError(f"evaluation protocol resolution={self.resolution!r} is invalid: use a positive integer")
@@ -225,7 +213,7 @@ def generate(
     vae = getattr(pipe, "vae", None)
     images, latents, seconds = [], [], 0.0
     with (
-        _sampler(pipe, protocol.scheduler),
+        _scheduler(pipe, protocol.scheduler),
         _pipeline_progress_bar(pipe, disable=True),
         _reuse_schedule(pipe, schedule),
     ):
@@ -299,20 +287,17 @@ def _check_finite(images: torch.Tensor, latents: torch.Tensor, start: int) -> No
 
 
 @contextlib.contextmanager
-def _sampler(pipe: Any, name: str | None) -> Iterator[None]:
-    """Swap in the protocol's sampler for the call; give the pipeline its own back afterwards."""
+def _scheduler(pipe: Any, name: str | None) -> Iterator[None]:
+    """Swap in the protocol's scheduler for the call; give the pipeline its own back afterwards."""
     if name is None:
         yield
         return
-    import diffusers
-
-    class_name, options = SCHEDULERS[name]
-    sampler_class = getattr(diffusers, class_name)
+    scheduler_cls, options = scheduler_class(name)
     original = pipe.scheduler
-    if type(original) is sampler_class and all(original.config.get(k) == v for k, v in options.items()):
+    if type(original) is scheduler_cls and all(original.config.get(k) == v for k, v in options.items()):
         yield
         return
-    pipe.scheduler = sampler_class.from_config(original.config, **options)
+    pipe.scheduler = scheduler_cls.from_config(original.config, **options)
     try:
         yield
     finally:

@@ -33,17 +33,11 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# autofr/__init__.py imports torch and diffusers (seconds per process); the workers need only
-# autofr.errors and autofr.execution, so the package is registered without it.
-if "autofr" not in sys.modules:
-    _package = types.ModuleType("autofr")
-    _package.__path__ = [str(ROOT / "autofr")]
-    sys.modules["autofr"] = _package
+# `import autofr.execution` loads neither torch nor diffusers (autofr/__init__.py is lazy): workers start in a second.
 
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per trial
 TRIAL_SECONDS = 10.0

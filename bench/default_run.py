@@ -64,25 +64,22 @@ def check(
     import torch
 
     torch.set_num_threads(threads)
-    from autofr.cli._config import compose
-    from autofr.config import StudyConfig
+    from autofr.config import load_study_config
     from autofr.schedule import ReuseSchedule
     from autofr.search.confirm import Confirmer, interleaved_speedups, timed_generation
+    from autofr.search.origin import Origin
     from autofr.search.records import TrialRecord
     from autofr.search.study import AutoFRStudy
 
     work = workdir / "digits_unet"
-    config = StudyConfig.from_hydra(
-        compose(
-            "config",
-            [
-                "quality.fid_samples=2000",
-                f"seed={fid_seeds[0]}",
-                f"cache_dir={work / 'cache'}",
-                f"storage.journal_path={work / 'default_check.log'}",
-                f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-            ],
-        )
+    config = load_study_config(
+        [
+            "quality.fid_samples=2000",
+            f"seed={fid_seeds[0]}",
+            f"cache_dir={work / 'cache'}",
+            f"storage.journal_path={work / 'default_check.log'}",
+            f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        ]
     )
     study = AutoFRStudy.prepare(config)
 
@@ -102,7 +99,7 @@ def check(
     points, every = {}, confirmer(len(fid_seeds))
     for origin, label, params in study.space.warm_start():
         trial = _record(study.space, params, origin, label)
-        if cached_only and origin != "baseline" and len(every.cached_seeds(trial)) < len(fid_seeds):
+        if cached_only and not origin.is_full_compute and len(every.cached_seeds(trial)) < len(fid_seeds):
             continue  # --cached-handset: only the hand-set points bench/target_search.py scored at every seed
         points[label] = trial
     for run in runs:
@@ -114,7 +111,7 @@ def check(
                 state=None,
                 values=None,
                 params={},
-                origin=data["provenance"].get("origin", "search"),
+                origin=Origin.parse(data["provenance"].get("origin")),
                 label=f"exported seed {run['seed']}",
                 schedule=data,
             )
@@ -147,6 +144,7 @@ def check(
             {
                 "label": label,
                 "origin": points[label].origin,
+                "reference": points[label].is_reference,
                 "fid": confirmation.fid,
                 "seeds": len(confirmation.fid_seeds),
                 "limit": limit,
@@ -203,13 +201,7 @@ def main() -> int:
     rows = check(
         runs, Path(args.workdir), [int(s) for s in args.fid_seeds.split(",")], args.threads, args.cached_handset
     )
-    handset = [
-        r
-        for r in rows
-        if r["origin"] in ("baseline", "frdiff", "reduced_steps", "deepcache")
-        and r["within"]
-        and r["label"] != "full compute"
-    ]
+    handset = [r for r in rows if r["reference"] and r["within"] and r["label"] != "full compute"]
     best = max(handset, key=lambda r: r["speedup"], default=None)
     print("\n| point | origin | FID-2000 (seeds) | limit | within 1.05x | measured speedup |")
     print("|---|---|---:|---:|---|---:|")
@@ -219,11 +211,7 @@ def main() -> int:
             f"{'yes' if row['within'] else 'no'} | {row['speedup']:.2f}x |"
         )
     for row in (r for r in rows if r["label"].startswith("exported")):
-        verdict = (
-            row["origin"] not in ("baseline", "frdiff", "reduced_steps", "deepcache")
-            and row["within"]
-            and (best is None or row["speedup"] > best["speedup"])
-        )
+        verdict = not row["reference"] and row["within"] and (best is None or row["speedup"] > best["speedup"])
         print(
             f"{row['label']}: searched={row['origin']}, within={row['within']}, {row['speedup']:.2f}x vs best hand-set "
             f"{best['label'] + ' ' + format(best['speedup'], '.2f') + 'x' if best else 'none'}: {'PASS' if verdict else 'FAIL'}"

@@ -10,7 +10,7 @@ Stages in this order (each resumable; ``--smoke`` runs them all in minutes with 
     python bench/peers.py rescore --model digits_flux    # the points that decide each method's answer, at 3 seeds
     python bench/peers.py report  --model digits_flux    # table (markdown + JSON) and the front plot
 
-Built on ``bench/target_search.py`` (its study overrides, run log and workdir layout: one journal, one
+Built on ``bench/target_search.py``'s set-up (``bench/_common.py``: its study overrides, run log and workdir layout: one journal, one
 MLflow store, one cache with the FID scores per model under ``--workdir``, default ``bench/work/peers``)
 with ``study=<model>`` (the model's preset space) and ``search.peers=auto``: every peer that runs on
 the model is a trial of the same study, at its documented default and over a sweep of its main knob.
@@ -30,8 +30,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import target_search  # bench/ is the script's folder, so its sibling imports as a module
 import torch
+from _common import (  # bench/ is the script folder
+    BENCH_MODELS,
+    chosen_or,
+    fid_cell,
+    point_of,
+    record_run,
+    rescore,
+    smoke,
+    study_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -39,19 +48,8 @@ GOAL = 1.3  # autofr at least this much faster than the best peer within the tar
 
 
 def config_of(args):
-    from autofr.cli._config import compose
-    from autofr.config import StudyConfig
-
-    extra = [f"study={args.model}", "search.peers=auto", "search.timing_repeats=1"]
-    if args.smoke:  # every code path in minutes: few steps and samples (numbers meaningless)
-        extra += [
-            "model.num_inference_steps=4",
-            "space.steps=[3,4]",
-            "space.baseline_steps=[3]",
-            "space.max_interval=2",
-            "quality.batch_size=16",
-        ]
-    return StudyConfig.from_hydra(compose("config", target_search.overrides(args, args.sampler, args.seed) + extra))
+    extra = ["search.peers=auto", "search.timing_repeats=1"]
+    return study_config(args, args.sampler, args.seed, extra=extra)
 
 
 def prepared(args):
@@ -92,7 +90,7 @@ def stage_search(args) -> None:
         "peers_failed": stage.failed,
         "samples": sum(t.samples_generated or 0 for t in completed if not t.is_peer),
     }
-    target_search.record_run(args, study.config.study_name, entry)
+    record_run(args, study.config.study_name, entry)
     print(json.dumps({study.config.study_name: entry}))
 
 
@@ -134,16 +132,16 @@ def stage_confirm(args) -> None:
 def groups(records, trials=None) -> dict[str, list]:
     """Confirmed points (or ``trials``) by method: autofr's schedules, each kind of hand-set reference,
     each peer method."""
-    names = {
-        "frdiff": "hand-set: FRDiff uniform",
-        "deepcache": "hand-set: DeepCache-style",
-        "reduced_steps": "hand-set: fewer steps",
-    }
     found: dict[str, list] = {}
     for trial in records.confirmed() if trials is None else trials:
-        if trial.origin == "baseline":
+        if trial.origin.is_full_compute:
             continue
-        name = f"peer: {trial.peer['method']}" if trial.is_peer else names.get(trial.origin, "autofr (searched)")
+        if trial.is_peer:
+            name = f"peer: {trial.peer['method']}"
+        elif trial.is_reference:
+            name = f"hand-set: {trial.origin.label}"
+        else:
+            name = "autofr (searched)"
         found.setdefault(name, []).append(trial)
     return found
 
@@ -151,8 +149,7 @@ def groups(records, trials=None) -> dict[str, list]:
 def fastest_within(records, trials):
     from autofr.search import front as fronts
 
-    inside = [t for t in trials if fronts.within_target(records, t) and t.speed > 1]
-    return max(inside, key=lambda t: t.speed, default=None)
+    return fronts.fastest_within_target(records, trials)
 
 
 def deciding_points(records) -> list:
@@ -174,9 +171,7 @@ def deciding_points(records) -> list:
 
 def stage_rescore(args) -> None:
     study = prepared(args)
-    target_search.rescore(
-        study, confirmer(study, args.seeds), target_search.chosen_or(args, deciding_points), args.seeds
-    )
+    rescore(study, confirmer(study, args.seeds), chosen_or(args, deciding_points), args.seeds)
 
 
 def stage_time(args) -> None:
@@ -185,7 +180,7 @@ def stage_time(args) -> None:
     from autofr.search.records import save_confirmation
 
     study = prepared(args)
-    confirmed = [t for t in study.records().confirmed() if t.origin != "baseline"]
+    confirmed = [t for t in study.records().confirmed() if not t.origin.is_full_compute]
     candidates = {str(t.number): candidate_of(t) for t in confirmed}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
     pipe = study.model.pipe
@@ -215,15 +210,11 @@ def stage_quick(args) -> None:
     records = study.records()
     completed = records.completed()
     top = max(t.fidelity or 0 for t in completed)
-    full = records.baseline().fid_estimate
+    full = records.full_compute().fid_estimate
     limit = fronts.study_target(records).limit(full)
     best = {}
-    for name, trials in groups(records, [t for t in completed if t.origin != "baseline"]).items():
-        inside = [
-            t
-            for t in trials
-            if top in t.fidelity_deltas and full + t.fidelity_deltas[top] <= limit and t.search_speedup > 1
-        ]
+    for name, trials in groups(records, [t for t in completed if not t.origin.is_full_compute]).items():
+        inside = fronts.estimated_within(records, trials, top)
         best[name] = (len(trials), max(inside, key=lambda t: t.search_speedup, default=None))
     candidates = {name: candidate_of(t) for name, (_, t) in best.items() if t is not None}
     protocol = study.protocol.replace(num_samples=args.timing_samples, batch_size=args.timing_samples)
@@ -378,7 +369,7 @@ def stage_report(args) -> None:
 
 
 def _point(records, trial):
-    return target_search._point(records, trial)
+    return point_of(records, trial)
 
 
 def _cell(point) -> str:
@@ -388,13 +379,13 @@ def _cell(point) -> str:
 
 
 def _fid(point) -> str:
-    return target_search._fid(point)
+    return fid_cell(point)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=["check", "search", "confirm", "time", "rescore", "report", "quick"])
-    parser.add_argument("--model", default="digits_flux")
+    parser.add_argument("--model", default="digits_flux", choices=BENCH_MODELS)  # studies/bench_<model>.yaml
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=100)
@@ -415,8 +406,7 @@ def main() -> int:
     args.fixed, args.timeout_of = None, None  # target_search's study overrides read these
     torch.set_num_threads(args.threads)
     if args.smoke:
-        args.trials, args.workdir = min(args.trials, 4), str(Path(args.workdir) / "smoke")
-        args.fid_samples, args.levels = 16, "8,16"
+        smoke(args)
     args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
     args.results.mkdir(parents=True, exist_ok=True)
     {

@@ -33,78 +33,22 @@ import time
 from pathlib import Path
 
 import torch
+from _common import (  # bench/ is the script folder
+    BENCH_MODELS,
+    cell,
+    chosen_or,
+    fid_cell,
+    load_log,
+    point_of,
+    record_run,
+    rescore,
+    smoke,
+    study_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 GOALS = {"digits_unet": 2.5, "digits_dit": 4.0}
-
-
-def overrides(args, sampler: str, seed: int, fixed: int | None = None, timeout: float | None = None) -> list[str]:
-    work = Path(args.workdir) / args.model
-    name = f"{args.model}_{sampler}_s{seed}" + (f"_fixed{fixed}" if fixed else "")
-    fidelity = f"[{fixed}]" if fixed else f"[{args.levels}]"
-    extra = [f"quality.proxy_samples={fixed if fixed else args.levels.split(',')[0]}"]
-    if timeout:
-        extra += [f"search.timeout_s={timeout}", "search.n_trials=100000"]
-    return [
-        f"model={args.model}",
-        f"study_name={name}",
-        f"seed={seed}",
-        f"sampler={sampler}",
-        f"search.n_trials={args.trials}",
-        f"quality.fid_samples={args.fid_samples}",
-        f"search.fidelity={fidelity}",
-        "search.fid_seeds=1",
-        "search.measure_speed=false",
-        f"search.confirm_max={args.confirm_max}",
-        "search.progress=false",
-        f"search.target={args.target}",
-        # the calibrated warm start the benchmark ran with (wider than the default's)
-        "search.calibrated_thresholds=[0.1,0.2,0.4]",
-        "search.calibrated_mixing=[false,true]",
-        f"storage.journal_path={work / 'journal.log'}",
-        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-        f"cache_dir={work / 'cache'}",
-        f"out_dir={work / 'out' / name}",
-        *extra,
-    ]
-
-
-def study_config(args, sampler, seed, fixed=None, timeout=None):
-    from autofr.cli._config import compose
-    from autofr.config import StudyConfig
-
-    return StudyConfig.from_hydra(compose("config", overrides(args, sampler, seed, fixed, timeout)))
-
-
-def log_path(args) -> Path:
-    return Path(args.workdir) / args.model / "runs.json"
-
-
-def load_log(args) -> dict:
-    path = log_path(args)
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def record_run(args, name: str, entry: dict) -> None:
-    """Add one study's run to the model's log (read again under a lock: studies run side by side); a
-    study that has an entry already (resumed, or its peer stage run later) keeps its total time."""
-    import fcntl
-
-    from autofr.files import atomic_write_text
-
-    with open(log_path(args).with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        log = load_log(args)
-        previous = log.get(name)
-        if previous:  # a resumed study (or a later stage on it): its time is the sum of its runs
-            entry = dict(entry)
-            for key in ("seconds", "peer_seconds"):
-                if key in entry:
-                    entry[key] += previous.get(key, 0.0)
-            entry["runs"] = previous.get("runs", 1) + 1
-        log[name] = entry
-        atomic_write_text(log_path(args), json.dumps(log, indent=1))
 
 
 def stage_search(args) -> None:
@@ -138,20 +82,8 @@ def within_at_top(records, top: int | None = None, upto: int | None = None) -> l
     compute, among the first ``upto`` trials when given (a 100-trial study read at a smaller budget)."""
     from autofr.search import front as fronts
 
-    target = fronts.study_target(records)
     top = top or max((t.fidelity or 0 for t in records.completed()), default=0)
-    baseline = records.baseline()
-    full = baseline.fid_estimate if baseline is not None else None
-    inside = [
-        t
-        for t in records.completed()
-        if (upto is None or t.number < upto)
-        and top in t.fidelity_deltas
-        and full is not None
-        and full + t.fidelity_deltas[top] <= target.limit(full)
-        and t.search_speedup > 1
-    ]
-    return inside
+    return fronts.estimated_within(records, (t for t in records.completed() if upto is None or t.number < upto), top)
 
 
 def fastest_at_top(records, top: int | None = None, upto: int | None = None):
@@ -170,6 +102,8 @@ def open_records(args, sampler, seed, fixed=None):
 def stage_samplers(args) -> None:
     """Per sampler and seed: the fastest predicted speedup whose exact FID-1024 (at the study's seed)
     meets the target, trials and samples at each fidelity, wall time."""
+    from autofr.search.origin import Origin
+
     log = load_log(args)
     rows = []
     for sampler in args.samplers.split(","):
@@ -181,7 +115,7 @@ def stage_samplers(args) -> None:
                 continue
             inside = within_at_top(records, upto=args.upto)
             best = max(inside, key=lambda t: t.search_speedup, default=None)
-            own = [t for t in inside if t.origin == "search"]  # the sampler's own proposals, not the warm start
+            own = [t for t in inside if t.origin is Origin.SEARCH]  # the sampler's own proposals, not the warm start
             best_own = max(own, key=lambda t: t.search_speedup, default=None)
             run = log.get(config.study_name, {})
             if args.upto:  # the cost of the first trials only
@@ -197,7 +131,7 @@ def stage_samplers(args) -> None:
                     "seed": seed,
                     "fastest_within_at_1024": best.search_speedup if best else None,
                     "trial": best.number if best else None,
-                    "origin": best.origin if best else None,
+                    "origin": best.origin.value if best else None,
                     "own_within": len(own),
                     "own_fastest": best_own.search_speedup if best_own else None,
                     "minutes": run.get("seconds", 0) / 60,
@@ -219,7 +153,7 @@ def stage_samplers(args) -> None:
             f"{row['samples']} | {row['minutes']:.1f} |"
         )
     suffix = f"_first{args.upto}" if args.upto else ""
-    (RESULTS / f"samplers_{args.model}{suffix}.json").write_text(json.dumps(rows, indent=1))
+    (args.results / f"samplers_{args.model}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
 
 def stage_confirm(args) -> None:
@@ -237,66 +171,16 @@ def deciding_points(records):
     """Fastest searched and hand-set within the target, and every point within 1% of its limit."""
     from autofr.search import front as fronts
 
-    confirmed = [t for t in records.confirmed() if t.origin != "baseline"]
-    inside = [t for t in confirmed if fronts.within_target(records, t) and t.speed > 1]
+    confirmed = [t for t in records.confirmed() if not t.origin.is_full_compute]
     points = [
-        max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None),
-        max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None),
+        fronts.fastest_within_target(records, (t for t in confirmed if not t.is_reference)),
+        fronts.fastest_within_target(records, (t for t in confirmed if t.is_reference)),
     ]
     for trial in confirmed:
         limit = fronts.target_limit(records, trial)
         if limit and abs(trial.fid / limit - 1) <= 0.01:
             points.append(trial)
     return sorted({p.number: p for p in points if p is not None}.values(), key=lambda t: t.number)
-
-
-def with_timing(confirmation, old):
-    """``confirmation`` (more FID seeds) carrying ``old``'s speed from the timing run."""
-    confirmation.latency_s, confirmation.full_latency_s = old.latency_s, old.full_latency_s
-    confirmation.measured_speedup, confirmation.speed_gap = old.measured_speedup, old.speed_gap
-    return confirmation
-
-
-def chosen_or(args, pick):
-    """``pick`` (records -> trials), or the trials ``--points`` names."""
-    if not args.points:
-        return pick
-    numbers = [int(n) for n in args.points.split(",")]
-    return lambda records: [records.trial(n) for n in numbers]
-
-
-def rescore(study, scorer, pick, seeds: int) -> None:
-    """Score the trials ``pick(records)`` names at ``seeds`` FID seeds (``scorer``: a Confirmer), each
-    kept with the speed of its timing run, until every one it names has them (a re-scored point can move
-    another into the deciding set); then print each one's verdict: its mean FID over the seeds against
-    the limit from full compute's mean at the same seeds."""
-    from autofr.search import front as fronts
-    from autofr.search.records import save_confirmation
-
-    while True:
-        todo = [t for t in pick(study.records()) if t.confirmation is None or len(t.confirmation.fid_seeds) < seeds]
-        if not todo:
-            break
-        for trial in todo:
-            began = time.perf_counter()
-            confirmation = scorer.score(trial)
-            if trial.confirmation is not None:
-                confirmation = with_timing(confirmation, trial.confirmation)
-            save_confirmation(study.study, trial.number, confirmation)
-            print(
-                f"trial {trial.number} ({trial.label or trial.origin}) at {seeds} seeds "
-                f"[{time.perf_counter() - began:.0f} s]",
-                flush=True,
-            )
-    records = study.records()
-    for trial in pick(records):
-        limit = fronts.target_limit(records, trial)
-        print(
-            f"{study.config.study_name} trial {trial.number} ({trial.label or trial.origin}): "
-            f"FID {trial.fid:.4f} at seeds {sorted(trial.confirmation.fid_seeds)}, limit {limit:.4f}: "
-            f"{'within' if trial.fid <= limit else 'outside'} by {abs(trial.fid / limit - 1):.2%}",
-            flush=True,
-        )
 
 
 def stage_rescore(args) -> None:
@@ -382,7 +266,9 @@ def stage_quick(args) -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         config, records = open_records(args, args.sampler, seed)
         first = first or config
-        feasible = [t for t in records.completed() if t.feasible and t.origin != "baseline" and t.search_speedup > 1]
+        feasible = [
+            t for t in records.completed() if t.feasible and not t.origin.is_full_compute and t.search_speedup > 1
+        ]
         searched = max((t for t in feasible if not t.is_reference), key=lambda t: t.search_speedup, default=None)
         handset = max((t for t in feasible if t.is_reference), key=lambda t: t.search_speedup, default=None)
         rows.append(
@@ -420,7 +306,7 @@ def stage_quick(args) -> None:
                 if t is None
                 else {
                     "trial": t.number,
-                    "label": t.label or t.origin,
+                    "label": t.display_label,
                     "steps": t.num_inference_steps,
                     "fidelity": t.fidelity,
                     "predicted": t.search_speedup,
@@ -454,14 +340,14 @@ def stage_quick(args) -> None:
                 "ratio_predicted": predicted,
             }
         )
-    (RESULTS / f"quick_{args.model}_{args.sampler}.json").write_text(json.dumps(out, indent=1))
+    (args.results / f"quick_{args.model}_{args.sampler}.json").write_text(json.dumps(out, indent=1))
 
 
 def fronts_limit(records) -> float:
     """The highest FID estimate within the study's target."""
     from autofr.search import front as fronts
 
-    return fronts.study_target(records).limit(records.baseline().fid_estimate)
+    return fronts.study_target(records).limit(records.full_compute().fid_estimate)
 
 
 def stage_report(args) -> None:
@@ -475,19 +361,15 @@ def stage_report(args) -> None:
         except Exception as error:
             print(f"seed {seed}: {error}", file=sys.stderr)
             continue
-        inside = [
-            t
-            for t in records.confirmed()
-            if fronts.within_target(records, t) and t.speed > 1 and t.origin != "baseline"
-        ]
-        searched = max((t for t in inside if not t.is_reference), key=lambda t: t.speed, default=None)
-        handset = max((t for t in inside if t.is_reference), key=lambda t: t.speed, default=None)
+        confirmed = records.confirmed()
+        searched = fronts.fastest_within_target(records, (t for t in confirmed if not t.is_reference))
+        handset = fronts.fastest_within_target(records, (t for t in confirmed if t.is_reference))
         paths = write_study_report(records, config.out_dir)
         rows.append(
             {
                 "seed": seed,
-                "searched": _point(records, searched),
-                "handset": _point(records, handset),
+                "searched": point_of(records, searched),
+                "handset": point_of(records, handset),
                 "ratio": searched.speed / handset.speed if searched and handset else None,
                 "plot": str(paths["front_png"]),
             }
@@ -501,49 +383,20 @@ def stage_report(args) -> None:
     for row in rows:
         s, h = row["searched"], row["handset"]
         print(
-            f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | "
+            f"| {row['seed']} | {cell(s)} | {fid_cell(s)} | {cell(h)} | "
             f"{row['ratio']:.2f}x | {'yes' if s and s['speed'] >= goal else 'no'} | "
             f"{'yes' if row['ratio'] and row['ratio'] >= 1.3 else 'no'} |"
             if row["ratio"]
-            else f"| {row['seed']} | {_cell(s)} | {_fid(s)} | {_cell(h)} | - | - | - |"
+            else f"| {row['seed']} | {cell(s)} | {fid_cell(s)} | {cell(h)} | - | - | - |"
         )
     suffix = f"_fixed{args.fixed}" if args.fixed else ""
-    (RESULTS / f"target_{args.model}_{args.sampler}{suffix}.json").write_text(json.dumps(rows, indent=1))
-
-
-def _point(records, trial):
-    from autofr.search import front as fronts
-
-    if trial is None:
-        return None
-    return {
-        "trial": trial.number,
-        "label": trial.label or trial.origin,
-        "steps": trial.num_inference_steps,
-        "speed": trial.speed,
-        "measured": trial.confirmation.measured_speedup is not None,
-        "fid": trial.fid,
-        "seeds": trial.confirmation.fid_seeds,
-        "limit": fronts.target_limit(records, trial),
-    }
-
-
-def _cell(point) -> str:
-    if point is None:
-        return "none"
-    return f"{point['label'] if point['label'] != 'search' else 'trial ' + str(point['trial'])} ({point['steps']} steps), {point['speed']:.2f}x"
-
-
-def _fid(point) -> str:
-    if point is None:
-        return "-"
-    return f"{point['fid']:.4f} ({len(point['seeds'])}) / {point['limit']:.4f}"
+    (args.results / f"target_{args.model}_{args.sampler}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=["search", "samplers", "confirm", "rescore", "time", "report", "quick"])
-    parser.add_argument("--model", default="digits_unet")
+    parser.add_argument("--model", default="digits_unet", choices=BENCH_MODELS)  # studies/bench_<model>.yaml
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--samplers", default="tpe,gp,nsga2")
     parser.add_argument("--upto", type=int, default=None, help="samplers: read each study at its first N trials")
@@ -563,9 +416,13 @@ def main() -> int:
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--points", default=None, help="rescore: these trial numbers instead of the deciding points")
+    parser.add_argument("--smoke", action="store_true", help="a quick run of a stage (meaningless numbers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        smoke(args)
+    args.results = Path(args.workdir) / "results" if args.smoke else RESULTS
+    args.results.mkdir(parents=True, exist_ok=True)
     {
         "search": stage_search,
         "samplers": stage_samplers,

@@ -64,7 +64,7 @@ def test_describe_records_everything_and_the_cache_key_ignores_only_batch_size()
     "changes, message",
     [
         ({"num_samples": 0}, "num_samples"),
-        ({"scheduler": "dpm"}, "unknown sampler 'dpm'"),
+        ({"scheduler": "dpm"}, "unknown scheduler 'dpm'"),
         ({"prompts": ("a cat",)}, "both num_classes and prompts"),
     ],
 )

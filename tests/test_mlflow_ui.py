@@ -128,6 +128,7 @@ def finished_study(mlflow_server, tmp_path_factory):
         f"search.n_trials={N_TRIALS}",
         "search.confirm_max=3",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         f"storage.journal_path={root / 'journal.log'}",
         f"tracking.uri={url}",
         f"out_dir={root / 'out'}",

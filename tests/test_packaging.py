@@ -148,7 +148,7 @@ def clean_env(venv: Path) -> dict:
 
 
 def test_the_installed_package_finds_its_own_configs(installed, tmp_path):
-    code = "import autofr, autofr.cli._config as c; print(autofr.__file__); print(c.conf_dir())"
+    code = "import autofr, autofr.config as c; print(autofr.__file__); print(c.conf_dir())"
     lines = run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, env=clean_env(installed)).stdout.split()
     package = Path(lines[0]).parent
     assert package.is_relative_to(installed), f"autofr was imported from {package}, not from the wheel"

@@ -1,8 +1,4 @@
-"""Config composition and console set-up shared by the command-line tools.
-
-Configs live in the repository's ``conf/`` (Hydra config groups) and ``studies/`` (study presets,
-selected with ``study=<name>``; ``conf/study`` links to it). A built package carries both as
-``autofr/_conf/`` (see setup.py). Set ``AUTOFR_CONF_DIR`` to use another ``conf/``.
+"""Console set-up shared by the command-line tools (config composition is :func:`autofr.config.compose`).
 
 Console output is for people: autofr's own log records at ``$AUTOFR_LOG_LEVEL`` (default WARNING),
 third-party libraries' notices (diffusers, MLflow, Optuna, Python warnings) only at ERROR unless
@@ -14,17 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from autofr.config import compose, conf_dir  # noqa: F401  (the commands' composition: autofr.config's)
 from autofr.errors import AutoFRError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-#: Where a built package carries conf/ (with studies/ as its ``study`` group); written by setup.py.
-PACKAGED_CONF_NAME = "_conf"
 LOG_LEVEL_ENV = "AUTOFR_LOG_LEVEL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries with loggers (or verbosity settings) of their own whose notices are hidden by default.
@@ -43,47 +36,6 @@ THIRD_PARTY_LOGGERS = (
     "torch",
     "py.warnings",
 )
-
-
-def conf_dir() -> Path:
-    """The ``conf/`` directory: ``$AUTOFR_CONF_DIR``, the source checkout's, or the copy in the package.
-
-    A checkout (or an editable install) is recognised by ``pyproject.toml`` and ``conf/config.yaml``
-    next to the ``autofr`` package; an installed wheel has ``autofr/_conf/``.
-    """
-    override = os.environ.get("AUTOFR_CONF_DIR")
-    if override:
-        if not (Path(override).expanduser() / "config.yaml").is_file():
-            raise ConfigError(
-                f"AUTOFR_CONF_DIR={override} has no config.yaml: point it at a conf/ directory "
-                "like the repository's, or unset it"
-            )
-        return Path(override).expanduser().resolve()
-    checkout = _PACKAGE_DIR.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
-        return checkout / "conf"
-    packaged = _PACKAGE_DIR / PACKAGED_CONF_NAME
-    if (packaged / "config.yaml").is_file():
-        return packaged
-    raise ConfigError(
-        f"cannot find autofr's conf/ directory (no source checkout around {_PACKAGE_DIR} and no "
-        f"packaged {packaged}): reinstall autofr, or set AUTOFR_CONF_DIR to the repository's conf/"
-    )
-
-
-def compose(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose ``config_name`` with ``key=value`` overrides; a bad override is a one-line ConfigError."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        message = " ".join(str(error).split())
-        raise ConfigError(f"bad configuration: {message} (see `--help` for the keys)") from None
 
 
 def configure_logging() -> None:

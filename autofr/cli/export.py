@@ -37,7 +37,7 @@ def policy_options(export_cfg) -> dict:
 
 def export(cfg: DictConfig) -> Path:
     """Select a trial with ``cfg.export`` and write its schedule to ``cfg.export.out``; prints a summary."""
-    from autofr.execution.storage import StorageSettings
+    from autofr.execution.settings import StorageSettings
     from autofr.search.export import export_schedule
     from autofr.search.records import StudyRecords
     from autofr.search.study import open_existing
@@ -66,7 +66,7 @@ def _log_to_parent_run(cfg: DictConfig, study, exported) -> None:
     problem = tracker.parent_run_problem(parent)
     try:
         if problem is None:
-            label = exported.trial.label or exported.trial.origin
+            label = exported.trial.display_label
             name = tracker.log_exported_schedule(parent, exported.path, f"trial {exported.trial.number} ({label})")
             print(f"logged to MLflow run {parent} as {name}")
             return

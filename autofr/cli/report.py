@@ -25,7 +25,7 @@ def report(cfg: DictConfig) -> dict:
     """Print the front table and write (and log) the study's plots; returns the written paths."""
     from optuna.trial import TrialState
 
-    from autofr.execution.storage import StorageSettings
+    from autofr.execution.settings import StorageSettings
     from autofr.report import study_summary, write_study_report
     from autofr.report.text import summary_text
     from autofr.search.records import StudyRecords

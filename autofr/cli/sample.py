@@ -27,7 +27,7 @@ def body(argv: list[str]) -> int:
     from autofr.cost import measure_cost
     from autofr.evaluation import EvalProtocol, generate
     from autofr.files import atomic_write_bytes
-    from autofr.report.grid import sample_grid_png
+    from autofr.images import sample_grid_png
     from autofr.schedule import ReuseSchedule
     from autofr.search.study import load_model
 

@@ -22,7 +22,9 @@ from autofr.config import StudyConfig
 
 def search(config: StudyConfig) -> int:
     """Run one worker of the study and, unless ``config.worker_only``, evaluate the peers, confirm and summarise."""
+    from autofr.report import study_summary, write_study_report
     from autofr.report.text import summary_text
+    from autofr.search.front import StudyAnswer
     from autofr.search.study import AutoFRStudy
 
     show = config.search.progress
@@ -50,9 +52,12 @@ def search(config: StudyConfig) -> int:
     if config.search.peer_methods:
         print(f"peers: {peers.describe()}")
     confirmed = study.confirm(progress=bar)
-    records = study.summarise()
+    records = study.records()
+    answer = StudyAnswer.of(records)
+    paths = write_study_report(records, config.out_dir)
+    study.tracker.log_study_summary(study.parent_run, records, paths, study_summary(records, answer))
     print()
-    print(summary_text(records))
+    print(summary_text(records, answer=answer))
     spent = study.confirm_seconds
     print(
         f"\ntime: trials {searched_s / 60:.1f} min; FID of {len(confirmed)} confirmed {spent.get('fid', 0) / 60:.1f} min; "

@@ -15,7 +15,8 @@ This package imports neither torch nor diffusers (workers and benchmarks start i
 
 from autofr.execution.local import spawn_local_workers
 from autofr.execution.runtime import WorkerInterrupted
-from autofr.execution.storage import StorageSettings, check_storage, mask_url, open_storage
+from autofr.execution.settings import StorageSettings
+from autofr.execution.storage import check_storage, mask_url, open_storage
 from autofr.execution.workers import WorkerSummary, open_study, run_worker, wait_for_user_attr
 
 __all__ = [

@@ -1,7 +1,8 @@
 """Every use of Optuna's private API in autofr, in one place.
 
 Optuna 5 has no public door for these; each is wrapped here so an Optuna upgrade is checked in one
-file (``tests/execution`` exercises every function). Nothing else in autofr imports a name that
+file (the storage, heartbeat and budget tests in ``tests/cluster`` and the front tests in
+``tests/search/test_front.py`` exercise every function through its callers). Nothing else in autofr imports a name that
 starts with ``_`` from Optuna or touches a private attribute of its objects.
 
 =============================================  ==========================================================

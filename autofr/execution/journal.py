@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from autofr.errors import StorageError
 from autofr.execution import _optuna
-from autofr.execution.storage import StorageSettings, retry_callback
+from autofr.execution.settings import StorageSettings, retry_callback
 
 logger = logging.getLogger(__name__)
 

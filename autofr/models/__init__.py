@@ -30,13 +30,13 @@ from autofr.models.classifier import DigitClassifier
 from autofr.models.digits_data import load_digits_images
 from autofr.models.flux_pipeline import ClassConditionalFluxPipeline, ClassTokenEncoder
 from autofr.models.pipeline import ClassConditionalPipeline
+from autofr.schedulers import build_scheduler, check_scheduler
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ASSETS_DIR",
     "EMBEDDED_MODELS",
-    "SCHEDULERS",
     "ClassConditionalFluxPipeline",
     "ClassConditionalPipeline",
     "ClassTokenEncoder",
@@ -54,29 +54,20 @@ PIPELINE_CLASSES = {cls.__name__: cls for cls in (ClassConditionalPipeline, Clas
 CLASSIFIER_DIR_NAME = "digits_classifier"
 CLASSIFIER_WEIGHTS = "model.safetensors"
 CLASSIFIER_CONFIG = "config.json"
-SCHEDULERS = ("ddim", "dpmsolver++", "euler")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def swap_scheduler(pipeline, scheduler: str):
-    """Replace ``pipeline.scheduler`` by the named sampler built from the same noise-schedule config."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-    config = pipeline.scheduler.config
-    if type(pipeline.scheduler).__name__.startswith("FlowMatch") and scheduler in SCHEDULERS:
+    """Replace ``pipeline.scheduler`` by the named scheduler (:data:`autofr.schedulers.SCHEDULERS`) built
+    from the same noise-schedule config."""
+    check_scheduler(scheduler, "scheduler")
+    if type(pipeline.scheduler).__name__.startswith("FlowMatch"):
         raise ConfigError(
             f"{type(pipeline).__name__} samples by flow matching ({type(pipeline.scheduler).__name__}); the "
-            f"{scheduler} sampler needs a DDPM noise schedule: keep the saved scheduler (model.scheduler=null)"
+            f"{scheduler} scheduler needs a DDPM noise schedule: keep the saved scheduler (model.scheduler=null)"
         )
-    if scheduler == "ddim":
-        pipeline.scheduler = DDIMScheduler.from_config(config)
-    elif scheduler == "dpmsolver++":
-        pipeline.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
-    elif scheduler == "euler":
-        pipeline.scheduler = EulerDiscreteScheduler.from_config(config)
-    else:
-        raise ConfigError(f"unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    pipeline.scheduler = build_scheduler(scheduler, pipeline.scheduler.config)
     return pipeline
 
 
@@ -189,8 +180,7 @@ def load_pipeline(
         ConfigError: the scheduler name is unknown, or the device or dtype cannot run on this machine.
     """
     device, dtype = check_device_dtype(device, dtype)
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    check_scheduler(scheduler, "scheduler")
     name_or_path = str(name_or_path)
     if name_or_path in EMBEDDED_MODELS:
         directory = ASSETS_DIR / name_or_path

@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from autofr.errors import ConfigError
 from autofr.files import atomic_write_text
-from autofr.report.grid import sample_grid_png
+from autofr.images import sample_grid_png
 from autofr.report.plots import front_figure, plot_front_html, plot_front_png, plot_hypervolume, quality_view
 from autofr.report.tables import format_table, front_table, markdown_table, write_table_csv, write_table_markdown
 from autofr.search import front as fronts
+from autofr.search.front import StudyAnswer
 from autofr.search.records import StudyRecords
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,8 @@ def write_study_report(
     out_dir = Path(out_dir)
     paths = {key: out_dir / name for key, name in REPORT_FILES.items()}
     if chosen is None:
-        chosen = recommended_trial(records)
+        answer = StudyAnswer.of(records)
+        chosen = answer.chosen.number if answer.chosen is not None else None
     fidelity = records.info.proxy_fidelity
     if fidelity:
         atomic_write_text(
@@ -83,16 +86,6 @@ def write_study_report(
     return paths
 
 
-def recommended_trial(records: StudyRecords) -> int | None:
-    """The trial ``autofr-export`` picks by default (fastest confirmed within the target), or None."""
-    from autofr.errors import ConfigError
-
-    try:
-        return fronts.select_default(records).number
-    except ConfigError:
-        return None
-
-
 @dataclass
 class StudySummary:
     """What the MLflow parent run shows besides the report files."""
@@ -102,12 +95,11 @@ class StudySummary:
     front_trials: list[int]
 
 
-def study_summary(records: StudyRecords) -> StudySummary:
-    """Proxy fidelity, full-compute FID, trial counts, the fastest speedup within the target (and
-    within 5%), the front size and the hypervolume after each completed trial."""
+def study_summary(records: StudyRecords, answer: StudyAnswer | None = None) -> StudySummary:
+    """Proxy fidelity, full-compute FID, trial counts, the fastest speedup within the target (the
+    answer's, with its margins over the fastest reference and peer) and within 5%, the front size and
+    the hypervolume after each completed trial."""
     from optuna.trial import TrialState
-
-    from autofr.errors import ConfigError
 
     info = records.info
     metrics: dict[str, float] = {}
@@ -125,11 +117,14 @@ def study_summary(records: StudyRecords) -> StudySummary:
     metrics["trials_confirmed"] = len(records.confirmed())
     front = fronts.fid_front(records.trials) or fronts.proxy_front(records.trials)
     metrics["front_size"] = len(front)
-    for name, options in (("speedup_within_target", {}), ("speedup_within_5pct_fid", {"delta": 0.05})):
-        try:
-            metrics[name] = fronts.select_trial(records, "fastest_within", **options).speed
-        except ConfigError:
-            pass
+    answer = StudyAnswer.of(records) if answer is None else answer
+    if answer.chosen is not None:
+        metrics["speedup_within_target"] = answer.chosen.speed
+        metrics.update(answer.metrics())
+    try:
+        metrics["speedup_within_5pct_fid"] = fronts.select_trial(records, "fastest_within", delta=0.05).speed
+    except ConfigError:
+        pass
     completed = sorted(records.completed(), key=lambda t: t.number)
     history = fronts.hypervolume_history(records.trials)
     if history:

@@ -22,24 +22,9 @@ from pathlib import Path
 
 from autofr.files import atomic_path
 from autofr.search import front as fronts
+from autofr.search.origin import Origin
 from autofr.search.records import StudyRecords, TrialRecord
 
-REFERENCE_STYLE = {  # origin: (marker, colour, size, legend name); plotly symbol names beside
-    "baseline": ("*", "black", 14, "full compute"),
-    "frdiff": ("D", "tab:orange", 8, "FRDiff uniform"),
-    "reduced_steps": ("s", "tab:green", 8, "full compute, fewer steps"),
-    "deepcache": ("^", "tab:purple", 9, "DeepCache"),
-    "block_split": ("v", "tab:cyan", 9, "front/back block split"),
-    "magcache_rule": ("h", "tab:olive", 9, "MagCache's rule"),
-}
-_PLOTLY_SYMBOLS = {
-    "baseline": "star",
-    "frdiff": "diamond",
-    "reduced_steps": "square",
-    "deepcache": "triangle-up",
-    "block_split": "triangle-down",
-    "magcache_rule": "hexagon",
-}
 #: Peers: one marker, a colour per method (autofr.peers.PEER_METHODS), legend "peer: <name>".
 PEER_MARKER, PEER_SIZE, PEER_PLOTLY_SYMBOL = "P", 9, "cross"
 PEER_STYLE = {
@@ -66,7 +51,7 @@ def peer_style(method: str) -> tuple[str, str]:
 def _label_colour(trial: TrialRecord) -> str:
     if trial.is_peer:
         return peer_style(peer_method(trial))[0]
-    return REFERENCE_STYLE.get(trial.origin, ("o", "black"))[1]
+    return trial.origin.style.colour if trial.origin.style is not None else "black"
 
 
 #: How far above the target (or full compute) the quality axis reaches, as a factor.
@@ -117,7 +102,7 @@ def panels(records: StudyRecords) -> list[Panel]:
     """One panel per quality measure: the search proxy always, FID when trials were confirmed."""
     completed = records.completed()
     feasible = [t for t in completed if t.feasible]
-    baseline = records.baseline()
+    baseline = records.full_compute()
     threshold = None
     if baseline is not None and baseline.constraint is not None:
         threshold = baseline.search_proxy - baseline.constraint  # constraint = proxy - threshold
@@ -205,7 +190,7 @@ def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
         s=18,
         color="tab:blue",
         alpha=0.45,
-        label="searched schedules",
+        label=Origin.SEARCH.label,
     )
     front = [t for t in panel.front if _inside(panel, t)]
     if front:
@@ -218,18 +203,18 @@ def _draw_panel(axis, panel: Panel, chosen: int | None) -> None:
             label="Pareto front",
         )
         axis.scatter([x(t) for t in front], [y(t) for t in front], s=30, color="tab:red", zorder=3)
-    for origin, (marker, color, size, name) in REFERENCE_STYLE.items():
-        marked = [t for t in panel.trials if t.origin == origin and _inside(panel, t)]
+    for origin in Origin.styled():
+        marked = [t for t in panel.trials if t.origin is origin and _inside(panel, t)]
         if marked:
             axis.scatter(
                 [x(t) for t in marked],
                 [y(t) for t in marked],
-                marker=marker,
-                s=size**2,
-                color=color,
+                marker=origin.style.marker,
+                s=origin.style.size**2,
+                color=origin.style.colour,
                 edgecolor="white",
                 zorder=4,
-                label=name,
+                label=origin.label,
             )
     for method, marked in _peers_by_method([t for t in panel.trials if t.is_peer and _inside(panel, t)]).items():
         color, name = peer_style(method)
@@ -310,7 +295,7 @@ def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None
         chosen = None
         for dx, dy in _LABEL_OFFSETS:
             text = axis.annotate(
-                trial.label or trial.origin,
+                trial.display_label,
                 (panel.x(trial), panel.y(trial)),
                 textcoords="offset points",
                 xytext=(dx, dy),
@@ -325,7 +310,7 @@ def _place_labels(figure, axis, trials: list[TrialRecord], panel: Panel) -> None
             text.remove()
         if chosen is None:  # crowded: the first position, drawn faint
             text = axis.annotate(
-                trial.label or trial.origin,
+                trial.display_label,
                 (panel.x(trial), panel.y(trial)),
                 textcoords="offset points",
                 xytext=_LABEL_OFFSETS[0],
@@ -349,17 +334,19 @@ def plot_front_html(
     figure = make_subplots(rows=1, cols=len(shown_panels), subplot_titles=[p.measure.upper() for p in shown_panels])
     for column, panel in enumerate(shown_panels, start=1):
         front_numbers = {t.number for t in panel.front}
-        groups = {"searched schedules": [t for t in panel.trials if not t.is_reference and not t.is_peer]}
-        for origin, (_, _, _, name) in REFERENCE_STYLE.items():
-            groups[name] = [t for t in panel.trials if t.origin == origin]
-        symbols = {"searched schedules": "circle", **{REFERENCE_STYLE[o][3]: s for o, s in _PLOTLY_SYMBOLS.items()}}
+        searched_name = Origin.SEARCH.label  # the searched and calibrated schedules: no markers of their own
+        groups = {searched_name: [t for t in panel.trials if t.origin.style is None and not t.is_peer]}
+        symbols = {searched_name: "circle"}
+        for origin in Origin.styled():
+            groups[origin.label] = [t for t in panel.trials if t.origin is origin]
+            symbols[origin.label] = origin.style.plotly_symbol
         for method, marked in _peers_by_method([t for t in panel.trials if t.is_peer]).items():
             groups[peer_style(method)[1]] = marked
             symbols[peer_style(method)[1]] = PEER_PLOTLY_SYMBOL
         for name, trials in groups.items():
             if not trials:
                 continue
-            searched = name == "searched schedules"
+            searched = name == searched_name
             figure.add_trace(
                 go.Scatter(
                     x=[panel.x(t) for t in trials],
@@ -446,7 +433,7 @@ def _peers_by_method(trials: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
 def _hover(trial: TrialRecord, on_front: bool) -> str:
     parts = [
         f"trial {trial.number}" + (" (front)" if on_front else ""),
-        trial.label or trial.origin,
+        trial.display_label,
         f"steps: {trial.num_inference_steps}",
     ]
     confirmation = trial.confirmation

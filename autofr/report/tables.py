@@ -53,8 +53,8 @@ def front_table(records: StudyRecords, all_trials: bool = False) -> list[dict[st
         rows.append(
             {
                 "trial": trial.number,
-                "label": trial.label or trial.origin,
-                "origin": trial.origin,
+                "label": trial.display_label,
+                "origin": trial.origin.value,
                 "steps": trial.num_inference_steps,
                 "predicted_speedup": None
                 if trial.is_peer

@@ -44,6 +44,7 @@ from autofr.peers import Peer, peer_enabled, peer_key
 from autofr.schedule import ReuseSchedule
 from autofr.search import front as fronts
 from autofr.search.measures import StudyMeasures
+from autofr.search.origin import Origin
 from autofr.search.records import Confirmation, StudyInfo, StudyRecords, TrialRecord, save_confirmation
 
 logger = logging.getLogger(__name__)
@@ -102,16 +103,13 @@ def confirm_candidates(
     if not trials:
         return []
     done = {t.number for t in trials if t.confirmation is not None}
-    baseline = [t for t in trials if t.origin == "baseline"]
+    baseline = [t for t in trials if t.origin.is_full_compute]
     front, *behind = fronts.proxy_layers(trials, layers)
     if near_target:
         front = front + [t for t in trials if not t.feasible and possibly_within(t) and not t.is_peer]
     chosen = {t.number for t in front}
-    front = front + [
-        t for t in trials if t.origin == "calibrated" and t.number not in chosen
-    ]  # autofr's, not hand-set
-    hand_set = ("frdiff", "deepcache", "reduced_steps", "block_split", "magcache_rule")
-    references = [t for origin in hand_set for t in trials if t.origin == origin]
+    front = front + [t for t in trials if t.origin is Origin.CALIBRATED and t.number not in chosen]  # autofr's own
+    references = [t for origin in Origin.references() for t in trials if t.origin is origin]
     peers = [t for t in trials if t.is_peer]
     if order is not None:
         front, references, peers = sorted(front, key=order), sorted(references, key=order), sorted(peers, key=order)
@@ -165,12 +163,14 @@ class Timing:
     seconds: float
     full_seconds: float
     speedup: float
+    repeats: tuple[float, ...] = ()  # the ratio in each repeat (the spread behind the median)
 
 
 def apply_timing(confirmation: Confirmation, timing: Timing, predicted_speedup: float | None) -> Confirmation:
     """Store a measured :class:`Timing` in ``confirmation`` (and the measured/predicted gap)."""
     confirmation.latency_s, confirmation.full_latency_s = timing.seconds, timing.full_seconds
     confirmation.measured_speedup = timing.speedup
+    confirmation.speedup_repeats = [float(r) for r in timing.repeats]
     if predicted_speedup:
         confirmation.speed_gap = timing.speedup / predicted_speedup
     return confirmation
@@ -204,7 +204,10 @@ def interleaved_speedups(
                 ratios[key].append(0.5 * (before + after) / spent)
             before = after
     full_median = statistics.median(full)
-    return {key: Timing(statistics.median(seconds[key]), full_median, statistics.median(ratios[key])) for key in keys}
+    return {
+        key: Timing(statistics.median(seconds[key]), full_median, statistics.median(ratios[key]), tuple(ratios[key]))
+        for key in keys
+    }
 
 
 def candidate_of(trial: TrialRecord) -> ReuseSchedule | Peer:

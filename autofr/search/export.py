@@ -64,7 +64,7 @@ def export_schedule(records: StudyRecords, policy: str, options: dict[str, Any],
         "storage": info.storage,
         "model_id": info.model_id,
         "trial": trial.number,
-        "origin": trial.origin,
+        "origin": trial.origin.value,
         "label": trial.label,
         "policy": policy,
         "policy_options": shown,
@@ -101,7 +101,7 @@ def _describe(
     ):
         described = f"({fronts.study_target(records).describe()})"
     lines = [
-        f"study {records.name!r}: trial {trial.number} ({trial.label or trial.origin}) chosen by {policy}"
+        f"study {records.name!r}: trial {trial.number} ({trial.display_label}) chosen by {policy}"
         + (f" {described}" if described else "")
     ]
     measured = confirmation.measured_speedup if confirmation is not None else None
@@ -121,7 +121,7 @@ def _describe(
             )
         )
         if policy == "fastest_within":
-            lines.extend(f"  {line}" for line in fronts.verdict(records, trial))
+            lines.extend(f"  {line}" for line in fronts.StudyAnswer.of(records, trial).lines())
             warning = fronts.close_to_limit(records, trial)
             if warning:
                 lines.append(f"  {warning}")

@@ -6,8 +6,8 @@ storage, MLflow, the model or the disk. The Pareto and hypervolume maths is Optu
 predicted one (:attr:`TrialRecord.speed`); quality is FID-N where confirmed.
 
 Peers (other libraries' caches, origin ``peer``) are baselines, not schedules: the fronts, the
-hypervolume and the export policies are over the study's schedules only, and :func:`verdict` names
-the fastest peer within the target beside the fastest hand-set reference.
+hypervolume and the export policies are over the study's schedules only, and :class:`StudyAnswer`
+names the fastest peer within the target beside the fastest hand-set reference.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from autofr.errors import ConfigError
 from autofr.execution import _optuna
 from autofr.search.records import StudyRecords, TrialRecord
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 POLICIES = ("fastest_within", "best_at_speedup", "knee")
 MEASURES = ("fid", "proxy")
@@ -135,8 +135,8 @@ def metric_front(trials: Sequence[TrialRecord], metric: str) -> list[TrialRecord
 
 
 def full_compute_fid(records: StudyRecords) -> float | None:
-    """FID of full compute: the baseline trial's, else the study's ``fid_full_compute``."""
-    baseline = records.baseline()
+    """FID of full compute: the full-compute trial's, else the study's ``fid_full_compute``."""
+    baseline = records.full_compute()
     if baseline is not None and baseline.confirmation is not None:
         return baseline.fid
     value = records.info.fid_full_compute
@@ -229,7 +229,7 @@ def resolution(records: StudyRecords, z: float = 2.0) -> Resolution | None:
     deviations, seeds = [], []
     for trial in records.confirmed():
         differences = list(trial.confirmation.paired_difference().values())
-        if len(differences) >= 2 and trial.origin != "baseline":
+        if len(differences) >= 2 and not trial.origin.is_full_compute:
             mean = sum(differences) / len(differences)
             deviations += [(d - mean) ** 2 for d in differences]
             seeds.append(len(differences))
@@ -316,7 +316,7 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     """The fastest candidate faster than full compute within the allowance: ``delta`` / ``delta_abs``
     when given, else the study's target (``search.target``, paired per trial where recorded)."""
     name = "FID" if measure == "fid" else "proxy"
-    reference = full_compute_fid(records) if measure == "fid" else _baseline_proxy(records)
+    reference = full_compute_fid(records) if measure == "fid" else _full_compute_proxy(records)
     if "delta_abs" in options or "delta" in options or measure != "fid":
         if reference is None:
             raise ConfigError(
@@ -353,7 +353,7 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     eligible = [
         t
         for t in candidates
-        if t.speed > 1.0 and t.origin != "baseline" and t.quality(measure) <= (limit_of(t) or -math.inf)
+        if t.speed > 1.0 and not t.origin.is_full_compute and t.quality(measure) <= (limit_of(t) or -math.inf)
     ]
     if not eligible:
         best = min((t for t in candidates if t.speed > 1.0), key=lambda t: t.quality(measure), default=None)
@@ -364,58 +364,275 @@ def _fastest_within(records: StudyRecords, candidates: list[TrialRecord], measur
     return max(eligible, key=lambda t: (t.speed, -t.quality(measure), -t.number))
 
 
-def verdict(records: StudyRecords, chosen: TrialRecord) -> list[str]:
-    """What the chosen schedule beat, in plain words: the fastest hand-set reference within the
-    target (FRDiff, fewer steps, DeepCache-style) and the fastest peer within it (another library's
-    cache), and, when one of them wins, by how much."""
-    within = [
+def fastest_within_target(records: StudyRecords, trials: Iterable[TrialRecord]) -> TrialRecord | None:
+    """The fastest of ``trials`` faster than full compute whose confirmed FID is within the study's
+    target (full compute itself aside); ties go to the earlier trial. The one rule of "within target"
+    over confirmed points that the answer, the summary and bench share."""
+    within = [t for t in trials if t.speed > 1.0 and not t.origin.is_full_compute and within_target(records, t)]
+    return sorted(within, key=lambda t: -t.speed)[0] if within else None
+
+
+def estimated_within(records: StudyRecords, trials: Iterable[TrialRecord], level: int) -> list[TrialRecord]:
+    """Without confirmation: the ``trials`` predicted faster than full compute whose FID difference to full
+    compute at ``level`` samples (adaptive fidelity, paired at the study's seed) keeps the estimate within the
+    study's target, full compute's own estimate being the reference (empty without one)."""
+    baseline = records.full_compute()
+    full = baseline.fid_estimate if baseline is not None else None
+    if full is None:
+        return []
+    limit = study_target(records).limit(full)
+    return [
         t
-        for t in records.confirmed()
-        if t.speed > 1.0 and within_target(records, t) and t.number != chosen.number and t.origin != "baseline"
+        for t in trials
+        if level in t.fidelity_deltas and full + t.fidelity_deltas[level] <= limit and t.search_speedup > 1
     ]
-    references = sorted((t for t in within if t.is_reference), key=lambda t: -t.speed)
-    searched = sorted((t for t in within if not t.is_reference and not t.is_peer), key=lambda t: -t.speed)
-    peers = sorted((t for t in within if t.is_peer), key=lambda t: -t.speed)
-    lines = []
-    if chosen.is_reference:
-        lines.append(
-            f"a hand-set baseline wins: {chosen.label or chosen.origin} ({chosen.speed:.2f}x) is the fastest "
-            "confirmed schedule within the target"
+
+
+def fastest_estimated_within(trials: Iterable[TrialRecord], level: int, limit_delta: float) -> float:
+    """During the search: the highest predicted speedup among trials whose FID difference to full compute
+    at ``level`` samples is within the target's ``limit_delta`` (0.0 when none is). A trial no faster
+    than this cannot be the answer, so adaptive fidelity does not climb for it."""
+    return max(
+        (
+            t.predicted_speedup or 0.0
+            for t in trials
+            if level in t.fidelity_deltas and t.fidelity_deltas[level] <= limit_delta
+        ),
+        default=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A value and its range over repeated measurements (``count`` of them; ``low``/``high`` None when
+    fewer than two were paired)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    count: int = 1
+
+    @classmethod
+    def of(cls, value: float, samples: Sequence[float]) -> Spread:
+        if len(samples) < 2:
+            return cls(value, None, None, len(samples))
+        return cls(value, min(samples), max(samples), len(samples))
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"value": self.value, "low": self.low, "high": self.high, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How the chosen schedule compares with ``other``: the speed ratio (chosen over other; per timing
+    repeat where both were timed in the same interleaved run) and the FID difference (chosen minus
+    other; per seed both were scored at)."""
+
+    other: TrialRecord
+    speed: Spread
+    fid: Spread
+
+    @classmethod
+    def between(cls, chosen: TrialRecord, other: TrialRecord) -> Margin:
+        mine, theirs = chosen.confirmation, other.confirmation
+        repeats = []
+        if mine is not None and theirs is not None and len(mine.speedup_repeats) == len(theirs.speedup_repeats):
+            repeats = [a / b for a, b in zip(mine.speedup_repeats, theirs.speedup_repeats) if b > 0]
+        seeds = []
+        if mine is not None and theirs is not None:
+            seeds = [
+                value - theirs.fid_seeds[seed] for seed, value in mine.fid_seeds.items() if seed in theirs.fid_seeds
+            ]
+        return cls(other, Spread.of(chosen.speed / other.speed, repeats), Spread.of(chosen.fid - other.fid, seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.other.number,
+            "label": self.other.display_label,
+            "speed_ratio": self.speed.to_dict(),
+            "fid_difference": self.fid.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class StudyAnswer:
+    """The study's answer, computed once from its records: the fastest confirmed schedule within the
+    target (:attr:`chosen`, what ``autofr-export`` writes by default; None with :attr:`problem` saying
+    why), the fastest hand-set reference and the fastest peer within the target, the fastest searched
+    schedule when a reference wins, and the margins with their spread over FID seeds and timing
+    repeats. The summary, ``autofr-export``, MLflow and bench format it; none decides anything itself.
+    """
+
+    target: QualityTarget
+    chosen: TrialRecord | None
+    problem: str | None = None
+    full_compute: TrialRecord | None = None
+    fastest_reference: TrialRecord | None = None
+    fastest_searched: TrialRecord | None = None
+    fastest_peer: TrialRecord | None = None
+    peers_confirmed: bool = False
+    confirmed: bool = False
+    resolution: Resolution | None = None  # can the target be told apart at the study's sample count?
+
+    @classmethod
+    def of(cls, records: StudyRecords, chosen: TrialRecord | None = None) -> StudyAnswer:
+        """The answer of ``records``; ``chosen`` replaces the default pick (an export policy's choice),
+        and the others are then measured against it."""
+        target, problem = study_target(records), None
+        confirmed = records.confirmed()
+        if chosen is None and confirmed:
+            try:
+                chosen = select_default(records)
+            except ConfigError as error:
+                problem = str(error)
+        others = [t for t in confirmed if chosen is None or t.number != chosen.number]
+        return cls(
+            target=target,
+            chosen=chosen,
+            problem=problem,
+            full_compute=records.full_compute(),
+            fastest_reference=fastest_within_target(records, (t for t in others if t.is_reference)),
+            fastest_searched=fastest_within_target(
+                records, (t for t in others if not t.is_reference and not t.is_peer)
+            ),
+            fastest_peer=fastest_within_target(records, (t for t in others if t.is_peer)),
+            peers_confirmed=any(t.is_peer for t in confirmed),
+            confirmed=bool(confirmed),
+            resolution=resolution(records),
         )
-        if searched:
-            best = searched[0]
+
+    @property
+    def reference_wins(self) -> bool:
+        return self.chosen is not None and self.chosen.is_reference
+
+    @property
+    def over_reference(self) -> Margin | None:
+        """The chosen schedule against the fastest hand-set reference within the target."""
+        if self.chosen is None or self.fastest_reference is None:
+            return None
+        return Margin.between(self.chosen, self.fastest_reference)
+
+    @property
+    def over_searched(self) -> Margin | None:
+        """When a reference wins: it against the fastest searched schedule within the target."""
+        if self.chosen is None or self.fastest_searched is None:
+            return None
+        return Margin.between(self.chosen, self.fastest_searched)
+
+    @property
+    def over_peer(self) -> Margin | None:
+        """The chosen schedule against the fastest peer within the target (a ratio below 1: the peer is faster)."""
+        if self.chosen is None or self.fastest_peer is None:
+            return None
+        return Margin.between(self.chosen, self.fastest_peer)
+
+    @property
+    def deciding(self) -> list[int]:
+        """The trials that decided the answer: full compute, the chosen one and those it is measured against."""
+        points = (self.full_compute, self.chosen, self.fastest_reference, self.fastest_searched, self.fastest_peer)
+        return sorted({t.number for t in points if t is not None})
+
+    def lines(self) -> list[str]:
+        """What the chosen schedule beat, in plain words (empty without a chosen schedule)."""
+        chosen = self.chosen
+        if chosen is None:
+            return []
+        lines = []
+        if chosen.is_reference:
             lines.append(
-                f"the fastest searched schedule within the target is trial {best.number} at {best.speed:.2f}x, "
-                f"{chosen.speed / best.speed:.2f}x slower"
+                f"a hand-set baseline wins: {chosen.display_label} ({chosen.speed:.2f}x) is the fastest "
+                "confirmed schedule within the target"
+            )
+            if self.fastest_searched is not None:
+                best = self.fastest_searched
+                lines.append(
+                    f"the fastest searched schedule within the target is trial {best.number} at {best.speed:.2f}x, "
+                    f"{chosen.speed / best.speed:.2f}x slower"
+                )
+            else:
+                lines.append("no searched schedule was confirmed within the target")
+        elif self.fastest_reference is not None:
+            best = self.fastest_reference
+            lines.append(
+                f"beats the fastest hand-set baseline within the target, {best.display_label} "
+                f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x"
             )
         else:
-            lines.append("no searched schedule was confirmed within the target")
-    elif references:
-        best = references[0]
-        lines.append(
-            f"beats the fastest hand-set baseline within the target, {best.label or best.origin} "
-            f"({best.speed:.2f}x), by {chosen.speed / best.speed:.2f}x"
-        )
-    else:
-        lines.append("no hand-set baseline faster than full compute was confirmed within the target")
-    if peers and peers[0].speed > chosen.speed:
-        best = peers[0]
-        lines.append(
-            f"a peer is faster: {best.label} ({best.speed:.2f}x) is within the target, "
-            f"{best.speed / chosen.speed:.2f}x faster than this schedule"
-        )
-    elif peers:
-        best = peers[0]
-        lines.append(
-            f"beats the fastest peer within the target, {best.label} ({best.speed:.2f}x), "
-            f"by {chosen.speed / best.speed:.2f}x"
-        )
-    elif any(t.is_peer for t in records.confirmed()):
-        lines.append("no peer faster than full compute was confirmed within the target")
-    decided = resolution(records)
-    if decided is not None and not decided.resolved:
-        lines.append(decided.describe())
-    return lines
+            lines.append("no hand-set baseline faster than full compute was confirmed within the target")
+        peer = self.fastest_peer
+        if peer is not None and peer.speed > chosen.speed:
+            lines.append(
+                f"a peer is faster: {peer.label} ({peer.speed:.2f}x) is within the target, "
+                f"{peer.speed / chosen.speed:.2f}x faster than this schedule"
+            )
+        elif peer is not None:
+            lines.append(
+                f"beats the fastest peer within the target, {peer.label} ({peer.speed:.2f}x), "
+                f"by {chosen.speed / peer.speed:.2f}x"
+            )
+        elif self.peers_confirmed:
+            lines.append("no peer faster than full compute was confirmed within the target")
+        if self.resolution is not None and not self.resolution.resolved:
+            lines.append(self.resolution.describe())
+        return lines
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for a tracking run: the chosen speed and FID, and each margin with its range."""
+        metrics: dict[str, float] = {}
+        if self.chosen is None:
+            return metrics
+        metrics["answer.speedup"] = self.chosen.speed
+        if math.isfinite(self.chosen.fid):
+            metrics["answer.fid"] = self.chosen.fid
+        for name, margin in (("reference", self.over_reference), ("peer", self.over_peer)):
+            if margin is None:
+                continue
+            for part, spread in (("speed_ratio", margin.speed), ("fid_difference", margin.fid)):
+                metrics[f"answer.over_{name}.{part}"] = spread.value
+                if spread.low is not None:
+                    metrics[f"answer.over_{name}.{part}_low"] = spread.low
+                    metrics[f"answer.over_{name}.{part}_high"] = spread.high
+        return metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view (export provenance, bench results)."""
+
+        def point(trial: TrialRecord | None) -> dict[str, Any] | None:
+            if trial is None:
+                return None
+            return {
+                "trial": trial.number,
+                "label": trial.display_label,
+                "origin": trial.origin.value,
+                "speed": trial.speed,
+                "fid": trial.fid,
+            }
+
+        margins = {
+            "over_reference": self.over_reference,
+            "over_searched": self.over_searched,
+            "over_peer": self.over_peer,
+        }
+        return {
+            "target": self.target.describe(),
+            "chosen": point(self.chosen),
+            "problem": self.problem,
+            "fastest_reference": point(self.fastest_reference),
+            "fastest_searched": point(self.fastest_searched),
+            "fastest_peer": point(self.fastest_peer),
+            **{name: margin.to_dict() if margin is not None else None for name, margin in margins.items()},
+            "deciding": self.deciding,
+            "resolution": None
+            if self.resolution is None
+            else {
+                "resolved": self.resolution.resolved,
+                "allowance": self.resolution.allowance,
+                "noise": self.resolution.noise,
+                "seeds": self.resolution.seeds,
+                "samples": self.resolution.samples,
+                "samples_needed": self.resolution.samples_needed,
+            },
+        }
 
 
 def select_default(records: StudyRecords) -> TrialRecord:
@@ -453,8 +670,8 @@ def _candidates(records: StudyRecords, measure: str) -> list[TrialRecord]:
     return [t for t in schedules(records.feasible()) if math.isfinite(t.quality("proxy"))]
 
 
-def _baseline_proxy(records: StudyRecords) -> float | None:
-    baseline = records.baseline()
+def _full_compute_proxy(records: StudyRecords) -> float | None:
+    baseline = records.full_compute()
     if baseline is None:
         return None
     value = baseline.quality("proxy")

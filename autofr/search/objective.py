@@ -27,13 +27,14 @@ from optuna.trial import TrialState
 
 from autofr.errors import QualityError
 from autofr.evaluation import EvalProtocol, SampleBatch, generate
-from autofr.report.grid import sample_grid_png
+from autofr.images import sample_grid_png
 from autofr.search.fidelity import AdaptiveScorer, Calibration, FidelityPlan
+from autofr.search.front import fastest_estimated_within
 from autofr.search.measures import StudyMeasures, resolve_threshold
 from autofr.search.records import TrialRecord, TrialResult, mark_origin, record_failure, schedule_key
 from autofr.search.space import SearchSpace
 from autofr.search.speed import SpeedModel
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 logger = logging.getLogger(__name__)
 
@@ -167,14 +168,10 @@ class Objective:
         a = self.adaptive
         trials = list(known.values())
         calibration = Calibration.from_records(a.plan, trials)
-        within = [
-            t.predicted_speedup or 0.0
-            for t in trials
-            if a.plan.top in t.fidelity_deltas and t.fidelity_deltas[a.plan.top] <= a.limit_delta
-        ]
         # a trial no faster than one already known to be within the target cannot be the answer;
         # a peer (no predicted speedup) is a baseline, not a candidate answer: it always may climb
-        may_climb = result.predicted_speedup is None or result.predicted_speedup > max(within, default=0.0)
+        fastest = fastest_estimated_within(trials, a.plan.top, a.limit_delta)
+        may_climb = result.predicted_speedup is None or result.predicted_speedup > fastest
         score = a.scorer.score(schedule, samples, a.limit_delta, calibration, may_climb=may_climb)
         result.fidelity, result.fidelity_deltas, result.fidelity_sd = score.fidelity, score.deltas, score.sd
         result.samples_generated = (result.samples_generated or 0) + score.samples

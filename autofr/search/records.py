@@ -6,8 +6,7 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
 ``over_budget``, which the generic workers of :mod:`autofr.execution` write):
 
 * **trial user attrs** (:class:`TrialResult`, written by the objective; ``origin``/``label`` by the
-  warm start): ``origin`` (``baseline`` | ``frdiff`` | ``reduced_steps`` | ``calibrated`` |
-  ``deepcache`` | ``search`` | ``peer``), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
+  warm start): ``origin`` (the stored name of an :class:`~autofr.search.origin.Origin`), ``label``, ``schedule`` (a :meth:`ReuseSchedule.to_dict`),
   ``num_inference_steps``, ``predicted_speedup``, ``proxy``, ``proxy_metrics`` (name -> value),
   ``constraint`` (feasible when <= 0; also Optuna's own constraint), ``sampling_seconds``,
   ``trial_seconds``, ``duplicate_of``, ``fidelity`` (the most samples the trial was scored on),
@@ -19,7 +18,7 @@ Storage layout (keys below are spelled here and nowhere else in autofr, except `
 * **confirmations** (:class:`Confirmation`): finished trials cannot change in Optuna, so the FID
   confirmation of trial ``n`` is the study user attr ``confirmed:<n>`` (``fid``, ``fid_vs_full``,
   ``fid_seeds``, ``fid_full_seeds``, ``latency_s``, ``full_latency_s``, ``measured_speedup``,
-  ``speed_gap``). Studies built by hand may keep these keys in the trial's own user attrs instead;
+  ``speed_gap``, ``speedup_repeats``). Studies built by hand may keep these keys in the trial's own user attrs instead;
   both are read;
 * **study user attrs** (:class:`StudyInfo`): see its fields.
 """
@@ -40,15 +39,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autofr.execution.budget import OVER_BUDGET_ATTR
 from autofr.execution.workers import FAIL_REASON_ATTR
+from autofr.search.origin import Origin
 
 #: Study user attribute prefix under which the confirmation of trial ``n`` is stored.
 CONFIRMED_PREFIX = "confirmed:"
-#: Trial origins that are reference points rather than search results.
-BASELINE_ORIGINS = ("baseline", "frdiff", "reduced_steps", "deepcache", "block_split", "magcache_rule")
-#: Origins of enqueued schedules (references and the calibrated warm start).
-ENQUEUED_ORIGINS = (*BASELINE_ORIGINS, "calibrated")
-#: Origin of the trials that hold a peer (diffusers' caches, cache-dit): baselines, not schedules.
-PEER_ORIGIN = "peer"
 
 _ORIGIN, _LABEL = "origin", "label"
 
@@ -85,9 +79,10 @@ class Confirmation:
     full_latency_s: float | None = None
     measured_speedup: float | None = None
     speed_gap: float | None = None
+    speedup_repeats: list[float] = field(default_factory=list)  # the speedup in each timing repeat
 
     def to_attr(self) -> dict[str, Any]:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {})}
+        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {}, [])}
 
     @classmethod
     def from_attr(cls, data: Mapping[str, Any]) -> Confirmation | None:
@@ -101,6 +96,7 @@ class Confirmation:
                 key: {str(k): float(v) for k, v in (data.get(key) or {}).items()}
                 for key in ("fid_seeds", "fid_full_seeds")
             },
+            speedup_repeats=[float(v) for v in data.get("speedup_repeats") or () if _finite(v)],
         )
 
     def paired_difference(self) -> dict[str, float]:
@@ -161,13 +157,13 @@ class TrialResult:
 def mark_origin(trial: optuna.Trial) -> None:
     """A trial the sampler proposed (not enqueued) is a search result."""
     if _ORIGIN not in trial.user_attrs:
-        trial.set_user_attr(_ORIGIN, "search")
+        trial.set_user_attr(_ORIGIN, Origin.SEARCH.value)
         trial.set_user_attr(_LABEL, "")
 
 
-def enqueue_reference(study: optuna.Study, params: dict, origin: str, label: str) -> None:
-    """Enqueue a reference schedule (full compute, FRDiff, fewer steps, calibrated, DeepCache-style)."""
-    study.enqueue_trial(params, user_attrs={_ORIGIN: origin, _LABEL: label})
+def enqueue_reference(study: optuna.Study, params: dict, origin: Origin, label: str) -> None:
+    """Enqueue a warm-start schedule (full compute, FRDiff, fewer steps, calibrated, DeepCache-style)."""
+    study.enqueue_trial(params, user_attrs={_ORIGIN: Origin(origin).value, _LABEL: label})
 
 
 def record_failure(trial: optuna.Trial, reason: str) -> None:
@@ -181,7 +177,7 @@ def add_peer_trial(study: optuna.Study, label: str, result: TrialResult, values:
         optuna.trial.create_trial(
             values=[float(v) for v in values],
             constraints=constraints,
-            user_attrs={_ORIGIN: PEER_ORIGIN, _LABEL: label, **result.attrs()},
+            user_attrs={_ORIGIN: Origin.PEER.value, _LABEL: label, **result.attrs()},
         )
     )
 
@@ -189,7 +185,7 @@ def add_peer_trial(study: optuna.Study, label: str, result: TrialResult, values:
 def peer_trial_count(study: optuna.Study) -> int:
     """How many finished trials of the study are peers (they take no slot of the search budget)."""
     return sum(
-        t.user_attrs.get(_ORIGIN) == PEER_ORIGIN
+        Origin.parse(t.user_attrs.get(_ORIGIN)).is_peer
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     )
 
@@ -203,13 +199,16 @@ class TrialRecord(TrialResult):
     state: TrialState | None
     values: tuple[float, ...] | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    origin: str = "search"
+    origin: Origin = Origin.SEARCH
     label: str = ""
     fail_reason: str | None = None
     over_budget: bool = False
     datetime_start: datetime.datetime | None = None
     datetime_complete: datetime.datetime | None = None
     confirmation: Confirmation | None = None
+
+    def __post_init__(self) -> None:
+        self.origin = Origin.parse(self.origin)  # a stored name is read as its Origin
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial, confirmation: Mapping[str, Any] | None = None) -> TrialRecord:
@@ -233,7 +232,7 @@ class TrialRecord(TrialResult):
             state=trial.state,
             params=dict(trial.params),
             values=tuple(float(v) for v in trial.values) if trial.values else None,
-            origin=str(attrs.get(_ORIGIN, "search")),
+            origin=Origin.parse(attrs.get(_ORIGIN)),
             label=str(attrs.get(_LABEL, "") or ""),
             schedule=schedule,
             num_inference_steps=int(steps) if steps is not None else None,
@@ -264,12 +263,17 @@ class TrialRecord(TrialResult):
     @property
     def is_reference(self) -> bool:
         """A hand-set reference schedule (full compute, FRDiff, fewer steps, DeepCache-style)."""
-        return self.origin in BASELINE_ORIGINS
+        return self.origin.is_reference
 
     @property
     def is_peer(self) -> bool:
         """Another library's cache (:mod:`autofr.peers`): a baseline, but no schedule."""
-        return self.origin == PEER_ORIGIN
+        return self.origin.is_peer
+
+    @property
+    def display_label(self) -> str:
+        """The trial's label (``FRDiff M=2``), else its origin's stored name (``search``)."""
+        return self.label or self.origin.value
 
     @property
     def search_speedup(self) -> float:
@@ -411,9 +415,9 @@ class StudyRecords:
     def by_state(self, *states: TrialState) -> list[TrialRecord]:
         return [t for t in self.trials if t.state in states]
 
-    def baseline(self) -> TrialRecord | None:
-        """The full-compute trial (origin ``baseline``), or None."""
-        return next((t for t in self.completed() if t.origin == "baseline"), None)
+    def full_compute(self) -> TrialRecord | None:
+        """The full-compute trial (:attr:`Origin.FULL_COMPUTE`), or None."""
+        return next((t for t in self.completed() if t.origin.is_full_compute), None)
 
     def trial(self, number: int) -> TrialRecord:
         return next(t for t in self.trials if t.number == number)

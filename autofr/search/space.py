@@ -35,6 +35,7 @@ from autofr.config import SpaceSettings, section
 from autofr.errors import ConfigError
 from autofr.reuse.units import LEVELS, ReusableUnit
 from autofr.schedule import FRDIFF_MIXING_BIAS, FRDIFF_MIXING_SLOPE, Mixing, ReuseSchedule, UnitSchedule
+from autofr.search.origin import Origin
 from autofr.search.timing import (
     MAGCACHE_MAX_SKIP,
     MAGCACHE_RETENTION,
@@ -304,7 +305,7 @@ class SearchSpace:
             return None
         return {group: 1 if group.endswith(".early") else interval for group in blocks}
 
-    def warm_start(self) -> list[tuple[str, str, dict]]:
+    def warm_start(self) -> list[tuple[Origin, str, dict]]:
         """(origin, label, params) of the hand-set reference points every study starts from.
 
         The full-compute baseline, FRDiff's uniform M=2,3,4 with and without mixing, DeepCache
@@ -313,28 +314,32 @@ class SearchSpace:
         rule and the calibrated schedules need a model run: see :mod:`autofr.search.warmstart`.
         """
         if self.timing == "calibrated":
-            return [("baseline", "full compute", self.params_for_calibrated({}, {}, 0.0))]
-        entries = [("baseline", "full compute", self.params_for_uniform(1, False))]
+            return [(Origin.FULL_COMPUTE, "full compute", self.params_for_calibrated({}, {}, 0.0))]
+        entries = [(Origin.FULL_COMPUTE, "full compute", self.params_for_uniform(1, False))]
         for interval in (2, 3, 4):
             if interval > self.max_interval:
                 continue
             if self.mixing != "on":
-                entries.append(("frdiff", f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
+                entries.append((Origin.FRDIFF, f"FRDiff M={interval}", self.params_for_uniform(interval, False)))
             if self.mixing != "off":
-                entries.append(("frdiff", f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True)))
+                entries.append(
+                    (Origin.FRDIFF, f"FRDiff M={interval} +mixing", self.params_for_uniform(interval, True))
+                )
         for interval in sorted({min(n, self.max_interval) for n in (3, 5)} - {1}):
             deep = self.deepcache_intervals(interval)
             if deep is not None and self.mixing != "on":
                 exact = self.level_of[next(iter(deep))] == "block"
                 label = f"DeepCache N={interval}" if exact else f"DeepCache-style N={interval}"
-                entries.append(("deepcache", label, self.params_for(deep, False)))
+                entries.append((Origin.DEEPCACHE, label, self.params_for(deep, False)))
         for interval in sorted({min(n, self.max_interval) for n in (2, 3)} - {1}):
             split = self.block_split_intervals(interval)
             if split is not None and self.mixing != "on":
-                entries.append(("block_split", f"front/back split N={interval}", self.params_for(split, False)))
+                entries.append((Origin.BLOCK_SPLIT, f"front/back split N={interval}", self.params_for(split, False)))
         for steps in self.baseline_steps:
             if steps != self.default_steps and len(self.steps) > 1:
-                entries.append(("reduced_steps", f"{steps} steps", self.params_for_uniform(1, False, steps=steps)))
+                entries.append(
+                    (Origin.REDUCED_STEPS, f"{steps} steps", self.params_for_uniform(1, False, steps=steps))
+                )
         return entries
 
     def magcache_params(self, threshold: float, steps: int | None = None) -> dict | None:

@@ -1,11 +1,11 @@
-"""One Auto-FR study: everything checked up front, then create/open, run, confirm, summarise.
+"""One Auto-FR study: everything checked up front, then create/open, run, confirm; read its records.
 
     study = AutoFRStudy.prepare(StudyConfig.from_hydra(cfg))   # validates; writes nothing
     study.open()          # create or resume the Optuna study (+ warm start, MLflow parent run)
     study.run()           # this process's worker on the shared budget
     study.evaluate_peers()  # other libraries' caches (search.peers) as trials, in the same protocol
     study.confirm()       # FID-N at several seeds + interleaved timing for the deciding candidates
-    study.summarise()     # report files, MLflow summary; returns the records
+    study.records()       # the records: autofr-search reports them (autofr.report) and logs them (MLflow)
 
 :meth:`AutoFRStudy.prepare` checks the config, the quality measures (Inception weights, real data),
 the storage and the tracking target (reachable, writable: nothing is created), loads the model and
@@ -22,27 +22,29 @@ from pathlib import Path
 
 import optuna
 
-from autofr.config import ModelSettings, SamplerSettings, StudyConfig
-from autofr.errors import ConfigError, StorageError
+from autofr.config import ModelSettings, StudyConfig
+from autofr.errors import AutoFRError, StorageError
 from autofr.evaluation import EvalProtocol
 from autofr.execution import check_storage, mask_url, open_storage, open_study, run_worker, wait_for_user_attr
 from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order, record_proxy_fidelity
 from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
 from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
 from autofr.search.objective import Adaptive, Objective
+from autofr.search.peer_trials import PeerStage, evaluate_peers
 from autofr.search.records import (
     READY_ATTR,
     StudyInfo,
     StudyRecords,
+    TrialRecord,
     enqueue_reference,
     peer_trial_count,
     schedule_key,
 )
 from autofr.search.space import SearchSpace
 from autofr.search.speed import build_speed_model
-from autofr.search.target import QualityTarget
 from autofr.search.timing import StepProfiles, group_profile, measure_profile
 from autofr.search.warmstart import calibrated_entries, magcache_entries
+from autofr.target import QualityTarget
 from autofr.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -50,21 +52,6 @@ logger = logging.getLogger(__name__)
 DIRECTIONS = ("maximize", "minimize")
 #: The name of the study's first objective (its second is the quality measure's, ``quality.proxy``).
 SPEED_OBJECTIVE = "predicted_speedup"
-
-
-def build_sampler(settings: SamplerSettings) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``sampler.*`` (TPE with Optuna 5's defaults, NSGA-II, GP, random)."""
-    if settings.name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=settings.n_startup_trials, multivariate=True
-        )
-    if settings.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=settings.population_size)
-    if settings.name == "gp":
-        return optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
-    if settings.name == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    raise ConfigError(f"sampler.name={settings.name!r} is unknown: use tpe, nsga2, gp or random")
 
 
 def load_model(model: ModelSettings):
@@ -166,7 +153,7 @@ class AutoFRStudy:
         from autofr.devices import check_device_dtype
         from autofr.reuse import discover_units, model_fingerprint, resolve_denoiser
 
-        sampler = build_sampler(config.sampler)
+        sampler = config.sampler.build()
         check_device_dtype(config.model.device, config.model.dtype)
         SearchSpace.check_config(config.space)
         measures = StudyMeasures.resolve(config.quality, config.model, config.search.confirm_proxies)
@@ -331,9 +318,6 @@ class AutoFRStudy:
 
     def run(self, objective: Objective | None = None):
         """Run this process's worker until the global budget is complete; trials go to MLflow."""
-        from autofr.errors import AutoFRError
-        from autofr.search.records import TrialRecord
-
         objective = objective or self.objective()
         self._objective = objective
 
@@ -367,11 +351,8 @@ class AutoFRStudy:
 
     def evaluate_peers(self, progress=None):
         """Other libraries' caches that run on the model (``search.peers``), each scored by the study's
-        objective and timed against full compute, stored as trials (origin ``peer``); see
+        objective and timed against full compute, stored as trials (:attr:`Origin.PEER`); see
         :mod:`autofr.search.peer_trials`. Returns a :class:`~autofr.search.peer_trials.PeerStage`."""
-        from autofr.errors import AutoFRError
-        from autofr.search.peer_trials import PeerStage, evaluate_peers
-
         methods = self.config.search.peer_methods
         if not methods:
             return PeerStage()
@@ -433,12 +414,3 @@ class AutoFRStudy:
 
     def records(self) -> StudyRecords:
         return StudyRecords.load(self.study)
-
-    def summarise(self, include_plotlyjs: str | bool = "cdn") -> StudyRecords:
-        """Write the report into ``out_dir`` and log it to the MLflow parent run."""
-        from autofr.report import study_summary, write_study_report
-
-        records = self.records()
-        paths = write_study_report(records, self.config.out_dir, include_plotlyjs=include_plotlyjs)
-        self.tracker.log_study_summary(self.parent_run, records, paths, study_summary(records))
-        return records

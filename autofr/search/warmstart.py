@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from autofr.config import SearchSettings
+from autofr.search.origin import Origin
 from autofr.search.timing import StepProfile
 
 logger = logging.getLogger(__name__)
 
-THRESHOLDS = (0.1, 0.2, 0.4)
 MAGCACHE_THRESHOLDS = (0.06, 0.12, 0.24)
 
 
@@ -53,9 +54,9 @@ def calibrated_entries(
     space,
     profiles: Callable[[int], StepProfile],
     step_counts: tuple[int, ...],
-    thresholds: tuple[float, ...] = THRESHOLDS,
+    thresholds: tuple[float, ...] = SearchSettings.calibrated_thresholds,
     mixing_options: tuple[bool, ...] = (False,),
-) -> list[tuple[str, str, dict]]:
+) -> list[tuple[Origin, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
     step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
     duplicates and full compute are dropped. Uniform intervals, so only where the space has them."""
@@ -80,16 +81,16 @@ def calibrated_entries(
                     continue
                 seen.add(key)
                 label = f"calibrated {threshold:g}, {steps} steps" + (" +mixing" if mixing else "")
-                entries.append(("calibrated", label, params))
+                entries.append((Origin.CALIBRATED, label, params))
     logger.info("calibrated warm start: %d schedules", len(entries))
     return entries
 
 
-def magcache_entries(space, thresholds: tuple[float, ...] = MAGCACHE_THRESHOLDS) -> list[tuple[str, str, dict]]:
+def magcache_entries(space, thresholds: tuple[float, ...] = MAGCACHE_THRESHOLDS) -> list[tuple[Origin, str, dict]]:
     """MagCache's rule at each threshold, at the model's step count, as hand-set references."""
     entries = []
     for threshold in thresholds:
         params = space.magcache_params(threshold)
         if params is not None:
-            entries.append(("magcache_rule", f"MagCache's rule {threshold:g}", params))
+            entries.append((Origin.MAGCACHE_RULE, f"MagCache's rule {threshold:g}", params))
     return entries

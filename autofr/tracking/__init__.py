@@ -319,7 +319,7 @@ class Tracker:
         Optuna parameters, speed and quality metrics, origin/label/state/fail reason tags."""
         status = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}.get(record.state.name, "FAILED")
         metrics = record_metrics(record)
-        tags = {"autofr.origin": record.origin, "autofr.label": record.label, "autofr.state": record.state.name}
+        tags = {"autofr.origin": record.origin.value, "autofr.label": record.label, "autofr.state": record.state.name}
         if record.fail_reason:
             tags["autofr.fail_reason"] = record.fail_reason
         return self.log_trial(

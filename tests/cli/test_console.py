@@ -39,6 +39,7 @@ def search_overrides(tmp_path: Path, tiny: Path, *extra: str) -> list[str]:
         f"out_dir={tmp_path / 'out' / 'study'}",
         f"cache_dir={tmp_path / 'cache'}",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         *extra,
     ]
 

@@ -66,6 +66,7 @@ def tiny_overrides(root: Path, study_name: str) -> list[str]:
         "search.confirm_max=1",
         "search.measure_speed=false",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         f"cache_dir={root / 'cache'}",
         f"study_name={study_name}",
     ]

@@ -23,7 +23,7 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")
 def main(cfg) -> int:
     # Imported here: submitit runs this function in a fresh process that knows only its pickle.
     sys.path.insert(0, HERE)
-    import sleep_worker  # registers the autofr package without its torch imports
+    import sleep_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = OmegaConf.merge(

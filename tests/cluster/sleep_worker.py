@@ -22,23 +22,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
+import optuna
+from omegaconf import OmegaConf
+
+from autofr.cli._config import run_cli  # as the autofr commands: errors -> 2, interrupts -> 130
+from autofr.execution import open_study, run_worker, spawn_local_workers, wait_for_user_attr
+from autofr.execution.storage import open_storage
+
+# `import autofr.execution` loads neither torch nor diffusers (autofr/__init__.py is lazy): workers start in a second.
 ROOT = Path(__file__).resolve().parents[2]
-# autofr/__init__.py imports torch and diffusers (seconds of start-up per process); a worker needs
-# only autofr.errors and autofr.execution, so the package is registered without it.
-if "autofr" not in sys.modules:
-    package = types.ModuleType("autofr")
-    package.__path__ = [str(ROOT / "autofr")]
-    sys.modules["autofr"] = package
-
-import optuna  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from autofr.cli._config import run_cli  # noqa: E402  (as the autofr commands: errors -> 2, interrupts -> 130)
-from autofr.execution import open_study, run_worker, spawn_local_workers, wait_for_user_attr  # noqa: E402
-from autofr.execution.storage import open_storage  # noqa: E402
 
 DEFAULTS = {
     "study_name": "sleep",

@@ -18,6 +18,7 @@ from autofr.models import (
     load_pipeline,
 )
 from autofr.models.evaluation import classifier_accuracy, conditional_accuracy
+from autofr.schedulers import SCHEDULERS
 
 #: The embedded models with a DDPM noise schedule (DDIM by default; DPM-Solver++ and Euler swap in).
 DDPM_MODELS = ("digits_unet", "digits_dit")
@@ -174,7 +175,13 @@ def test_uncached_hub_model_offline_raises_model_load_error(monkeypatch):
 
 def test_unknown_scheduler_raises_config_error():
     with pytest.raises(ConfigError, match="ddim"):
-        load_pipeline("digits_unet", scheduler="heun")
+        load_pipeline("digits_unet", scheduler="no_such_scheduler")
+
+
+def test_every_scheduler_the_protocol_runs_is_one_a_model_loads_with():
+    # one list (autofr.schedulers): heun and unipc were refused here while the protocol ran them
+    for name in ("heun", "unipc"):
+        assert type(load_pipeline("digits_unet", scheduler=name).scheduler).__name__ == SCHEDULERS[name][0]
 
 
 # --- quality ------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_a_faster_peer_is_reported_but_never_picked_and_never_exported(tmp_path)
     assert peer.is_peer and not peer.is_reference and peer.speed == 3.5 and peer.schedule is None
     chosen = fronts.select_default(records)
     assert not chosen.is_peer and chosen.schedule
-    lines = fronts.verdict(records, chosen)
+    lines = fronts.StudyAnswer.of(records, chosen).lines()
     assert any(line.startswith("a peer is faster: MagCache 0.12 (3.50x)") for line in lines)
     assert all(not t.is_peer for t in fronts.fid_front(records.trials) + fronts.proxy_front(records.trials))
     assert fronts.hypervolume_history(records.trials) == before, "peers are not the search's hypervolume"
@@ -62,7 +62,7 @@ def test_a_slower_peer_is_beaten_by_a_margin():
     chosen = fronts.select_default(records)
     assert any(
         line == f"beats the fastest peer within the target, FirstBlockCache 0.1 (1.20x), by {chosen.speed / 1.2:.2f}x"
-        for line in fronts.verdict(records, chosen)
+        for line in fronts.StudyAnswer.of(records, chosen).lines()
     )
 
 

@@ -43,6 +43,7 @@ def overrides(root: Path, *extra: str) -> list[str]:
         "search.timing_repeats=1",
         f"search.confirm_max={CONFIRM_MAX}",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         "sampler.n_startup_trials=2",
         f"storage.journal_path={root / 'journal.log'}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
@@ -81,7 +82,7 @@ def test_peers_are_confirmed_with_the_peer_enabled_and_the_fid_is_reproducible(s
     _, config, records = searched
     confirmed = [t for t in records.confirmed() if t.is_peer]
     assert len(confirmed) >= CONFIRM_MAX // 3, "confirmed like any candidate, interleaved with the schedules"
-    full = records.baseline().confirmation.fid
+    full = records.full_compute().confirmation.fid
     differing = [t for t in confirmed if t.fid != pytest.approx(full, abs=1e-9)]
     assert differing, "a peer's samples differ from full compute's"
     assert all(t.confirmation.measured_speedup > 0 and len(t.confirmation.fid_seeds) == 2 for t in confirmed)

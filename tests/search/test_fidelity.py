@@ -156,6 +156,7 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
         "search.fid_seeds=2",
         "search.timing_repeats=1",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         "sampler.n_startup_trials=3",
         "search.target=30%",
         f"storage.journal_path={tmp_path / 'journal.log'}",
@@ -170,7 +171,7 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
     assert records.info.target == {"kind": "relative", "value": pytest.approx(0.3)}
     completed = records.completed()
     assert len(completed) == 10
-    full = records.baseline()
+    full = records.full_compute()
     assert full.fidelity_deltas == {8: 0.0} and full.constraint < 0  # full compute is exactly itself
     limit = full.fid_estimate * 1.3
     for trial in completed:
@@ -245,6 +246,7 @@ def _targeted_overrides(tiny, tmp_path, name: str, *extra: str) -> list[str]:
         "search.fidelity=[8,24]",
         "search.fidelity_bootstrap=8",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         "sampler.n_startup_trials=3",
         "search.target=30%",
         f"storage.journal_path={tmp_path / 'journal.log'}",

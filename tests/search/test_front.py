@@ -249,7 +249,7 @@ def test_a_target_inside_the_seed_noise_is_reported_as_not_resolved(spread, reso
     records = StudyRecords.load(study)
     decided = fronts.resolution(records)
     assert decided is not None and decided.resolved is resolved and decided.samples == 1000
-    lines = fronts.verdict(records, records.trial(3))
+    lines = fronts.StudyAnswer.of(records, records.trial(3)).lines()
     if resolved:
         assert not any("not resolved" in line for line in lines)
     else:

@@ -48,6 +48,7 @@ def overrides(root, *extra):
         f"quality.real_data={root / 'real.npz'}",
         f"search.n_trials={N_TRIALS}",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         "search.confirm_max=2",
         "sampler.n_startup_trials=3",
         f"storage.journal_path={root / 'journal.log'}",

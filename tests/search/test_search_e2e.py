@@ -15,8 +15,8 @@ from autofr.cli._config import compose
 from autofr.config import StudyConfig
 from autofr.evaluation import generate
 from autofr.execution.storage import open_storage
+from autofr.images import sample_grid_png
 from autofr.quality import ReferenceCache, build_measure
-from autofr.report.grid import sample_grid_png
 from autofr.search.study import load_model, protocol_for
 from tests.conftest import save_tiny_digit_pipeline
 
@@ -45,6 +45,7 @@ def overrides(root: Path, *extra: str) -> list[str]:
         "quality.proxy=ssim",
         f"search.n_trials={N_TRIALS}",
         "search.progress=false",
+        "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine
         "sampler.n_startup_trials=4",
         f"storage.journal_path={root / 'journal.log'}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}",

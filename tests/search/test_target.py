@@ -1,4 +1,4 @@
-"""The quality target: parsing, export within it, the verdict, and a front plot a person can read."""
+"""The quality target: parsing, export within it, the answer, and a front plot a person can read."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from autofr.errors import ConfigError
 from autofr.report.plots import front_figure, quality_view
 from autofr.search import front as fronts
 from autofr.search.records import CONFIRMED_PREFIX, StudyRecords
-from autofr.search.target import QualityTarget
+from autofr.target import QualityTarget
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -79,7 +79,7 @@ def test_export_picks_the_fastest_within_the_target_paired_by_seed():
     chosen = fronts.select_default(records)
     assert chosen.number == 3
     assert not fronts.within_target(records, records.trial(4))  # 1.045 > 1.05 * 0.98
-    assert fronts.verdict(records, chosen) == [
+    assert fronts.StudyAnswer.of(records, chosen).lines() == [
         "beats the fastest hand-set baseline within the target, FRDiff M=3 (2.00x), by 1.25x"
     ]
 
@@ -96,7 +96,7 @@ def test_when_a_hand_set_baseline_wins_the_verdict_says_so_with_the_margin():
     )
     chosen = fronts.select_default(records)
     assert chosen.label == "FRDiff M=4"
-    lines = fronts.verdict(records, chosen)
+    lines = fronts.StudyAnswer.of(records, chosen).lines()
     assert lines[0].startswith("a hand-set baseline wins: FRDiff M=4 (1.80x)")
     assert "trial 2 at 1.50x, 1.20x slower" in lines[1]
 
@@ -178,3 +178,38 @@ def test_a_schedule_at_the_limit_within_its_noise_is_flagged_and_a_clear_one_is_
         [("baseline", "full compute", 1.0, {"0": 1.0}, {"0": 1.0}), ("search", "", 2.5, {"0": 1.049}, {"0": 1.0})]
     )
     assert fronts.close_to_limit(records=single, trial=single.trial(1)) is None  # one seed: the noise is unmeasured
+
+
+def test_the_answer_is_computed_once_with_margins_and_their_spread():
+    full = {"0": 1.0, "1": 1.02}
+    records = study_of(
+        [
+            ("baseline", "full compute", 1.0, full, full),
+            ("frdiff", "FRDiff M=3", 2.0, {"0": 1.04, "1": 1.06}, full),
+            ("search", "", 3.0, {"0": 1.07, "1": 1.07}, full),  # outside
+            ("search", "", 2.5, {"0": 1.05, "1": 1.055}, full),  # the answer
+        ],
+        full_fid=1.01,
+    )
+    study_repeats = {1: [1.9, 2.0, 2.2], 3: [2.4, 2.5, 2.5]}
+    for number, repeats in study_repeats.items():
+        records.trial(number).confirmation.speedup_repeats = repeats
+    answer = fronts.StudyAnswer.of(records)
+    assert answer.chosen.number == fronts.select_default(records).number == 3
+    assert answer.fastest_reference.number == 1 and answer.fastest_peer is None and answer.problem is None
+    margin = answer.over_reference
+    assert margin.speed.value == pytest.approx(1.25)
+    assert (margin.speed.low, margin.speed.high) == (pytest.approx(2.5 / 2.2), pytest.approx(2.4 / 1.9))
+    assert margin.fid.value == pytest.approx(1.0525 - 1.05)
+    assert (margin.fid.low, margin.fid.high, margin.fid.count) == (pytest.approx(-0.005), pytest.approx(0.01), 2)
+    assert answer.deciding == [0, 1, 3]
+    assert answer.metrics()["answer.over_reference.speed_ratio"] == pytest.approx(1.25)
+    assert answer.to_dict()["chosen"]["trial"] == 3
+
+
+def test_no_answer_says_why():
+    full = {"0": 1.0}
+    records = study_of([("baseline", "full compute", 1.0, full, full), ("search", "", 3.0, {"0": 1.5}, full)])
+    answer = fronts.StudyAnswer.of(records)
+    assert answer.chosen is None and "no trial faster than full compute" in answer.problem
+    assert answer.lines() == [] and answer.metrics() == {}

@@ -1,4 +1,4 @@
-"""A small PNG grid of samples (for MLflow trial runs and ``autofr-sample``)."""
+"""A small PNG grid of samples (for MLflow trial runs, `autofr-sample` and the report)."""
 
 from __future__ import annotations
 
