@@ -9,7 +9,9 @@ schedule per group) to trade dimension for precision:
 * ``kind``: one per unit kind (``resnet``, ``attention``, ``feed_forward`` ...);
 * ``global``: one for the whole model (FRDiff's uniform setting).
 
-The stack is one group (``stack``); blocks are grouped by stage (``block.blocks.early``: the front,
+A trial reuses at one level (the ``level`` parameter; the units of the other levels compute at every
+step): the search picks a granularity as the field's caches do, with a handful of parameters instead
+of all levels' at once. The stack is one group (``stack``); blocks are grouped by stage (``block.blocks.early``: the front,
 middle and back of each block list, DBCache's split; each UNet stage on its own: DeepCache), or in
 one group (``block``) with ``kind``/``global`` grouping.
 
@@ -19,7 +21,7 @@ reuses and warm-up steps: MagCache's rule, see :mod:`autofr.search.timing`), or 
 parameter per trial). Besides, a trial chooses the number of sampling steps (so reduced-step
 schedules compete in the same search), FRDiff score mixing on/off, and its bias and slope.
 
-Parameter names (what Optuna and MLflow show): ``steps``, ``timing``, ``interval.<group>``,
+Parameter names (what Optuna and MLflow show): ``steps``, ``level``, ``timing``, ``interval.<group>``,
 ``offset.<group>``, ``threshold.<group>``, ``max_reuse.<group>``, ``warmup``, ``mixing``,
 ``mixing_bias``, ``mixing_slope``.
 """
@@ -173,20 +175,39 @@ class SearchSpace:
         """Group -> the level of its units."""
         return self.kinds or {group: "sublayer" for group in self.groups}
 
+    @property
+    def levels(self) -> list[str]:
+        """The unit levels of the space, outermost first."""
+        return [level for level in LEVELS if level in self.level_of.values()]
+
+    def groups_at(self, level: str) -> list[str]:
+        return [group for group in self.groups if self.level_of[group] == level]
+
+    def _level_of_groups(self, groups) -> str:
+        """The one level of ``groups`` (the innermost level when none are given: full compute)."""
+        found = {self.level_of[group] for group in groups}
+        if len(found) > 1:
+            raise ConfigError(f"a schedule of this space reuses at one unit level, not {sorted(found)}")
+        return found.pop() if found else self.levels[-1]
+
     # ------------------------------------------------------------------ trial -> schedule
     def suggest(self, trial, profiles: Callable[[int], StepProfile] | None = None) -> ReuseSchedule:
         """The trial's schedule. ``profiles`` (steps -> :class:`StepProfile`) is needed for calibrated
         timing (:class:`autofr.search.timing.StepProfiles` measures and stores them)."""
         steps = trial.suggest_categorical("steps", self.steps) if len(self.steps) > 1 else self.default_steps
+        # one unit level per trial: the stack, blocks or sub-layers (a reused outer unit hides the inner ones)
+        levels = self.levels
+        level = trial.suggest_categorical("level", levels) if len(levels) > 1 else levels[0]
+        groups = self.groups_at(level)
         timing = self.timing
         if timing == "choice":
             timing = trial.suggest_categorical("timing", ["uniform", "calibrated"])
         if timing == "calibrated":
             if profiles is None:
                 raise ConfigError("space.timing=calibrated needs the study's change profiles (run it through a study)")
-            units = self._calibrated_units(trial, int(steps), profiles(int(steps)))
+            units = self._calibrated_units(trial, int(steps), profiles(int(steps)), groups)
         else:
-            units = self._uniform_units(trial, int(steps))
+            units = self._uniform_units(trial, int(steps), groups)
         mixing = None
         enabled = {"on": True, "off": False}.get(self.mixing)
         if enabled is None:
@@ -200,9 +221,10 @@ class SearchSpace:
         schedule.validate()
         return schedule
 
-    def _uniform_units(self, trial, steps: int) -> dict[str, UnitSchedule]:
+    def _uniform_units(self, trial, steps: int, groups: list[str]) -> dict[str, UnitSchedule]:
         units: dict[str, UnitSchedule] = {}
-        for group, names in self.groups.items():
+        for group in groups:
+            names = self.groups[group]
             interval = trial.suggest_int(f"interval.{group}", 1, self.max_interval)
             offset = 0
             if self.offsets and self.max_interval > 1:
@@ -212,10 +234,11 @@ class SearchSpace:
                 units[name] = UnitSchedule(interval=interval, offset=min(offset, interval - 1))
         return units
 
-    def _calibrated_units(self, trial, steps: int, profile: StepProfile) -> dict[str, UnitSchedule]:
+    def _calibrated_units(self, trial, steps: int, profile: StepProfile, groups: list[str]) -> dict[str, UnitSchedule]:
         warmup = warmup_steps(trial.suggest_float("warmup", *self.warmup), steps)
         units: dict[str, UnitSchedule] = {}
-        for group, names in self.groups.items():
+        for group in groups:
+            names = self.groups[group]
             threshold = trial.suggest_float(f"threshold.{group}", *self.threshold, log=True)
             max_reuse = trial.suggest_int(f"max_reuse.{group}", 1, max(1, self.max_interval - 1))
             ratios = profile.ratio.get(group) or [1.0] * steps
@@ -227,19 +250,28 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ warm start
     def params_for(
-        self, intervals: dict[str, int], mixing: bool, steps: int | None = None, timing: str = "uniform"
+        self,
+        intervals: dict[str, int],
+        mixing: bool,
+        steps: int | None = None,
+        timing: str = "uniform",
+        level: str | None = None,
     ) -> dict:
         """Trial parameters of a per-group uniform schedule (for ``study.enqueue_trial``); groups not
-        in ``intervals`` compute every step; mixing is FRDiff's."""
+        in ``intervals`` compute every step; mixing is FRDiff's. The groups that reuse share one level
+        (``level``, else theirs)."""
         if timing == "uniform" and self.timing == "calibrated":
             raise ConfigError("uniform schedules are outside a space.timing=calibrated space")
         params: dict = {}
         if len(self.steps) > 1:
             params["steps"] = steps or self.default_steps
+        level = level or self._level_of_groups([g for g, k in intervals.items() if k > 1])
+        if len(self.levels) > 1:
+            params["level"] = level
         if self.timing == "choice":
             params["timing"] = timing
         if timing == "uniform":
-            for group in self.groups:
+            for group in self.groups_at(level):
                 params[f"interval.{group}"] = int(min(max(1, intervals.get(group, 1)), self.max_interval))
                 if self.offsets and self.max_interval > 1:
                     params[f"offset.{group}"] = 0
@@ -256,11 +288,12 @@ class SearchSpace:
     ) -> dict:
         """Trial parameters of a calibrated-timing schedule; groups not in ``thresholds`` compute
         every step (the lowest threshold); values are clipped to the space's ranges."""
-        params = self.params_for({}, mixing, steps, timing="calibrated") if self.timing != "uniform" else None
-        if params is None:
+        if self.timing == "uniform":
             raise ConfigError("calibrated schedules are outside a space.timing=uniform space")
+        level = self._level_of_groups(list(thresholds))
+        params = self.params_for({}, mixing, steps, timing="calibrated", level=level)
         params["warmup"] = min(max(warmup, self.warmup[0]), self.warmup[1])
-        for group in self.groups:
+        for group in self.groups_at(level):
             params[f"threshold.{group}"] = min(max(thresholds.get(group, 0.0), self.threshold[0]), self.threshold[1])
             params[f"max_reuse.{group}"] = int(min(max(1, max_reuse.get(group, 1)), max(1, self.max_interval - 1)))
         return params
@@ -370,10 +403,11 @@ class SearchSpace:
 
     def size_summary(self) -> str:
         """One line: dimensions and the number of discrete schedules."""
-        int_dims = len(self.groups) * (2 if self.offsets and self.max_interval > 1 else 1)
-        discrete = len(self.steps) * self.max_interval ** len(self.groups)
+        widest = max(len(self.groups_at(level)) for level in self.levels)  # one level per trial
+        int_dims = widest * (2 if self.offsets and self.max_interval > 1 else 1) + (len(self.levels) > 1)
+        discrete = len(self.steps) * sum(self.max_interval ** len(self.groups_at(level)) for level in self.levels)
         if self.offsets and self.max_interval > 1:
-            discrete *= self.max_interval ** len(self.groups)
+            discrete *= self.max_interval**widest
         continuous = 0
         if self.mixing == "choice":
             discrete *= 2
@@ -381,7 +415,7 @@ class SearchSpace:
             continuous = 2
         dims = int_dims + (len(self.steps) > 1) + (self.mixing == "choice") + continuous
         if self.timing != "uniform":  # a threshold and a cap per group, and the warm-up
-            dims += (self.timing == "choice") + 1 + (len(self.groups) if self.timing == "choice" else 0)
+            dims += (self.timing == "choice") + 1 + (widest if self.timing == "choice" else 0)
             continuous += 1
         levels = "/".join(self.describe()["levels"])
         return (

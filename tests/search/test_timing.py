@@ -84,10 +84,15 @@ def test_calibrated_space_gives_explicit_steps_per_group_and_magcache_as_params(
     # MagCache's rule: the first 20% compute, then at most 3 reuses in a row
     assert stack.steps is not None and stack.steps[:2] == (0, 1) and len(stack.steps) < 8
     assert all(unit.steps is None and unit.interval == 1 for name, unit in schedule.units.items() if name != "stack")
-    for _ in range(5):
+    for _ in range(12):
         trial = study.ask()
         schedule = space.suggest(trial, profiles)
-        assert "threshold.stack" in trial.params and "warmup" in trial.params
+        level = trial.params["level"]
+        groups = {name.split(".", 1)[1] for name in trial.params if name.startswith(("threshold.", "interval."))}
+        assert groups == set(space.groups_at(level))  # one level per trial
+        reusing = {name for name, unit in schedule.units.items() if unit.steps is not None or unit.interval > 1}
+        assert all(u.level == level for u in units if u.name in reusing)
+        assert ("warmup" in trial.params) == (trial.params.get("timing", space.timing) == "calibrated")
         study.tell(trial, (1.0, 1.0))
     assert set(measured) <= {6, 8} and len(measured) == len(set(measured))  # measured once per step count
     with pytest.raises(ConfigError, match="change profiles"):
