@@ -59,17 +59,20 @@ def calibrated_entries(
 ) -> list[tuple[Origin, str, dict]]:
     """``(origin, label, params)`` of the calibrated schedules for ``space``: every threshold at every
     step count, with each of ``mixing_options`` (FRDiff's mixing when True) the space allows;
-    duplicates and full compute are dropped. Uniform intervals, so only where the space has them."""
+    duplicates and full compute are dropped. Uniform intervals on the innermost level of the space (the
+    sub-layers; the outer levels start from MagCache's rule, DeepCache and the block split), so only
+    where the space has uniform timing."""
     entries, seen = [], set()
     if space.timing == "calibrated":
         return entries
+    groups = space.groups_at(space.levels[-1])
     for steps in step_counts:
         if steps not in space.steps:
             continue
         profile = profiles(steps)
         change = {group: series[1:] for group, series in profile.change.items()}  # step t -> t + 1
         for threshold in thresholds:
-            intervals = group_intervals(change, space.groups, threshold, space.max_interval, steps)
+            intervals = group_intervals(change, groups, threshold, space.max_interval, steps)
             if all(k == 1 for k in intervals.values()):
                 continue
             for mixing in mixing_options:
