@@ -151,6 +151,22 @@ class StepPlan:
         reused = sum(1 for i in range(self.num_steps) if runs[i] and not mask[i])
         return computed, reused
 
+    def keeps(self, name: str) -> list[bool]:
+        """Per step: must the unit keep what it computes there? Yes when a later step where it runs
+        reuses before it computes again (a unit that never reuses keeps nothing)."""
+        compute, runs = self.unit_compute[name], self.unit_runs[name]
+        keep = [False] * self.num_steps
+        reuse_ahead = False
+        for step in range(self.num_steps - 1, -1, -1):
+            if not runs[step]:
+                continue
+            if compute[step]:
+                keep[step] = reuse_ahead
+                reuse_ahead = False
+            else:
+                reuse_ahead = True
+        return keep
+
     def reused_at(self, step: int) -> list[str]:
         """The units that run and reuse at ``step`` (their inner units do not run at all)."""
         return [name for name, mask in self.unit_compute.items() if self.unit_runs[name][step] and not mask[step]]

@@ -309,20 +309,3 @@ def _fused(hidden_out: torch.Tensor, hidden_in: torch.Tensor) -> bool:
         and hidden_out.shape[2] == hidden_in.shape[2]
         and hidden_out.shape[1] > hidden_in.shape[1]
     )
-
-
-def store_mask(compute: list[bool], runs: list[bool]) -> list[bool]:
-    """Per step: does a unit that computes there need to keep its value (a later step where it runs
-    reuses before it computes again)?"""
-    steps = len(compute)
-    store = [False] * steps
-    reuse_ahead = False
-    for i in range(steps - 1, -1, -1):
-        if not runs[i]:
-            continue
-        if compute[i]:
-            store[i] = reuse_ahead
-            reuse_ahead = False
-        else:
-            reuse_ahead = True
-    return store

@@ -39,7 +39,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from autofr.errors import ScheduleError
 from autofr.reuse import _outputs
 from autofr.reuse.accounting import ReuseAccounting
-from autofr.reuse.block_hook import BlockHook, BlockSpan, store_mask
+from autofr.reuse.block_hook import BlockHook, BlockSpan
 from autofr.reuse.unit_hook import Conv1CaptureHook, StepClock, UnitHook
 from autofr.reuse.units import LEVELS, ReusableUnit, discover_units, model_fingerprint, resolve_denoiser, unit_parents
 from autofr.schedule import ReuseSchedule, StepPlan
@@ -362,10 +362,9 @@ def _block_spans(units: list[ReusableUnit], plan: StepPlan) -> list[BlockSpan]:
     def close() -> None:
         if members:
             name = members[0].name
-            compute, runs = plan.unit_compute[name], plan.unit_runs[name]
             modules = [module for unit in members for module in unit.block_modules]
             names = [unit.name for unit in members]
-            spans.append(BlockSpan(name, members[0].mode, modules, compute, store_mask(compute, runs), names))
+            spans.append(BlockSpan(name, members[0].mode, modules, plan.unit_compute[name], plan.keeps(name), names))
             members.clear()
 
     for unit in units:

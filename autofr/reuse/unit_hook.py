@@ -49,7 +49,7 @@ class UnitHook(ModelHook):
         self.clock = clock
         self.compute = plan.unit_compute[unit.name]
         # Cache after computing at step i only if the unit reuses before it computes again.
-        self.store = _store_mask(self.compute, plan.run)
+        self.store = plan.keeps(unit.name)
         self.caches: dict[tuple, tuple] = {}  # (branch, occurrence) -> (value, tensor versions, output type)
         self.computed = 0
         self.reused = 0
@@ -133,21 +133,6 @@ class Conv1CaptureHook(ModelHook):
             owner.keep(owner.pending_key, output, torch.Tensor)
             owner.pending_key = None
         return output
-
-
-def _store_mask(compute: list[bool], run: list[bool]) -> list[bool]:
-    steps = len(compute)
-    store = [False] * steps
-    reuse_ahead = False
-    for i in range(steps - 1, -1, -1):
-        if not run[i]:
-            continue
-        if compute[i]:
-            store[i] = reuse_ahead
-            reuse_ahead = False
-        else:
-            reuse_ahead = True
-    return store
 
 
 def _clone(value: Any) -> Any:

@@ -199,3 +199,27 @@ def test_a_format_1_file_still_applies_bit_identically(tmp_path, interval):
         pipe(num_inference_steps=12), expected, rtol=1e-5, atol=1e-5
     )
     assert ReuseSchedule.from_json(path).units == ReuseSchedule.uniform(pipe, 12, interval=interval).units
+
+
+def test_an_inner_unit_reuses_what_it_computed_the_last_time_it_ran():
+    """Block 0 computes at 0, 2, 4; its feed-forward is planned at 0, 2, 3. Step 3 does not run it (the
+    block reuses), so at step 4 it reuses its value of step 2, not of step 0."""
+    model, inputs = tiny_flux(layers=1, single_layers=1)
+    seen = []
+    model.transformer_blocks[0].ff.register_forward_hook(lambda m, a, o: seen.append(o.clone()))
+    schedule = schedule_for(
+        model,
+        {
+            "transformer_blocks.0": UnitSchedule(steps=(0, 2, 4)),
+            "transformer_blocks.0.ff": UnitSchedule(steps=(0, 2, 3)),
+        },
+        steps=5,
+    )
+    accounting = autofr.apply_schedule(model, schedule)
+    run(model, inputs, steps=5)
+    assert len(seen) == 3  # the block ran at 0, 2 and 4
+    assert torch.equal(seen[2], seen[1]) and not torch.equal(seen[2], seen[0])
+    assert (
+        accounting.units["transformer_blocks.0.ff"].computed,
+        accounting.units["transformer_blocks.0.ff"].reused,
+    ) == (2, 1)
