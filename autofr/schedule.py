@@ -255,7 +255,14 @@ class ReuseSchedule:
         """One line: steps, intervals, mixing."""
         intervals = sorted({u.interval for u in self.units.values() if u.steps is None})
         mixing = f"mixing b={self.mixing.bias:g} s={self.mixing.slope:g}" if self.mixing else "no mixing"
-        return f"{self.num_inference_steps} steps, intervals {intervals or [1]}, {mixing}"
+        explicit = [name for name, u in self.units.items() if u.steps is not None]
+        keyframes = ""
+        if explicit:
+            counts = sorted({len(set(self.units[name].steps) | {0}) for name in explicit})
+            keyframes = (
+                f", explicit keyframes on {len(explicit)} unit(s) ({'/'.join(map(str, counts))} computed steps)"
+            )
+        return f"{self.num_inference_steps} steps, intervals {intervals or [1]}{keyframes}, {mixing}"
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:

@@ -223,3 +223,24 @@ def test_an_inner_unit_reuses_what_it_computed_the_last_time_it_ran():
         accounting.units["transformer_blocks.0.ff"].computed,
         accounting.units["transformer_blocks.0.ff"].reused,
     ) == (2, 1)
+
+
+def test_user_rules_name_the_blocks_of_a_model():
+    from autofr import ConfigError
+    from autofr.reuse import UnitRules
+
+    model, inputs = tiny_flux(layers=2, single_layers=2)
+    rules = {"blocks": ["single_transformer_blocks.*"]}  # only the single-stream blocks, say
+    units = discover_units(model, rules, levels=("stack", "block"))
+    assert [u.name for u in units] == ["stack", "single_transformer_blocks.0", "single_transformer_blocks.1"]
+    assert units[0].blocks == ("single_transformer_blocks.0", "single_transformer_blocks.1")
+    expected = run(model, inputs)
+    autofr.reuse.attach_unit_rules(model, rules)  # every later discovery (schedules, apply) sees them
+    autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=1, levels=LEVELS))
+    assert torch.equal(run(model, inputs), expected)
+    accounting = autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=2, levels=("stack",)))
+    run(model, inputs)
+    assert (accounting.units["stack"].computed, accounting.units["stack"].reused) == (2, 2)
+    assert UnitRules.coerce({"kinds": {"stack": False}, "blocks": ["single_transformer_blocks.*"]}).blocks
+    with pytest.raises(ConfigError, match="model.units.blocks pattern 'layers.\\*' matches no module"):
+        discover_units(model, {"blocks": ["layers.*"]}, levels=("block",))
