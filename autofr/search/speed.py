@@ -35,6 +35,10 @@ from autofr.schedule import ReuseSchedule
 logger = logging.getLogger(__name__)
 
 
+#: Bumped when what the calibration measures changes, so older cached calibrations are not read.
+LATENCY_MODEL_VERSION = 2
+
+
 @dataclass
 class SpeedModel:
     """Predicted speedup of a schedule vs full compute at ``baseline_steps``.
@@ -85,6 +89,7 @@ def build_speed_model(
     device = parameter.device
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     identity = [
+        LATENCY_MODEL_VERSION,
         platform.node(),
         device_name,
         torch.__version__,
@@ -104,7 +109,12 @@ def build_speed_model(
         forward, unit_seconds = calibrate_latency(denoiser, batched_inputs(example_inputs(denoiser), batch), units)
         data = {"forward_seconds": forward, "unit_seconds": unit_seconds, "device": device_name, "batch": batch}
         if pipe is not None and protocol is not None:
-            data["run_overhead_seconds"], data["step_overhead_seconds"] = pipeline_overheads(pipe, protocol, forward)
+            run, step, in_pipeline = pipeline_overheads(pipe, protocol)
+            # the units were timed at the example inputs: price them at the denoiser's cost inside the pipeline
+            scale = in_pipeline / forward
+            data["unit_seconds"] = {name: seconds * scale for name, seconds in unit_seconds.items()}
+            data["forward_seconds"] = in_pipeline
+            data["run_overhead_seconds"], data["step_overhead_seconds"] = run, step
         atomic_write_text(path, json.dumps(data, indent=1))
         logger.info("latency model calibrated: %.4f s per forward at batch %d (%s)", forward, batch, path)
     return SpeedModel(
@@ -117,21 +127,45 @@ def build_speed_model(
     )
 
 
-def pipeline_overheads(pipe, protocol: EvalProtocol, forward_seconds: float, repeats: int = 3) -> tuple[float, float]:
-    """``(per run, per step)`` seconds the pipeline spends beside the denoiser's forward, from full
-    compute timed (median of ``repeats``) at two step counts, one batch of ``protocol``."""
+def pipeline_overheads(pipe, protocol: EvalProtocol, repeats: int = 3) -> tuple[float, float, float]:
+    """``(per run, per step, denoiser per step)`` seconds of full compute in the pipeline, one batch of
+    ``protocol``, from runs at two step counts (medians of ``repeats``): what the pipeline spends beside
+    the denoiser once per run and once per step, and what the denoiser's calls of one step cost there
+    (classifier-free guidance batched or called twice included)."""
+    from autofr.reuse import resolve_denoiser
+
+    denoiser = resolve_denoiser(pipe)
+    device = next(denoiser.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    inside = {"seconds": 0.0, "began": 0.0}
+
+    def enter(module, args):
+        sync()
+        inside["began"] = time.perf_counter()
+
+    def leave(module, args, output):
+        sync()
+        inside["seconds"] += time.perf_counter() - inside["began"]
+
     low, high = 2, 6
     batch = protocol.replace(num_samples=protocol.batch_size)
-    generate(pipe, batch.replace(num_inference_steps=low))  # warm-up
-    seconds = {}
-    for steps in (low, high):
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            generate(pipe, batch.replace(num_inference_steps=steps))
-            times.append(time.perf_counter() - began)
-        seconds[steps] = statistics.median(times)
-    per_step = max(0.0, (seconds[high] - seconds[low]) / (high - low))
-    step_overhead = max(0.0, per_step - forward_seconds)
-    run_overhead = max(0.0, seconds[low] - low * per_step)
-    return run_overhead, step_overhead
+    handles = [denoiser.register_forward_pre_hook(enter), denoiser.register_forward_hook(leave)]
+    try:
+        generate(pipe, batch.replace(num_inference_steps=low))  # warm-up
+        total, network = {}, {}
+        for steps in (low, high):
+            runs = []
+            for _ in range(repeats):
+                inside["seconds"] = 0.0
+                began = time.perf_counter()
+                generate(pipe, batch.replace(num_inference_steps=steps))
+                runs.append((time.perf_counter() - began, inside["seconds"]))
+            total[steps] = statistics.median(r[0] for r in runs)
+            network[steps] = statistics.median(r[1] for r in runs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    forward = max(1e-9, (network[high] - network[low]) / (high - low))
+    per_step = max(forward, (total[high] - total[low]) / (high - low))
+    run_overhead = max(0.0, total[low] - low * per_step)
+    return run_overhead, per_step - forward, forward
