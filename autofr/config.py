@@ -6,7 +6,8 @@ conf/config.yaml puts it under its group first, and the YAML files of ``conf/`` 
 only what differs. Hydra and OmegaConf reject unknown keys and values of the wrong type;
 :meth:`StudyConfig.from_hydra` turns the result into frozen dataclasses and checks every range that
 needs no model, so a bad value is one :class:`~autofr.errors.ConfigError` line before anything is
-loaded or written. Pluggable parts are built from their node with ``_target_`` and
+loaded or written (a Hydra app of its own on conf/ calls :func:`register_configs` before
+``hydra.main``; :func:`compose` does it). Pluggable parts are built from their node with ``_target_`` and
 :func:`hydra.utils.instantiate` (the Optuna sampler: :class:`SamplerSettings`). Downstream code takes
 the section it needs (``config.quality``, ``config.space``), never the whole Hydra config.
 
@@ -141,14 +142,6 @@ def schema(cls) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
 
 
-#: Config groups whose keys, types and defaults are a settings dataclass (the YAML files set what differs).
-SCHEMAS = {
-    "model": "ModelSettings",
-    "quality": "QualitySettings",
-    "space": "SpaceSettings",
-    "tracking": "TrackingSettings",
-    "search": "SearchSettings",
-}
 SCHEMA_GROUP = "_schema"
 
 
@@ -158,8 +151,8 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group, name in SCHEMAS.items():
-        store.store(group=f"{SCHEMA_GROUP}/{group}", name="settings", node=schema(globals()[name]))
+    for group, settings in SCHEMAS.items():
+        store.store(group=f"{SCHEMA_GROUP}/{group}", name="settings", node=schema(settings))
 
 
 def _frozen(value: Any, kind: Any, where: str) -> Any:
@@ -411,6 +404,16 @@ class SearchSettings:
             raise ConfigError(
                 f"search.peers names an unknown peer method {unknown[0]!r}: use {', '.join(PEER_METHODS)}"
             )
+
+
+#: Config groups whose keys, types and defaults are a settings dataclass (the YAML files set what differs).
+SCHEMAS = {
+    "model": ModelSettings,
+    "quality": QualitySettings,
+    "space": SpaceSettings,
+    "tracking": TrackingSettings,
+    "search": SearchSettings,
+}
 
 
 @dataclass(frozen=True)
