@@ -252,13 +252,14 @@ class ModelSettings:
 class QualitySettings:
     """``quality``: the per-trial proxy, FID-N for confirmation, references and the constraint."""
 
-    proxy: str = "latent_mse"
-    proxy_samples: int = 64
-    fid_samples: int = 256
-    fid_reference: str = "real"
-    feature: str = "inception"
-    inception_weights: str | None = None
-    real_data: str | None = None
+    proxy: str = "latent_mse"  # per-trial objective (lower is better): latent_mse | psnr | ssim | kid_small | fid_real
+    proxy_samples: int = 64  # samples per trial for the proxy (same seeds for every trial)
+    fid_samples: int = 256  # samples for confirming candidates with FID (FID-N: compare at equal N only)
+    fid_reference: str = "real"  # real (the real data) | full_compute (the model's own full-compute samples)
+    feature: str = "inception"  # FID/KID feature extractor: digits | inception
+    inception_weights: str | None = None  # real models: local path of the FID Inception weights
+    real_data: str | None = None  # real models: folder of images or .npz with mu/sigma
+    # constraint: trials with proxy above this are infeasible; a value, or 1.2x = 1.2 x full compute's (fid_real)
     threshold: float | str | None = None
     batch_size: int = 64
 
@@ -413,6 +414,7 @@ SCHEMAS = {
     "space": SpaceSettings,
     "tracking": TrackingSettings,
     "search": SearchSettings,
+    "storage": StorageSettings,
 }
 
 
