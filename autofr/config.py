@@ -111,11 +111,15 @@ def _schema_type(kind: Any) -> Any:
         return typing.List[_schema_type(typing.get_args(kind)[0])]  # noqa: UP006  (OmegaConf reads typing.List)
     if kind is dict or origin is dict:
         return typing.Dict[str, Any]  # noqa: UP006
+    if dataclasses.is_dataclass(kind):  # a nested settings dataclass: its own schema
+        return schema(kind)
     return kind
 
 
 def _plain(value: Any) -> Any:
-    """A default as OmegaConf holds it (tuples as lists)."""
+    """A default as OmegaConf holds it (tuples as lists, nested settings as their schema)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return schema(type(value))(**{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)})
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -132,7 +136,7 @@ def schema(cls) -> type:
     for spec in dataclasses.fields(cls):
         if spec.default is not dataclasses.MISSING:
             default = spec.default
-            if isinstance(default, (tuple, dict)):
+            if isinstance(default, (tuple, dict)) or dataclasses.is_dataclass(default):
                 default = field(default_factory=lambda value=default: _plain(value))
         elif spec.default_factory is not dataclasses.MISSING:
             default = field(default_factory=lambda make=spec.default_factory: _plain(make()))
@@ -175,6 +179,8 @@ def _frozen(value: Any, kind: Any, where: str) -> Any:
             if option is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
         raise ConfigError(f"{where}={value!r} has the wrong type")
+    if dataclasses.is_dataclass(kind):  # a nested settings dataclass
+        return section(kind, value, where)
     if origin is tuple:
         item = typing.get_args(kind)[0]
         if item is Any or typing.get_origin(item) is not None:
