@@ -6,7 +6,8 @@ conf/config.yaml puts it under its group first, and the YAML files of ``conf/`` 
 only what differs. Hydra and OmegaConf reject unknown keys and values of the wrong type;
 :meth:`StudyConfig.from_hydra` turns the result into frozen dataclasses and checks every range that
 needs no model, so a bad value is one :class:`~autofr.errors.ConfigError` line before anything is
-loaded or written. Pluggable parts are built from their node with ``_target_`` and
+loaded or written (a Hydra app of its own on conf/ calls :func:`register_configs` before
+``hydra.main``; :func:`compose` does it). Pluggable parts are built from their node with ``_target_`` and
 :func:`hydra.utils.instantiate` (the Optuna sampler: :class:`SamplerSettings`). Downstream code takes
 the section it needs (``config.quality``, ``config.space``), never the whole Hydra config.
 
@@ -110,11 +111,15 @@ def _schema_type(kind: Any) -> Any:
         return typing.List[_schema_type(typing.get_args(kind)[0])]  # noqa: UP006  (OmegaConf reads typing.List)
     if kind is dict or origin is dict:
         return typing.Dict[str, Any]  # noqa: UP006
+    if dataclasses.is_dataclass(kind):  # a nested settings dataclass: its own schema
+        return schema(kind)
     return kind
 
 
 def _plain(value: Any) -> Any:
-    """A default as OmegaConf holds it (tuples as lists)."""
+    """A default as OmegaConf holds it (tuples as lists, nested settings as their schema)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return schema(type(value))(**{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)})
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -131,7 +136,7 @@ def schema(cls) -> type:
     for spec in dataclasses.fields(cls):
         if spec.default is not dataclasses.MISSING:
             default = spec.default
-            if isinstance(default, (tuple, dict)):
+            if isinstance(default, (tuple, dict)) or dataclasses.is_dataclass(default):
                 default = field(default_factory=lambda value=default: _plain(value))
         elif spec.default_factory is not dataclasses.MISSING:
             default = field(default_factory=lambda make=spec.default_factory: _plain(make()))
@@ -141,14 +146,6 @@ def schema(cls) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
 
 
-#: Config groups whose keys, types and defaults are a settings dataclass (the YAML files set what differs).
-SCHEMAS = {
-    "model": "ModelSettings",
-    "quality": "QualitySettings",
-    "space": "SpaceSettings",
-    "tracking": "TrackingSettings",
-    "search": "SearchSettings",
-}
 SCHEMA_GROUP = "_schema"
 
 
@@ -158,8 +155,8 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group, name in SCHEMAS.items():
-        store.store(group=f"{SCHEMA_GROUP}/{group}", name="settings", node=schema(globals()[name]))
+    for group, settings in SCHEMAS.items():
+        store.store(group=f"{SCHEMA_GROUP}/{group}", name="settings", node=schema(settings))
 
 
 def _frozen(value: Any, kind: Any, where: str) -> Any:
@@ -182,6 +179,8 @@ def _frozen(value: Any, kind: Any, where: str) -> Any:
             if option is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
         raise ConfigError(f"{where}={value!r} has the wrong type")
+    if dataclasses.is_dataclass(kind):  # a nested settings dataclass
+        return section(kind, value, where)
     if origin is tuple:
         item = typing.get_args(kind)[0]
         if item is Any or typing.get_origin(item) is not None:
@@ -259,13 +258,14 @@ class ModelSettings:
 class QualitySettings:
     """``quality``: the per-trial proxy, FID-N for confirmation, references and the constraint."""
 
-    proxy: str = "latent_mse"
-    proxy_samples: int = 64
-    fid_samples: int = 256
-    fid_reference: str = "real"
-    feature: str = "inception"
-    inception_weights: str | None = None
-    real_data: str | None = None
+    proxy: str = "latent_mse"  # per-trial objective (lower is better): latent_mse | psnr | ssim | kid_small | fid_real
+    proxy_samples: int = 64  # samples per trial for the proxy (same seeds for every trial)
+    fid_samples: int = 256  # samples for confirming candidates with FID (FID-N: compare at equal N only)
+    fid_reference: str = "real"  # real (the real data) | full_compute (the model's own full-compute samples)
+    feature: str = "inception"  # FID/KID feature extractor: digits | inception
+    inception_weights: str | None = None  # real models: local path of the FID Inception weights
+    real_data: str | None = None  # real models: folder of images or .npz with mu/sigma
+    # constraint: trials with proxy above this are infeasible; a value, or 1.2x = 1.2 x full compute's (fid_real)
     threshold: float | str | None = None
     batch_size: int = 64
 
@@ -415,6 +415,17 @@ class SearchSettings:
             raise ConfigError(
                 f"search.peers names an unknown peer method {unknown[0]!r}: use {', '.join(PEER_METHODS)}"
             )
+
+
+#: Config groups whose keys, types and defaults are a settings dataclass (the YAML files set what differs).
+SCHEMAS = {
+    "model": ModelSettings,
+    "quality": QualitySettings,
+    "space": SpaceSettings,
+    "tracking": TrackingSettings,
+    "search": SearchSettings,
+    "storage": StorageSettings,
+}
 
 
 @dataclass(frozen=True)

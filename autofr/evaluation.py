@@ -1,7 +1,7 @@
 """The fixed evaluation protocol: which samples every candidate schedule is judged on.
 
 Every candidate of a study is sampled with the same :class:`EvalProtocol`: the same number of
-samples, the same initial noise, the same class labels or prompts, the same sampler and step
+samples, the same initial noise, the same class labels or prompts, the same scheduler and step
 count. Only the reuse schedule differs, so quality differences are the schedule's doing, and paired
 proxies (latent MSE, PSNR, SSIM) can compare each sample with the full-compute sample made from the
 same noise.
@@ -15,7 +15,7 @@ Initial noise
     sample ``i`` does not depend on the batch size.
 Per-sample generators
     ``generator=`` receives one CPU generator per sample, seeded ``seed + 1 + i``, so stochastic
-    samplers (DDPM, ancestral Euler) are batch-size independent too (diffusers' list-of-generators
+    schedulers (DDPM, ancestral Euler) are batch-size independent too (diffusers' list-of-generators
     convention).
 Conditioning
     Class-conditional models: sample ``i`` gets label ``i % num_classes``. Text models: sample ``i``
@@ -63,7 +63,7 @@ class EvalProtocol:
     Attributes:
         num_samples: how many samples (N) each candidate is judged on. FID is biased by N: compare
             FID values only at equal N and seed.
-        seed: seeds the initial noise (and the per-sample generators of stochastic samplers).
+        seed: seeds the initial noise (and the per-sample generators of stochastic schedulers).
         batch_size: samples per pipeline call. Affects memory and speed, never the samples, so it is
             left out of :meth:`cache_key`.
         num_inference_steps: denoising steps of the sampler.

@@ -190,9 +190,12 @@ def point_of(records, trial):
 
 
 def cell(point) -> str:
+    from autofr.search.origin import Origin
+
     if point is None:
         return "none"
-    return f"{point['label'] if point['label'] != 'search' else 'trial ' + str(point['trial'])} ({point['steps']} steps), {point['speed']:.2f}x"
+    name = f"trial {point['trial']}" if point["label"] == Origin.SEARCH else point["label"]  # unlabelled: searched
+    return f"{name} ({point['steps']} steps), {point['speed']:.2f}x"
 
 
 def fid_cell(point) -> str:

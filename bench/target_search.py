@@ -260,6 +260,7 @@ def stage_quick(args) -> None:
     their budget, or when FID-2000 does not fit the time."""
     from autofr.schedule import ReuseSchedule
     from autofr.search.confirm import interleaved_speedups, timed_generation
+    from autofr.search.origin import Origin
     from autofr.search.study import AutoFRStudy
 
     rows, schedules, first = [], {}, None
@@ -320,7 +321,7 @@ def stage_quick(args) -> None:
         def text(c):
             if c is None:
                 return "none"
-            name = f"trial {c['trial']}" if c["label"] == "search" else c["label"]
+            name = f"trial {c['trial']}" if c["label"] == Origin.SEARCH else c["label"]
             return f"{name} ({c['steps']} steps), {c['measured']:.2f}x ({c['predicted']:.2f}x MACs)"
 
         estimate = f"{s.fid_estimate:.4f} (N={s.fidelity}) / {row['limit']:.4f}" if s else "-"

@@ -48,3 +48,59 @@ def test_bad_override_is_one_line_config_error(override, fragment):
     with pytest.raises(ConfigError, match=fragment) as error:
         compose("config", [override])
     assert "\n" not in str(error.value)
+
+
+def test_the_settings_dataclasses_are_the_one_source_of_defaults():
+    from autofr.config import SearchSettings, load_study_config
+
+    config = load_study_config([])
+    assert config.search == SearchSettings()  # conf/ sets no search key: every default is the dataclass's
+    assert config.search.calibrated_thresholds == (0.2, 0.4)
+
+
+def test_a_sampler_is_its_yaml_file_built_by_instantiate():
+    import optuna
+
+    from autofr.config import load_study_config
+
+    for name, cls in (("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler)):
+        assert type(load_study_config([f"sampler={name}"]).sampler.build()) is cls
+    assert type(load_study_config(["sampler=random"]).sampler.build()) is optuna.samplers.RandomSampler
+    with pytest.raises(ConfigError, match="Optuna sampler"):
+        load_study_config(["sampler._target_=os.system"])
+
+
+def test_every_scheduler_the_protocol_runs_is_a_model_scheduler():
+    from autofr.config import load_study_config
+    from autofr.schedulers import SCHEDULERS
+
+    assert load_study_config(["model.scheduler=unipc"]).model.scheduler == "unipc"
+    assert set(SCHEDULERS) >= {"ddim", "dpmsolver++", "euler", "unipc"}
+    with pytest.raises(ConfigError, match="model.scheduler='nope' is unknown"):
+        load_study_config(["model.scheduler=nope"])
+
+
+def test_a_value_of_the_wrong_type_is_one_line():
+    with pytest.raises(ConfigError, match="search.n_trials") as error:
+        compose("config", ["search.n_trials=abc"])
+    assert "\n" not in str(error.value) and "Integer" in str(error.value)
+
+
+def test_nested_settings_get_a_nested_schema():
+    from dataclasses import dataclass, field
+
+    from autofr.config import section
+
+    @dataclass(frozen=True)
+    class Inner:
+        repeats: int = 3
+        levels: tuple[int, ...] = (64, 256)
+
+    @dataclass(frozen=True)
+    class Outer:
+        grouping: str = "stage"
+        inner: Inner = field(default_factory=Inner)
+
+    assert section(Outer, {"inner": {"repeats": 5}}, "outer") == Outer(inner=Inner(repeats=5))
+    with pytest.raises(ConfigError, match="Integer"):
+        section(Outer, {"inner": {"repeats": "x"}}, "outer")

@@ -3,6 +3,7 @@ storage shares (a dead worker's trial is enqueued again)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
@@ -33,15 +34,20 @@ class StorageSettings:
         connect_timeout_s: how long the up-front reachability check waits for the database.
     """
 
-    url: str | None
-    journal_path: str | None
-    heartbeat_interval: int
-    grace_period: int
-    max_retry: int | None
-    connect_timeout_s: int
+    url: str | None = None
+    journal_path: str | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int | None = 2
+    connect_timeout_s: int = 10
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> StorageSettings:
+        """Validated settings from the ``storage`` group (a mapping): missing numbers take the field defaults
+        (a missing ``grace_period`` 4 x the heartbeat interval); a missing ``journal_path`` with no URL is
+        an error, not the default path."""
+        defaults = {spec.name: spec.default for spec in dataclasses.fields(cls)}
+
         def number(key: str, default: Any, minimum: int) -> int:
             value = cfg.get(key, default)
             if (
@@ -62,21 +68,21 @@ class StorageSettings:
                 f"no Optuna storage: set storage.url=postgresql://user:password@host:5432/db (or ${STORAGE_URL_ENV}), "
                 "or use storage=journal"
             )
-        heartbeat_interval = number("heartbeat_interval", 30, 1)
+        heartbeat_interval = number("heartbeat_interval", defaults["heartbeat_interval"], 1)
         grace_period = number("grace_period", 4 * heartbeat_interval, 1)
         if grace_period <= heartbeat_interval:
             raise ConfigError(
                 f"storage.grace_period ({grace_period} s) must exceed storage.heartbeat_interval "
                 f"({heartbeat_interval} s), or live trials are failed as dead: use 2-4x the interval"
             )
-        max_retry = None if cfg.get("max_retry", 2) is None else number("max_retry", 2, 0)
+        max_retry = None if cfg.get("max_retry", 2) is None else number("max_retry", defaults["max_retry"], 0)
         return cls(
             url=url,
             journal_path=None if url else str(journal_path),
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             max_retry=max_retry,
-            connect_timeout_s=number("connect_timeout_s", 10, 1),
+            connect_timeout_s=number("connect_timeout_s", defaults["connect_timeout_s"], 1),
         )
 
 

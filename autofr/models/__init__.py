@@ -169,7 +169,7 @@ def load_pipeline(
             Hugging Face cache only when ``HF_HUB_OFFLINE`` is set).
         device: where the pipeline runs.
         dtype: weight dtype (a ``torch.dtype`` or its name).
-        scheduler: optional sampler to swap in: ``"ddim"``, ``"dpmsolver++"`` or ``"euler"``
+        scheduler: optional scheduler to swap in, a name of :data:`autofr.schedulers.SCHEDULERS`
             (built from the pipeline's own scheduler config); ``None`` keeps the saved one.
         unit_rules: user rules for unit discovery (the ``model.units`` config: include/exclude
             patterns and per-kind overrides, see :class:`autofr.reuse.UnitRules`), attached to the

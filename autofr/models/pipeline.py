@@ -79,7 +79,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
             num_inference_steps: denoising steps; ``scheduler.set_timesteps`` is called once with it.
             guidance_scale: classifier-free guidance weight; ``<= 1`` disables guidance (one
                 conditional denoiser call per step instead of a doubled batch).
-            generator: seeds the initial noise (and the scheduler's noise, for stochastic samplers).
+            generator: seeds the initial noise (and the scheduler's noise, for stochastic schedulers).
             latents: initial noise ``(N, C, H, W)`` in units of a standard normal; scaled by
                 ``scheduler.init_noise_sigma`` like freshly drawn noise.
             output_type: ``"pt"`` (float32 CPU tensor ``(N, C, H, W)``), ``"np"`` (``(N, H, W, C)``

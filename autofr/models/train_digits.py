@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # which converges markedly faster than the plain loss.
 MIN_SNR_GAMMA = 5.0
 
-# The noise schedule the denoisers are trained with; the saved DDIM sampler uses the same betas.
+# The noise schedule the denoisers are trained with; the saved DDIM scheduler uses the same betas.
 # clip_sample stays off: DDIM clips the predicted x0 but not the predicted noise, and with classifier-free
 # guidance that mismatch wrecks the samples (conditional accuracy at guidance 3 fell from 100% to ~33%).
 NOISE_SCHEDULE = dict(
@@ -57,7 +57,7 @@ NOISE_SCHEDULE = dict(
     prediction_type="epsilon",
     clip_sample=False,
 )
-SAMPLER_OVERRIDES = dict(timestep_spacing="trailing")
+SCHEDULER_OVERRIDES = dict(timestep_spacing="trailing")
 
 DENOISER_CONFIGS = {
     "unet": dict(
@@ -175,8 +175,8 @@ def train_denoiser(which: str, out: Path, seed: int, steps: int, batch_size: int
     wall_seconds = time.perf_counter() - started
 
     ema_denoiser.eval()
-    sampler = DDIMScheduler.from_config(noise_scheduler.config, **SAMPLER_OVERRIDES)
-    pipeline = ClassConditionalPipeline(denoiser=ema_denoiser, scheduler=sampler)
+    ddim = DDIMScheduler.from_config(noise_scheduler.config, **SCHEDULER_OVERRIDES)
+    pipeline = ClassConditionalPipeline(denoiser=ema_denoiser, scheduler=ddim)
     target = out / f"digits_{which}"
     pipeline.save_pretrained(target, safe_serialization=True)
     tail = losses[-200:]

@@ -1,7 +1,7 @@
 """Fast quality proxies: distance of a candidate's samples to the full-compute samples.
 
 The reference is the full-compute :class:`~autofr.evaluation.SampleBatch` made with the same
-protocol (same noise, labels/prompts, sampler and steps), so without reuse every proxy is at its
+protocol (same noise, labels/prompts, scheduler and steps), so without reuse every proxy is at its
 perfect value, 0, and it grows as the schedule degrades the samples. All ``compute()`` values are
 lower-is-better (see :mod:`autofr.quality.measure`):
 

@@ -7,7 +7,7 @@ every later trial, worker and resumed study.
 Keys
     Reference samples: the model identity (``model_id`` if given, plus a fingerprint of the
     pipeline's config, weights and scheduler config) and :meth:`EvalProtocol.cache_key`, which
-    covers the step count, sampler, seed, N, resolution, guidance, labels/prompts (batch size left
+    covers the step count, scheduler, seed, N, resolution, guidance, labels/prompts (batch size left
     out: it does not change the samples). Feature statistics: a caller-chosen ``source_id`` naming
     the image set plus the feature extractor's identity.
 Files

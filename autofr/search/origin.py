@@ -8,7 +8,9 @@ are those studies have always stored, so old studies read unchanged), its role, 
 its plot style.
 
 Adding a kind is one line below: its stored name, role, label (legend name), plot style (None: drawn with the
-searched schedules) and confirmation rank (the order hand-set references are confirmed in).
+searched schedules; a hand-set reference needs one) and confirmation rank (the order hand-set references are
+confirmed in). The code that makes such points (``space.warm_start``, ``warmstart.calibrated_entries``) tags
+them with the member; plots, tables, confirmation and the answer follow its role.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Origin(str, enum.Enum):
     PEER = ("peer", Role.PEER, "peer", None, 0)
 
     def __new__(cls, stored: str, role: Role, label: str, style: PlotStyle | None, confirm_rank: int):
+        if role in (Role.FULL_COMPUTE, Role.REFERENCE) and style is None:
+            raise TypeError(f"origin {stored!r}: a hand-set point needs a plot style of its own")
         member = str.__new__(cls, stored)
         member._value_ = stored
         member.role, member.label, member.style, member.confirm_rank = role, label, style, confirm_rank

@@ -15,6 +15,10 @@ import hydra
 import optuna
 from omegaconf import OmegaConf
 
+from autofr.config import register_configs
+
+register_configs()  # conf/ takes its groups' schema (keys, types, defaults) from autofr's settings dataclasses
+
 HERE = str(Path(__file__).resolve().parent)
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -15,12 +15,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from autofr.config import register_configs
+
 from .conftest import ROOT_CONF, Backend
 
 HYDRA_APP = Path(__file__).with_name("hydra_app.py")
 
 
 def launcher_config(name: str, *overrides: str):
+    register_configs()  # the schema of conf/'s groups (autofr.config's settings dataclasses)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Hydra's schema-matching deprecation warning
         with initialize_config_dir(config_dir=str(ROOT_CONF), version_base="1.3"):
