@@ -278,20 +278,22 @@ class QualitySettings:
 
 @dataclass(frozen=True)
 class SpaceSettings:
-    """``space``: how the model's units become search parameters (autofr/search/space.py)."""
+    """``space``: how the model's units become search parameters (autofr/search/space.py). The defaults
+    are these; ``conf/space/*.yaml`` and the study presets set what differs."""
 
-    grouping: str = "stage"
-    max_interval: int = 6
-    offsets: bool = False
-    mixing: str = "choice"
+    grouping: str = "stage"  # unit | stage | kind | global: sub-layer units sharing one schedule
+    max_interval: int = 6  # reuse interval per group in 1..max_interval (calibrated: reuses in a row < it)
+    offsets: bool = False  # also search a keyframe offset per group
+    mixing: str = "choice"  # choice | on | off: FRDiff score mixing
     mixing_bias: tuple[float, ...] = (0.2, 0.8)
     mixing_slope: tuple[float, ...] = (5.0, 60.0)
-    steps: tuple[int, ...] = ()
-    baseline_steps: tuple[int, ...] = ()
+    steps: tuple[int, ...] = ()  # sampling step counts that compete; () = the model's own only
+    baseline_steps: tuple[int, ...] = ()  # warm start: full compute at these step counts (those in steps)
+    # unit levels a trial may reuse at (one per trial): the whole block stack, blocks (UNet stages), sub-layers
     levels: tuple[str, ...] = ("stack", "block", "sublayer")
-    timing: str = "choice"
-    threshold: tuple[float, ...] = (0.005, 2.0)
-    warmup: tuple[float, ...] = (0.0, 0.4)
+    timing: str = "choice"  # uniform (every M steps) | calibrated (keyframes where change accumulates) | choice
+    threshold: tuple[float, ...] = (0.005, 2.0)  # calibrated timing: accumulated-error threshold per group (log)
+    warmup: tuple[float, ...] = (0.0, 0.4)  # calibrated timing: share of the first steps that always compute
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import torch
 
 import autofr
 from autofr import ReuseSchedule, UnitSchedule
-from autofr.config import StudyConfig
+from autofr.config import StudyConfig, load_study_config
 from autofr.evaluation import generate
 from autofr.peers import Peer, available_peers
 from autofr.reuse import discover_units
@@ -44,19 +44,15 @@ MODELS = ("digits_unet", "digits_dit", "digits_flux")
 
 
 def compose_config(model: str, workdir: Path) -> StudyConfig:
-    from autofr.cli._config import compose
-
-    tree = compose(
-        "config",
+    return load_study_config(
         [
-            f"model={model}",
+            f"study={model}",
             f"cache_dir={workdir / 'cache'}",
             f"storage.journal_path={workdir / 'journal.log'}",
             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
             "search.progress=false",
-        ],
+        ]
     )
-    return StudyConfig.from_hydra(tree)
 
 
 def with_units(model, steps: int, units: dict[str, UnitSchedule], kind: str) -> ReuseSchedule:
