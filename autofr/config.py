@@ -292,7 +292,8 @@ class SpaceSettings:
     # unit levels a trial may reuse at (one per trial): the whole block stack, blocks (UNet stages), sub-layers
     levels: tuple[str, ...] = ("stack", "block", "sublayer")
     timing: str = "choice"  # uniform (every M steps) | calibrated (keyframes where change accumulates) | choice
-    threshold: tuple[float, ...] = (0.005, 2.0)  # calibrated timing: accumulated-error threshold per group (log)
+    # calibrated timing: accumulated-error threshold per group (log scale; the bottom of the range never reuses)
+    threshold: tuple[float, ...] = (0.005, 2.0)
     warmup: tuple[float, ...] = (0.0, 0.4)  # calibrated timing: share of the first steps that always compute
 
 

@@ -242,7 +242,12 @@ class SearchSpace:
             threshold = trial.suggest_float(f"threshold.{group}", *self.threshold, log=True)
             max_reuse = trial.suggest_int(f"max_reuse.{group}", 1, max(1, self.max_interval - 1))
             ratios = profile.ratio.get(group) or [1.0] * steps
-            compute = calibrated_steps(ratios[:steps] + [1.0] * (steps - len(ratios)), threshold, max_reuse, warmup)
+            if threshold <= self.threshold[0]:  # the bottom of the range: the group never reuses
+                compute = tuple(range(steps))
+            else:
+                compute = calibrated_steps(
+                    ratios[:steps] + [1.0] * (steps - len(ratios)), threshold, max_reuse, warmup
+                )
             schedule = UnitSchedule() if len(compute) == steps else UnitSchedule(steps=compute)
             for name in names:
                 units[name] = schedule
@@ -287,7 +292,8 @@ class SearchSpace:
         steps: int | None = None,
     ) -> dict:
         """Trial parameters of a calibrated-timing schedule; groups not in ``thresholds`` compute
-        every step (the lowest threshold); values are clipped to the space's ranges."""
+        every step (the bottom of the threshold range means never reuse); values are clipped to the
+        space's ranges."""
         if self.timing == "uniform":
             raise ConfigError("calibrated schedules are outside a space.timing=uniform space")
         level = self._level_of_groups(list(thresholds))

@@ -108,3 +108,12 @@ def test_uniform_space_has_no_magcache_point_and_bad_timing_is_a_config_error():
         make_space(timing="sometimes")
     with pytest.raises(ConfigError, match="space.levels"):
         make_space(levels=["stacks"])
+
+
+def test_full_compute_in_a_calibrated_space_computes_everything():
+    _, _, space = make_space()
+    ((_, label, params),) = space.warm_start()
+    assert label == "full compute"
+    profiles = StepProfiles(lambda steps: flat_profile(space, steps, ratio=1.0))  # nothing changes at all
+    schedule = space.suggest(optuna.trial.FixedTrial(params), profiles)
+    assert all(all(unit.compute_mask(schedule.num_inference_steps)) for unit in schedule.units.values())
