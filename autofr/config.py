@@ -378,6 +378,10 @@ class SearchSettings:
     # one that runs on the model (diffusers' enable_cache caches; cache-dit's DBCache with autofr[peers]);
     # off or [] = none; or a list, e.g. [first_block_cache, mag_cache, dbcache]
     peers: tuple[str, ...] | str | None = "auto"
+    # the whole study's device time (trials, peers, confirmation, timing; all workers together): the plan is
+    # cut to fit (confirmation set, FID seeds, fidelity levels, trials) and the study stops cleanly at it
+    max_device_hours: float | None = None
+    fid_slice: int | None = None  # samples per FID work item (any worker takes one); null: two batches
 
     @property
     def peer_methods(self) -> tuple[str, ...]:
@@ -389,6 +393,10 @@ class SearchSettings:
             raise ConfigError(f"search.n_trials={self.n_trials} must be a whole number >= 1")
         if self.workers < 1:
             raise ConfigError(f"search.workers={self.workers} must be a whole number >= 1")
+        if self.max_device_hours is not None and not self.max_device_hours > 0:
+            raise ConfigError(f"search.max_device_hours={self.max_device_hours} must be positive (or null: no budget)")
+        if self.fid_slice is not None and self.fid_slice < 2:
+            raise ConfigError(f"search.fid_slice={self.fid_slice} must be at least 2 samples (or null: two batches)")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ConfigError(f"search.timeout_s={self.timeout_s} must be positive (or null)")
         for key in ("confirm_top_k", "confirm_layers"):

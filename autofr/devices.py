@@ -124,3 +124,12 @@ def _suggestion(device: str, dtype: torch.dtype) -> str:
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def device_description(device: str | torch.device) -> str:
+    """The device as a person reads it: ``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu``."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        index = resolved.index if resolved.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(resolved)

@@ -88,7 +88,6 @@ def check(
             study.model.pipe,
             study.protocol,
             study.measures,
-            study.reference_samples,
             2000,
             fid_seeds=seeds,
             timing_repeats=0,

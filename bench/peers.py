@@ -102,7 +102,6 @@ def confirmer(study, seeds: int):
         study.model.pipe,
         study.protocol,
         study.measures,
-        study.reference_samples,
         config.quality.fid_samples,
         fid_seeds=seeds,
         timing_repeats=0,

@@ -194,7 +194,6 @@ def stage_rescore(args) -> None:
         study.model.pipe,
         study.protocol,
         study.measures,
-        study.reference_samples,
         args.fid_samples,
         fid_seeds=3,
         timing_repeats=0,

@@ -83,6 +83,7 @@ class WorkerSummary:
     over_budget: int = 0
     study_completed: int = 0
     timed_out: bool = False
+    stopped: bool = False  # stop_when said so
 
 
 def open_study(
@@ -145,6 +146,7 @@ def run_worker(
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     catch: tuple[type[Exception], ...] = (Exception,),
     progress: bool = True,
+    stop_when: Callable[[], bool] | None = None,
 ) -> WorkerSummary:
     """Ask, evaluate and tell trials until the study holds ``n_trials`` COMPLETE trials.
 
@@ -157,6 +159,7 @@ def run_worker(
         catch: objective exceptions that fail the trial and let the worker go on; any other
             exception fails the trial and is raised.
         progress: show a progress bar of the study's COMPLETE trials.
+        stop_when: asked before each new trial; True stops asking (a spent device-hour budget).
 
     Raises:
         ConfigError: ``n_trials`` < 1.
@@ -170,6 +173,9 @@ def run_worker(
     stale_trials = StaleTrialCheck(study)
     with SignalGuard() as guard, Progress(study, n_trials, progress) as bar:
         while True:
+            if stop_when is not None and stop_when():
+                summary.stopped = True
+                break
             if not wait_for_open_slot(study, n_trials, deadline, bar, stale_trials):
                 summary.timed_out = deadline is not None and time.monotonic() >= deadline
                 break

@@ -229,7 +229,6 @@ class Confirmer:
         pipe: the pipeline (no schedule installed).
         protocol: the study's protocol; ``num_samples`` is replaced by ``fid_samples``.
         measures: the study's measures (feature extractor, real reference).
-        reference_samples: ``reference_samples(protocol) -> SampleBatch`` of full compute (cached).
         fid_samples: N of FID-N.
         fid_seeds: how many seeds (``protocol.seed``, ``+1``, ...), each paired across candidates.
         timing_repeats: repeats of the one interleaved timing run of all candidates (0: no timing).
@@ -244,7 +243,6 @@ class Confirmer:
         pipe,
         protocol: EvalProtocol,
         measures: StudyMeasures,
-        reference_samples,
         fid_samples: int,
         fid_seeds: int = 1,
         timing_repeats: int = 3,
@@ -259,113 +257,144 @@ class Confirmer:
         self.seeds = [protocol.seed + k for k in range(max(1, int(fid_seeds)))]
         self.fid_protocol = protocol.replace(num_samples=int(fid_samples))
         self.measures = measures
-        self.reference_samples = reference_samples
         self.timing_repeats = int(timing_repeats)
         self.timing_protocol = protocol.replace(
             num_samples=int(timing_samples or min(protocol.num_samples, protocol.batch_size))
         )
-        self._full: dict[int, tuple] = {}
-        self._fid_vs_real = measures.fid(measures.real_reference) if measures.real_reference is not None else None
+        self._full: dict[int, Any] = {}  # full compute's FID features per seed
+        self.against_real = measures.real_reference is not None  # FID against real data (else full compute)
         self._warm = False
         self._cache = ScoreCache(cache_dir, pipe, measures, model_id) if cache_dir is not None else None
 
-    def _full_compute(self, seed: int):
-        """Full compute's samples, its FID against the real data, and an FID measure against them."""
+    # ------------------------------------------------------------------ features and scores
+    def steps_of(self, candidate) -> int:
+        """The step count ``candidate`` samples with (a schedule's own, else the protocol's)."""
+        if isinstance(candidate, ReuseSchedule):
+            return candidate.num_inference_steps
+        return self.fid_protocol.num_inference_steps
+
+    def slice_features(self, candidate, seed: int, start: int, stop: int):
+        """FID features (float64, one row per sample) of samples ``start .. stop - 1`` of the FID-N
+        protocol at ``seed``; ``candidate``: a schedule, a peer, or None (full compute). A slice is
+        exactly that part of a whole run (:func:`~autofr.evaluation.generate`), so slices from
+        several workers concatenate to the features of one run."""
+        from autofr.quality.features import extract_features
+
+        if isinstance(candidate, ReuseSchedule) and _computes_everything(
+            candidate, self.fid_protocol.num_inference_steps
+        ):
+            candidate = None  # bit-identical to full compute (tests/reuse): not run again
+        protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=self.steps_of(candidate), num_samples=stop)
+        schedule = candidate if isinstance(candidate, ReuseSchedule) else None
+        with peer_enabled(self.pipe, candidate) if isinstance(candidate, Peer) else contextlib.nullcontext():
+            samples = generate(self.pipe, protocol, schedule, first=start)
+        return extract_features(self.measures.feature(), samples)
+
+    def full_features(self, seed: int):
+        """Full compute's FID features at ``seed`` (sampled once per process)."""
         if seed not in self._full:
-            samples = self.reference_samples(self.fid_protocol.replace(seed=seed))
-            against_full = self.measures.fid(samples)
-            self._full[seed] = (samples, against_full, self._score_real(samples))
+            self._full[seed] = self.slice_features(None, seed, 0, self.fid_protocol.num_samples)
         return self._full[seed]
 
-    def _score_real(self, samples) -> float | None:
-        if self._fid_vs_real is None:
-            return None
-        self._fid_vs_real.reset()
-        return float(self._fid_vs_real.score(samples))
+    def scores_of(self, features, full_features) -> dict[str, float | None]:
+        """``{"fid_vs_full", "fid"}`` of a candidate's features: FID against full compute's features at
+        the same seed, and against the real data (None without real data)."""
+        from autofr.quality.features import FeatureStats, frechet_distance
+
+        stats = FeatureStats.from_features(features)
+        real = self.measures.real_stats() if self.against_real else None
+        return {
+            "fid_vs_full": frechet_distance(stats, FeatureStats.from_features(full_features)),
+            "fid": frechet_distance(stats, real) if real is not None else None,
+        }
+
+    def full_fid(self, full_features) -> float:
+        """Full compute's FID against the real data (0 without real data: it is its own reference)."""
+        from autofr.quality.features import FeatureStats, frechet_distance
+
+        if not self.against_real:
+            return 0.0
+        return frechet_distance(FeatureStats.from_features(full_features), self.measures.real_stats())
 
     def full_compute(self) -> tuple[float, dict[str, float]]:
         """Mean and per-seed FID of full compute (against the real data, else against itself: 0)."""
-        per_seed = {}
-        for seed in self.seeds:
-            _, _, real = self._full_compute(seed)
-            per_seed[str(seed)] = real if real is not None else 0.0
+        per_seed = {str(seed): self.full_fid(self.full_features(seed)) for seed in self.seeds}
         return statistics.fmean(per_seed.values()), per_seed
+
+    @staticmethod
+    def confirmation_of(per_seed: dict[int, dict], full_seeds: dict[str, float]) -> Confirmation:
+        """The :class:`Confirmation` of a candidate's scores at each seed (``scores_of``'s dicts)."""
+        real = {str(seed): s["fid"] if s["fid"] is not None else s["fid_vs_full"] for seed, s in per_seed.items()}
+        return Confirmation(
+            fid=statistics.fmean(real.values()),
+            fid_vs_full=statistics.fmean(s["fid_vs_full"] for s in per_seed.values()),
+            fid_seeds=real,
+            fid_full_seeds=dict(full_seeds),
+        )
+
+    def cache_key(self, trial: TrialRecord, seed: int) -> tuple[EvalProtocol, dict]:
+        """Where ``trial``'s FID-N at ``seed`` is kept in the score cache: its protocol and schedule
+        (a peer: its description and the batch size, since a dynamic cache decides per batch)."""
+        protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=self.steps_of(candidate_of(trial)))
+        key = (
+            trial.schedule if trial.peer is None else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
+        )
+        return protocol, key
+
+    def known_scores(self, trial: TrialRecord, seed: int, full_features=None) -> dict | None:
+        """``trial``'s scores at ``seed`` without sampling it: from the score cache, or from the trial
+        itself (which needs full compute's features at ``seed``: given, or sampled here)."""
+        cached = self._cache.get(*self.cache_key(trial, seed)) if self._cache is not None else None
+        return cached if cached is not None else self._from_trial(trial, seed, full_features)
+
+    def remember(self, trial: TrialRecord, seed: int, scores: dict) -> None:
+        if self._cache is not None:
+            self._cache.put(*self.cache_key(trial, seed), scores)
 
     def score(self, trial: TrialRecord) -> Confirmation:
         """FID-N of ``trial``'s schedule (or peer) at every seed (not timed)."""
         candidate = candidate_of(trial)
-        schedule = candidate if isinstance(candidate, ReuseSchedule) else None
-        steps = schedule.num_inference_steps if schedule is not None else self.fid_protocol.num_inference_steps
         _, full_seeds = self.full_compute()
-        real_seeds, full_fids = {}, []
+        per_seed = {}
         for seed in self.seeds:
-            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
-            key = (
-                trial.schedule
-                if schedule is not None
-                else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
-            )
-            cached = self._cache.get(protocol, key) if self._cache is not None else None
-            if cached is None:
-                cached = self._from_trial(trial, seed)
-            if cached is None:
-                full_samples, against_full, _ = self._full_compute(seed)
-                if schedule is not None and _computes_everything(schedule, self.fid_protocol.num_inference_steps):
-                    samples = full_samples  # bit-identical to running it (tests/reuse), so not run again
-                elif schedule is None:
-                    with peer_enabled(self.pipe, candidate):
-                        samples = generate(self.pipe, protocol)
-                else:
-                    samples = generate(self.pipe, protocol, schedule)
-                against_full.reset()
-                cached = {"fid_vs_full": float(against_full.score(samples)), "fid": self._score_real(samples)}
-                if self._cache is not None:
-                    self._cache.put(protocol, key, cached)
-            full_fids.append(cached["fid_vs_full"])
-            real_seeds[str(seed)] = cached["fid"] if cached["fid"] is not None else full_fids[-1]
-        return Confirmation(
-            fid=statistics.fmean(real_seeds.values()),
-            fid_vs_full=statistics.fmean(full_fids),
-            fid_seeds=real_seeds,
-            fid_full_seeds=dict(full_seeds),
-        )
+            scores = self.known_scores(trial, seed)
+            if scores is None:
+                features = self.slice_features(candidate, seed, 0, self.fid_protocol.num_samples)
+                scores = self.scores_of(features, self.full_features(seed))
+                self.remember(trial, seed, scores)
+            per_seed[seed] = scores
+        return self.confirmation_of(per_seed, full_seeds)
 
     def cached_seeds(self, trial: TrialRecord) -> list[int]:
         """The seeds at which the disk cache already holds ``trial``'s FID-N (scoring them samples nothing)."""
         if self._cache is None:
             return []
-        candidate = candidate_of(trial)
-        steps = (
-            candidate.num_inference_steps
-            if isinstance(candidate, ReuseSchedule)
-            else self.fid_protocol.num_inference_steps
-        )
-        found = []
-        for seed in self.seeds:
-            protocol = self.fid_protocol.replace(seed=seed, num_inference_steps=steps)
-            key = (
-                trial.schedule
-                if trial.peer is None
-                else {"peer": peer_key(trial.peer), "batch_size": protocol.batch_size}
-            )
-            if self._cache.get(protocol, key) is not None:
-                found.append(seed)
-        return found
+        return [seed for seed in self.seeds if self._cache.get(*self.cache_key(trial, seed)) is not None]
 
-    def _from_trial(self, trial: TrialRecord, seed: int) -> dict | None:
-        """The trial's own FID-N at the study's seed, when its adaptive fidelity reached N (a
-        schedule's samples do not depend on how they were batched; a peer's dynamic cache's do)."""
+    def takes_from_trial(self, trial: TrialRecord, seed: int) -> bool:
+        """Whether ``trial`` already holds its FID-N at ``seed``: its adaptive fidelity reached N at the
+        study's seed (a schedule's samples do not depend on how they were batched; a peer's dynamic
+        cache's do)."""
         n = self.fid_protocol.num_samples
-        if (
-            not self.reuse_trial_scores
-            or trial.peer
-            or seed != self.seeds[0]
-            or trial.fidelity != n
-            or trial.fid_vs_full_top is None
-            or n not in trial.fidelity_deltas
-        ):
+        return bool(
+            self.reuse_trial_scores
+            and not trial.peer
+            and seed == self.seeds[0]
+            and trial.fidelity == n
+            and trial.fid_vs_full_top is not None
+            and n in trial.fidelity_deltas
+        )
+
+    def _from_trial(self, trial: TrialRecord, seed: int, full_features=None) -> dict | None:
+        """The trial's own FID-N at ``seed`` (see :meth:`takes_from_trial`), or None."""
+        if not self.takes_from_trial(trial, seed):
             return None
-        _, _, real = self._full_compute(seed)
+        n = self.fid_protocol.num_samples
+        if self.against_real:
+            full = self.full_features(seed) if full_features is None else full_features
+            real = self.full_fid(full)
+        else:
+            real = None
         return {
             "fid_vs_full": trial.fid_vs_full_top,
             "fid": real + trial.fidelity_deltas[n] if real is not None else None,
@@ -399,7 +428,7 @@ class Confirmer:
             fid_full_compute=mean,
             fid_full_seeds=per_seed,
             fid_name=f"fid_{self.fid_protocol.num_samples}",
-            fid_reference="real" if self._fid_vs_real is not None else "full_compute",
+            fid_reference="real" if self.against_real else "full_compute",
         )
         scored, began = [], time.perf_counter()
         for trial in progress(candidates, "confirming with FID") if progress else candidates:

@@ -334,7 +334,8 @@ def frozen_schedule_key(trial: FrozenTrial) -> str:
 class StudyInfo:
     """The study's metadata (study user attrs), set once by the process that created the study
     (``model_id`` ... ``mlflow_experiment_id``), by the confirmation stage (``fid_*``, fidelity) or by
-    the peer stage (``peers_skipped``: method -> why it cannot run on the model)."""
+    the peer stage (``peers_skipped``: method -> why it cannot run on the model), the timing run
+    (``timing_device``) and the device-hour budget (``budget``)."""
 
     model_id: str | None = None
     protocol: dict | None = None
@@ -354,6 +355,8 @@ class StudyInfo:
     proxy_fid_kendall: float | None = None
     calibration: dict | None = None
     peers_skipped: dict | None = None
+    timing_device: str | None = None  # where the confirmed points were timed (one quiet run)
+    budget: dict | None = None  # search.max_device_hours: the plan, what was cut, what was spent
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyInfo:

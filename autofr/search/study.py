@@ -3,9 +3,11 @@
     study = AutoFRStudy.prepare(StudyConfig.from_hydra(cfg))   # validates; writes nothing
     study.open()          # create or resume the Optuna study (+ warm start, MLflow parent run)
     study.run()           # this process's worker on the shared budget
-    study.evaluate_peers()  # other libraries' caches (search.peers) as trials, in the same protocol
-    study.confirm()       # FID-N at several seeds + interleaved timing for the deciding candidates
+    study.run_stages()    # with every other worker: peers, FID-N of the deciding candidates, timing
     study.records()       # the records: autofr-search reports them (autofr.report) and logs them (MLflow)
+
+``study.plan()`` says what the study will cost before it runs (``autofr-plan``). ``evaluate_peers()``
+and ``confirm()`` run the peer and confirmation stages in this process alone (benchmarks, the API).
 
 :meth:`AutoFRStudy.prepare` checks the config, the quality measures (Inception weights, real data),
 the storage and the tracking target (reachable, writable: nothing is created), loads the model and
@@ -24,13 +26,14 @@ import optuna
 
 from autofr.config import ModelSettings, StudyConfig
 from autofr.errors import AutoFRError, StorageError
-from autofr.evaluation import EvalProtocol
+from autofr.evaluation import EvalProtocol, generate
 from autofr.execution import check_storage, mask_url, open_storage, open_study, run_worker, wait_for_user_attr
 from autofr.search.confirm import Confirmer, confirm_candidates, deciding_order, record_proxy_fidelity
 from autofr.search.fidelity import AdaptiveScorer, FidelityPlan
 from autofr.search.measures import REAL_DATA_PROXY, StudyMeasures
 from autofr.search.objective import Adaptive, Objective
 from autofr.search.peer_trials import PeerStage, evaluate_peers
+from autofr.search.plan import DeviceBudget, StudyPlan, estimate
 from autofr.search.records import (
     READY_ATTR,
     StudyInfo,
@@ -139,6 +142,10 @@ class AutoFRStudy:
         self.confirm_seconds: dict[str, float] = {}  # wall seconds of the last confirm(): "fid", "timing"
         # the change profile per step count (calibrated timing and warm start), stored with the study
         self.profiles = StepProfiles(self._measure_profile)
+        self.budget: DeviceBudget | None = None  # search.max_device_hours, fitted by the study's creator
+        self._plan: StudyPlan | None = None
+        self._n_peers: int | None = None
+        self._objective: Objective | None = None
 
     def _measure_profile(self, steps: int):
         probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
@@ -199,6 +206,10 @@ class AutoFRStudy:
         self.profiles.attach(self.study)
         if self.created:
             study = self.study
+            if config.search.max_device_hours is not None:
+                plan = self.plan()
+                budget = DeviceBudget.fit(config, plan, self.peer_count())
+                StudyInfo.update(study, budget=budget.to_info())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([SPEED_OBJECTIVE, config.quality.proxy])  # what optuna-dashboard shows
@@ -220,6 +231,10 @@ class AutoFRStudy:
             StudyInfo.update(study, mlflow_experiment_id=self.tracker.experiment_id)
             StudyInfo.update(study, **{READY_ATTR: parent})
         self.parent_run = wait_for_user_attr(self.study, READY_ATTR, timeout_s=120)
+        budget = StudyInfo.read(self.study).budget
+        if budget and config.search.max_device_hours is not None:  # the creator's fit, the same in every worker
+            self.budget = DeviceBudget.from_info(budget)
+            self.config = self.budget.apply(config)
         _ = self.tracker.experiment_id  # known from here on: the printed MLflow link opens the experiment's runs
         return self.created
 
@@ -318,7 +333,7 @@ class AutoFRStudy:
 
     def run(self, objective: Objective | None = None):
         """Run this process's worker until the global budget is complete; trials go to MLflow."""
-        objective = objective or self.objective()
+        objective = objective or self.objective_for_stages()
         self._objective = objective
 
         def log_trial(study, frozen):
@@ -338,7 +353,29 @@ class AutoFRStudy:
             timeout_s=self.config.search.timeout_s,
             callbacks=(log_trial,),
             progress=self.config.search.progress,
+            stop_when=self._trials_budget_spent if self.budget is not None else None,
         )
+
+    def _trials_budget_spent(self) -> bool:
+        spent = self.trial_seconds()
+        if spent < self.budget.trials_s:
+            return False
+        completed = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        self.record_cut(f"trials: stopped at {completed} by the device-hour budget ({spent / 3600:.3f} h spent)")
+        return True
+
+    def trial_seconds(self) -> float:
+        """Device seconds the study's trials have taken so far (all workers)."""
+        return float(sum(t.user_attrs.get("trial_seconds") or 0.0 for t in self.study.get_trials(deepcopy=False)))
+
+    def record_cut(self, text: str) -> None:
+        """Store what the device-hour budget cut (once per text) with the study."""
+        info = dict(StudyInfo.read(self.study).budget or {})
+        cuts = list(info.get("cuts") or ())
+        if text not in cuts:
+            info["cuts"] = [*cuts, text]
+            StudyInfo.update(self.study, budget=info)
+            logger.warning("device-hour budget: %s", text)
 
     def wait_for_running_trials(self) -> None:
         """Let other workers finish their last trials before the front is confirmed (bounded)."""
@@ -356,7 +393,7 @@ class AutoFRStudy:
         methods = self.config.search.peer_methods
         if not methods:
             return PeerStage()
-        objective = getattr(self, "_objective", None) or self.objective()
+        objective = self.objective_for_stages()
 
         def log_peer(record):
             try:
@@ -388,20 +425,7 @@ class AutoFRStudy:
             order=deciding_order,
             near_target=True,
         )
-        from autofr.quality import default_cache_dir
-
-        confirmer = Confirmer(
-            self.model.pipe,
-            self.protocol,
-            self.measures,
-            self.reference_samples,
-            self.config.quality.fid_samples,
-            fid_seeds=search.fid_seeds,
-            timing_repeats=search.timing_repeats if search.measure_speed else 0,
-            cache_dir=self.config.cache_dir or default_cache_dir(),
-            model_id=self.config.model.name,
-            reuse_trial_scores=True,
-        )
+        confirmer = self.confirmer()
         done = confirmer.confirm(
             self.study,
             candidates,
@@ -414,3 +438,89 @@ class AutoFRStudy:
 
     def records(self) -> StudyRecords:
         return StudyRecords.load(self.study)
+
+    # ------------------------------------------------------------------ the plan and the stages
+    def plan(self, workers: int | None = None) -> StudyPlan:
+        """What the study will cost (:mod:`autofr.search.plan`): one batch of full compute is timed here."""
+        if self._plan is None or (workers and workers != self._plan.workers):
+            from autofr.devices import device_description
+
+            protocol = self.protocol.replace(num_samples=self.protocol.batch_size)
+            generate(self.model.pipe, protocol.replace(num_samples=1))  # one-off costs
+            seconds = generate(self.model.pipe, protocol).seconds / protocol.num_samples
+            self._plan = estimate(
+                self.config, seconds, self.peer_count(), device_description(self.config.model.device), workers
+            )
+        return self._plan
+
+    def peer_count(self) -> int:
+        """How many peer settings run on the model (each method probed once)."""
+        if self._n_peers is None:
+            from autofr.peers import available_peers
+
+            methods = self.config.search.peer_methods
+            self._n_peers = len(available_peers(self.model.pipe, self.protocol, methods)[0]) if methods else 0
+        return self._n_peers
+
+    def work_queue(self):
+        """This worker's handle on the study's work items (:mod:`autofr.execution.work`)."""
+        from autofr.devices import device_description
+        from autofr.execution.work import WorkerIdentity, WorkQueue
+
+        worker = WorkerIdentity.current(device_description(self.config.model.device))
+        return WorkQueue.open(
+            open_storage(self.config.storage), self.config.study_name, worker, self.config.storage.max_retry
+        )
+
+    def run_stages(self, show=print) -> int:
+        """Take part, with every other worker, in the stages after the trials (peers, confirmation,
+        timing) until all are done (:mod:`autofr.search.stages`); returns how many items ran here."""
+        from autofr.search.stages import StudyStages
+
+        return StudyStages(self, self.work_queue(), show=show).run()
+
+    def spent_seconds(self, queue) -> float:
+        """Device seconds spent so far: the trials and the finished work items."""
+        from autofr.search.stages import stage_seconds
+
+        return self.trial_seconds() + stage_seconds(queue)
+
+    def confirmer(self) -> Confirmer:
+        """The study's :class:`~autofr.search.confirm.Confirmer` (FID-N at ``search.fid_seeds``, timing)."""
+        from autofr.quality import default_cache_dir
+
+        search = self.config.search
+        return Confirmer(
+            self.model.pipe,
+            self.protocol,
+            self.measures,
+            self.config.quality.fid_samples,
+            fid_seeds=search.fid_seeds,
+            timing_repeats=search.timing_repeats if search.measure_speed else 0,
+            cache_dir=self.config.cache_dir or default_cache_dir(),
+            model_id=self.config.model.name,
+            reuse_trial_scores=True,
+        )
+
+    def objective_for_stages(self) -> Objective:
+        """The objective the trials were scored with (built here if this worker ran no trial)."""
+        if self._objective is None:
+            self._objective = self.objective()
+        return self._objective
+
+    def log_confirmation(self, number: int, confirmation) -> None:
+        try:
+            self.tracker.log_confirmation(self.parent_run, number, confirmation)
+        except AutoFRError as error:  # the Optuna storage stays the source of truth
+            logger.warning("confirmation of trial %d not logged to MLflow: %s", number, error)
+
+    def log_progress(self, row) -> None:
+        """One stage's progress (:class:`~autofr.execution.work.StageProgress`) as metrics of the parent run."""
+        name = row.stage.replace(".", "_")
+        metrics = {f"stage_{name}_done": row.done, f"stage_{name}_total": row.total}
+        if row.left_s is not None:
+            metrics[f"stage_{name}_left_s"] = row.left_s
+        try:
+            self.tracker.log_metrics(self.parent_run, metrics, step=row.done)
+        except AutoFRError as error:
+            logger.warning("progress not logged to MLflow: %s", error)

@@ -341,6 +341,15 @@ class Tracker:
             parent_run_id, trial_number, metrics=confirmation_metrics(confirmation), tags={"autofr.confirmed": "true"}
         )
 
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log ``metrics`` at ``step`` to a run (the study's progress on its parent run)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._errors("log metrics"):
+            items = [Metric(param_key(key), float(value), now, int(step)) for key, value in metrics.items()]
+            self.client.log_batch(run_id, metrics=items[:MAX_METRICS_PER_BATCH])
+
     def log_study_summary(self, parent_run_id: str, records, paths: Mapping[str, Path], summary) -> None:
         """Log a finished study to its parent run: the report files (under ``summary/``), the
         summary's metrics, the hypervolume series and the front's trial numbers

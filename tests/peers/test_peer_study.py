@@ -91,7 +91,6 @@ def test_peers_are_confirmed_with_the_peer_enabled_and_the_fid_is_reproducible(s
         study.model.pipe,
         study.protocol,
         study.measures,
-        study.reference_samples,
         config.quality.fid_samples,
         fid_seeds=2,
         timing_repeats=0,

@@ -184,9 +184,25 @@ def test_a_search_with_a_target_scores_near_trials_at_more_samples(tiny, tmp_pat
     assert all(set(t.confirmation.fid_full_seeds) == set(t.confirmation.fid_seeds) for t in confirmed)
 
 
+def schedule_samplings(monkeypatch) -> list:
+    """A list that grows by one each time confirmation samples a schedule (full compute's samples,
+    which every confirmation needs at each seed, are not counted)."""
+    from autofr.search import confirm as confirm_module
+
+    calls = []
+    real_generate = confirm_module.generate
+
+    def counting_generate(pipe, protocol, schedule=None, **kwargs):
+        if schedule is not None:
+            calls.append(1)
+        return real_generate(pipe, protocol, schedule, **kwargs)
+
+    monkeypatch.setattr(confirm_module, "generate", counting_generate)
+    return calls
+
+
 def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_path, monkeypatch):
     from autofr.config import ModelSettings, QualitySettings
-    from autofr.search import confirm as confirm_module
     from autofr.search.confirm import Confirmer
     from autofr.search.measures import StudyMeasures
     from autofr.search.records import TrialRecord
@@ -200,16 +216,13 @@ def test_a_confirmation_score_is_computed_once_per_schedule_and_seed(tiny, tmp_p
         ModelSettings(name="tiny", path=str(tiny / "tiny"), resolution=16),
     )
     trial = TrialRecord(number=3, state=None, schedule=ReuseSchedule.uniform(pipe, STEPS, 2).to_dict())
-    calls = []
-    real_generate = confirm_module.generate
-    monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    calls = schedule_samplings(monkeypatch)
 
     def confirmer():
         return Confirmer(
             pipe,
             protocol,
             measures,
-            lambda p: generate(pipe, p),
             8,
             fid_seeds=2,
             timing_repeats=0,
@@ -282,7 +295,7 @@ def test_confirmation_takes_a_climbed_trials_own_fid_at_the_studys_seed(tiny, tm
     assert climbed and all(t.fid_vs_full_top is not None for t in climbed)
     study = AutoFRStudy.prepare(config)
     fresh = Confirmer(
-        study.model.pipe, study.protocol, study.measures, study.reference_samples, 24, fid_seeds=2, timing_repeats=0
+        study.model.pipe, study.protocol, study.measures, 24, fid_seeds=2, timing_repeats=0
     )  # no cache, no reuse: both seeds sampled again
     for trial in climbed:
         again = fresh.score(trial)
@@ -290,16 +303,11 @@ def test_confirmation_takes_a_climbed_trials_own_fid_at_the_studys_seed(tiny, tm
         assert trial.confirmation.fid_seeds["1"] == pytest.approx(again.fid_seeds["1"], rel=1e-6)
         assert trial.confirmation.fid_vs_full == pytest.approx(again.fid_vs_full, rel=1e-3, abs=1e-4)
     assert all(t.confirmation.measured_speedup > 0 for t in records.confirmed())
-    from autofr.search import confirm as confirm_module
-
-    calls = []
-    real_generate = confirm_module.generate
-    monkeypatch.setattr(confirm_module, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    calls = schedule_samplings(monkeypatch)
     reusing = Confirmer(
         study.model.pipe,
         study.protocol,
         study.measures,
-        study.reference_samples,
         24,
         fid_seeds=2,
         timing_repeats=0,
