@@ -16,7 +16,6 @@ resumes the study: same Optuna study, same MLflow parent run, unfinished work it
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
@@ -54,7 +53,7 @@ def search(config: StudyConfig, spawn: list[str] | None = None) -> int:
     study.run(objective)
     searched_s = time.perf_counter() - began
     began = time.perf_counter()
-    ran = study.run_stages(show=print if config.search.progress else _quiet)
+    ran = study.run_stages(show=print)  # one line per stage as items finish: the study's progress
     staged_s = time.perf_counter() - began
     if config.worker_only:
         return 0
@@ -77,10 +76,6 @@ def search(config: StudyConfig, spawn: list[str] | None = None) -> int:
     print(f"MLflow UI: {study.tracker.ui_command()}")
     print(f"export the schedule: autofr-export study_name={config.study_name}")
     return 0
-
-
-def _quiet(line: str) -> None:
-    logging.getLogger(__name__).info(line)
 
 
 def main(argv: list[str] | None = None) -> int:
