@@ -400,22 +400,28 @@ class Confirmer:
             "fid": real + trial.fidelity_deltas[n] if real is not None else None,
         }
 
-    def time(self, scored: Sequence[tuple[TrialRecord, Confirmation]]) -> None:
-        """Add the measured speedup to every ``(trial, confirmation)``: all candidates are timed in one
-        interleaved run against full compute (:func:`interleaved_speedups`, ``timing_repeats`` repeats)."""
-        if self.timing_repeats < 1 or not scored:
-            return
+    def timings(self, trials: Sequence[TrialRecord]) -> dict[int, Timing]:
+        """The measured speed of every trial, all in one interleaved run against full compute
+        (:func:`interleaved_speedups`, ``timing_repeats`` repeats), by trial number."""
+        if self.timing_repeats < 1 or not trials:
+            return {}
         if not self._warm:  # first calls pay one-off allocation costs
             timed_generation(self.pipe, self.timing_protocol.replace(num_samples=1), {"full": None}, repeats=1)
             self._warm = True
         timings = interleaved_speedups(
             self.pipe,
             self.timing_protocol,
-            {str(trial.number): candidate_of(trial) for trial, _ in scored},
+            {str(trial.number): candidate_of(trial) for trial in trials},
             repeats=self.timing_repeats,
         )
+        return {int(number): timing for number, timing in timings.items()}
+
+    def time(self, scored: Sequence[tuple[TrialRecord, Confirmation]]) -> None:
+        """Add the measured speedup to every ``(trial, confirmation)`` (:meth:`timings`)."""
+        timings = self.timings([trial for trial, _ in scored])
         for trial, confirmation in scored:
-            apply_timing(confirmation, timings[str(trial.number)], trial.predicted_speedup)
+            if trial.number in timings:
+                apply_timing(confirmation, timings[trial.number], trial.predicted_speedup)
 
     def confirm(
         self, study: optuna.Study, candidates: Sequence[TrialRecord], progress=None, on_confirmed=None

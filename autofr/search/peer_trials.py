@@ -66,16 +66,21 @@ class PeerStage:
 
 
 def evaluate_peer(
-    pipe, protocol: EvalProtocol, objective: Objective, peer: Peer, known: dict[int, TrialRecord], timing: Timing
-) -> tuple[TrialResult, tuple[float, float]]:
+    pipe,
+    protocol: EvalProtocol,
+    objective: Objective,
+    peer: Peer,
+    known: dict[int, TrialRecord],
+    timing: Timing | None,
+) -> tuple[TrialResult, tuple[float | None, float]]:
     """``(result, values)`` of one peer: its samples under ``protocol`` scored by ``objective``, with
-    its measured speed ``timing``."""
+    its measured speed ``timing`` (None: timed elsewhere, the speed is filled in later)."""
     began = time.perf_counter()
     result = TrialResult(
         schedule=None,
         num_inference_steps=protocol.num_inference_steps,
         predicted_speedup=None,
-        measured_speedup=timing.speedup,
+        measured_speedup=timing.speedup if timing is not None else None,
         peer=peer.describe(),
     )
     with peer_enabled(pipe, peer):

@@ -34,6 +34,19 @@ SCHEDULE_COST = 0.67
 CLIMBS = (0.35, 0.15, 0.05)
 
 
+#: FID-N is split into at least this many sample slices per seed (each a work item any worker takes)
+SLICES_PER_SEED = 16
+
+
+def fid_slice_size(fid_samples: int, batch_size: int, configured: int | None = None) -> int:
+    """Samples per FID work item: ``search.fid_slice``, else whole batches, at least two, about
+    :data:`SLICES_PER_SEED` slices per seed (FID-2000 in batches of 4: 128 samples, 16 slices)."""
+    if configured:
+        return int(configured)
+    batches = max(2, math.ceil(fid_samples / SLICES_PER_SEED / batch_size))
+    return batches * batch_size
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """One stage: samples drawn, device seconds, and whether it spreads over the workers."""

@@ -1,28 +1,37 @@
 """The stages of a study after its trials, as work items that every worker takes part in.
 
 Each stage is a kind of :class:`~autofr.execution.work.WorkItem` in the study's own storage
-(claimed once, heartbeats, retried when a worker dies; see :mod:`autofr.execution.work`):
+(claimed once, heartbeats, retried when a worker dies; see :mod:`autofr.execution.work`). An item
+waits only for what it needs, so a worker whose trials are done starts on what is ready while the
+others finish theirs:
 
-==========================================  ===============================================================
-item                                        what it does
-==========================================  ===============================================================
-``peers.plan``                              which peers run on the model; adds the two stages below
-``peers.time`` (quiet)                      every peer timed in one interleaved run against full compute
-``peers.score:<peer>``                      a peer's samples scored by the study's objective, added as a
-                                            trial (origin ``peer``) with its measured speed
-``confirm.plan``                            the candidates that decide the answer (sized to
-                                            ``search.max_device_hours``); adds the stages below
-``fid.reference:<seed>:<first>``            full compute's FID features of one slice of samples at a seed
-``fid.slice:<trial>:<seed>:<first>``        a candidate's FID features of one slice
-``fid.merge:<trial>``                       the slices' features merged (never sampled again) into FID-N
-                                            at every seed: the trial's confirmation
-``timing`` (quiet)                          every confirmed point timed in one interleaved run on a quiet
-                                            device; the device is recorded with the study
-==========================================  ===============================================================
+======================================  ============================================  ==========================
+item                                    what it does                                  waits for
+======================================  ============================================  ==========================
+``fid.reference:<seed>:<first>``        full compute's FID features of one slice of   nothing
+                                        samples at one seed
+``peers.plan``                          which peers run on the model; adds the next   nothing
+``peers.score:<peer>``                  a peer's samples scored by the study's         peers.plan
+                                        objective
+``peers.time`` (quiet)                  every peer timed in one interleaved run        peers.plan, the trials
+                                        against full compute
+``peers.record``                        the peers added as trials (origin ``peer``)    peers.*, the trials
+                                        with their measured speed
+``confirm.plan``                        the candidates that decide the answer, sized  the trials, peers.plan,
+                                        to the device-hour budget; adds the next      peers.record
+``fid.slice:<trial>:<seed>:<first>``    a candidate's FID features of one slice        confirm.plan
+``fid.merge:<trial>``                   the slices' features merged (never sampled     fid.reference, fid.slice
+                                        again) into FID-N at every seed
+``timing`` (quiet)                      the candidates and every earlier confirmed     confirm.plan
+                                        point in one interleaved run on a quiet
+                                        device, which is recorded with the study
+``confirm.record``                      FID and measured speed stored together as      fid.merge, timing
+                                        each point's confirmation
+======================================  ============================================  ==========================
 
-The plan items belong to a *round*: the settings that decide what is confirmed (the trial budget,
-the confirmation settings, the budget in device-hours). Re-running the same command resumes its
-round; a larger budget starts a new round that confirms what the old one did not.
+The items belong to a *round*: the settings that decide what is confirmed (the trial budget, the
+confirmation settings, the budget in device-hours). Re-running the same command resumes its round; a
+larger budget starts a new round that confirms what the old one did not.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from autofr.schedule import ReuseSchedule
 from autofr.search.confirm import (
     Timing,
     _computes_everything,
+    apply_timing,
     candidate_of,
     confirm_candidates,
     deciding_order,
@@ -53,7 +63,8 @@ from autofr.search.confirm import (
     timed_generation,
 )
 from autofr.search.peer_trials import evaluate_peer, time_peers
-from autofr.search.records import StudyInfo, TrialRecord, add_peer_trial, save_confirmation
+from autofr.search.plan import fid_slice_size
+from autofr.search.records import StudyInfo, TrialRecord, TrialResult, add_peer_trial, save_confirmation
 
 if TYPE_CHECKING:
     from autofr.search.study import AutoFRStudy
@@ -61,14 +72,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRIALS = "trials"  # the trial stage: ready when no trial runs any more
-PEERS_PLAN, PEERS_TIME, PEERS_SCORE = "peers.plan", "peers.time", "peers.score"
-CONFIRM_PLAN, FID_REFERENCE, FID_SLICE, FID_MERGE, TIMING = (
-    "confirm.plan",
-    "fid.reference",
-    "fid.slice",
-    "fid.merge",
-    "timing",
-)
+PEERS_PLAN, PEERS_SCORE, PEERS_TIME, PEERS_RECORD = "peers.plan", "peers.score", "peers.time", "peers.record"
+CONFIRM_PLAN, FID_REFERENCE, FID_SLICE, FID_MERGE = "confirm.plan", "fid.reference", "fid.slice", "fid.merge"
+TIMING, CONFIRM_RECORD = "timing", "confirm.record"
 
 
 def encode_features(features) -> str:
@@ -118,11 +124,23 @@ class StudyStages:
         return f"{self.round}/{name}"
 
     def seed(self) -> None:
-        """Add this round's plan items (any worker may; a key is only ever added and run once)."""
+        """Add this round's first items (any worker may; a key is only ever added and run once)."""
+        confirmer = self.confirmer
+        n = confirmer.fid_protocol.num_samples
+        references = [
+            WorkItem(
+                self.key(f"{FID_REFERENCE}:{seed}:{first}"),
+                FID_REFERENCE,
+                spec={"seed": seed, "first": first, "stop": stop},
+            )
+            for seed in confirmer.seeds
+            for first, stop in slices(n, self.slice_size())
+        ]
         self.queue.add(
             [
-                WorkItem(self.key(PEERS_PLAN), PEERS_PLAN, after=(TRIALS,)),
-                WorkItem(self.key(CONFIRM_PLAN), CONFIRM_PLAN, after=(TRIALS, PEERS_PLAN, PEERS_TIME, PEERS_SCORE)),
+                WorkItem(self.key(PEERS_PLAN), PEERS_PLAN),
+                *references,
+                WorkItem(self.key(CONFIRM_PLAN), CONFIRM_PLAN, after=(TRIALS, PEERS_PLAN, PEERS_RECORD)),
             ]
         )
 
@@ -147,13 +165,15 @@ class StudyStages:
     def execute(self, item: WorkItem) -> dict[str, Any]:
         handler = {
             PEERS_PLAN: self._plan_peers,
-            PEERS_TIME: self._time_peers,
             PEERS_SCORE: self._score_peer,
+            PEERS_TIME: self._time_peers,
+            PEERS_RECORD: self._record_peers,
             CONFIRM_PLAN: self._plan_confirmation,
             FID_REFERENCE: self._reference_slice,
             FID_SLICE: self._candidate_slice,
             FID_MERGE: self._merge,
-            TIMING: self._time_confirmed,
+            TIMING: self._time_candidates,
+            CONFIRM_RECORD: self._record_confirmations,
         }[item.stage]
         return handler(item)
 
@@ -175,20 +195,34 @@ class StudyStages:
         todo = [peer for peer in peers if peer.key() not in done]
         if todo:
             described = [peer.describe() for peer in todo]
-            time_key = self.key(PEERS_TIME)
             self.queue.add(
-                [WorkItem(time_key, PEERS_TIME, after=(PEERS_PLAN,), quiet=True, spec={"peers": described})]
+                [
+                    WorkItem(self.key(f"{PEERS_SCORE}:{peer.key()}"), PEERS_SCORE, after=(PEERS_PLAN,), spec=d)
+                    for peer, d in zip(todo, described)
+                ]
                 + [
                     WorkItem(
-                        self.key(f"{PEERS_SCORE}:{peer.key()}"),
-                        PEERS_SCORE,
-                        after=(PEERS_TIME,),
-                        spec={"peer": peer.describe(), "timing": time_key},
-                    )
-                    for peer in todo
+                        self.key(PEERS_TIME),
+                        PEERS_TIME,
+                        after=(PEERS_PLAN, TRIALS),
+                        quiet=True,
+                        spec={"peers": described},
+                    ),
+                    WorkItem(self.key(PEERS_RECORD), PEERS_RECORD, after=(PEERS_SCORE, PEERS_TIME, TRIALS)),
                 ]
             )
+        else:
+            self.queue.add([WorkItem(self.key(PEERS_RECORD), PEERS_RECORD, after=(PEERS_PLAN,))])
         return {"peers": len(todo), "already": len(peers) - len(todo), "skipped": skipped}
+
+    def _score_peer(self, item: WorkItem) -> dict[str, Any]:
+        """The peer's quality on the study's samples (its speed comes from the timing run)."""
+        study = self.study
+        peer = Peer.from_description(item.spec)
+        known = {t.number: t for t in study.records().completed()}
+        objective = study.objective_for_stages()
+        result, values = evaluate_peer(study.model.pipe, study.protocol, objective, peer, known, timing=None)
+        return {"attrs": result.attrs(), "quality": values[1]}
 
     def _time_peers(self, item: WorkItem) -> dict[str, Any]:
         pipe, protocol = self.study.model.pipe, self.study.protocol
@@ -201,23 +235,35 @@ class StudyStages:
             "device": self.queue.worker.device,
         }
 
-    def _score_peer(self, item: WorkItem) -> dict[str, Any]:
+    def _record_peers(self, item: WorkItem) -> dict[str, Any]:
+        """Every scored and timed peer as a trial of the study (each once, also after a retry)."""
         study = self.study
-        peer = Peer.from_description(item.spec["peer"])
-        records = study.records()
-        if any(t.is_peer and t.peer and peer_key(t.peer) == peer.key() for t in records.completed()):
-            return {"already": True}  # added before its worker died
-        timing = ((self.queue.result(item.spec["timing"]) or {}).get("timings") or {}).get(peer.key())
-        if timing is None:
-            raise AutoFRError(f"peer {peer.label} could not be timed, so it has no speed to stand on")
-        timing = Timing(**{**timing, "repeats": tuple(timing.get("repeats") or ())})
-        known = {t.number: t for t in records.completed()}
-        result, values = evaluate_peer(
-            study.model.pipe, study.protocol, study.objective_for_stages(), peer, known, timing
-        )
-        add_peer_trial(study.study, peer.label, result, values)
-        logger.info("peer %s: %.2fx measured, quality %.4g", peer.label, values[0], values[1])
-        return {"speedup": values[0], "quality": values[1]}
+        timings = (self.queue.result(self.key(PEERS_TIME)) or {}).get("timings") or {}
+        present = {peer_key(t.peer) for t in study.records().completed() if t.is_peer and t.peer}
+        added, missing = [], []
+        for key, scored in self.queue.results(PEERS_SCORE).items():
+            if not key.startswith(self.key("")):
+                continue
+            result = TrialResult(**scored["attrs"])
+            peer = Peer.from_description(result.peer)
+            timing = timings.get(peer.key())
+            if peer.key() in present:
+                continue
+            if timing is None:
+                missing.append(peer.label)
+                continue
+            result.measured_speedup = float(timing["speedup"])
+            add_peer_trial(study.study, peer.label, result, (result.measured_speedup, scored["quality"]))
+            added.append(peer.label)
+            logger.info(
+                "peer %s: %.2fx measured, quality %.4g", peer.label, result.measured_speedup, scored["quality"]
+            )
+        for record in study.records().completed():
+            if record.is_peer and record.label in added:
+                study.log_trial(record)
+        if missing:
+            logger.warning("peers without a measured speed, left out: %s", ", ".join(missing))
+        return {"added": added, "untimed": missing}
 
     # ------------------------------------------------------------------ confirmation
     def _plan_confirmation(self, item: WorkItem) -> dict[str, Any]:
@@ -244,7 +290,7 @@ class StudyStages:
                 )
         confirmer = self.confirmer
         n, size = confirmer.fid_protocol.num_samples, self.slice_size()
-        items, sampled = [], False
+        items = []
         for trial in chosen:
             candidate = candidate_of(trial)
             whole = isinstance(candidate, ReuseSchedule) and _computes_everything(
@@ -253,7 +299,6 @@ class StudyStages:
             for seed in confirmer.seeds:
                 if whole or seed in confirmer.cached_seeds(trial) or confirmer.takes_from_trial(trial, seed):
                     continue
-                sampled = True
                 for first, stop in slices(n, size):
                     items.append(
                         WorkItem(
@@ -263,19 +308,6 @@ class StudyStages:
                             spec={"trial": trial.number, "seed": seed, "first": first, "stop": stop},
                         )
                     )
-        info = StudyInfo.read(study.study)
-        have_full = info.fid_full_seeds and set(info.fid_full_seeds) == {str(s) for s in confirmer.seeds}
-        references = [
-            WorkItem(
-                self.key(f"{FID_REFERENCE}:{seed}:{first}"),
-                FID_REFERENCE,
-                after=(CONFIRM_PLAN,),
-                spec={"seed": seed, "first": first, "stop": stop},
-            )
-            for seed in confirmer.seeds
-            for first, stop in slices(n, size)
-            if chosen and (sampled or not have_full or any(_is_full(t, confirmer) for t in chosen))
-        ]
         merges = [
             WorkItem(
                 self.key(f"{FID_MERGE}:{trial.number}"),
@@ -285,18 +317,21 @@ class StudyStages:
             )
             for trial in chosen
         ]
+        numbers = [t.number for t in chosen]
+        timed = numbers + [t.number for t in records.confirmed() if t.number not in numbers]
         timing = (
-            [WorkItem(self.key(TIMING), TIMING, after=(FID_MERGE,), quiet=True)]
+            [WorkItem(self.key(TIMING), TIMING, after=(CONFIRM_PLAN,), quiet=True, spec={"trials": timed})]
             if search.measure_speed and search.timing_repeats > 0 and chosen
             else []
         )
-        self.queue.add(references + items + merges + timing)
-        return {"candidates": [t.number for t in chosen], "of": len(candidates), "slices": len(items)}
+        record = WorkItem(self.key(CONFIRM_RECORD), CONFIRM_RECORD, after=(FID_MERGE, TIMING), spec={"trials": timed})
+        self.queue.add(items + merges + timing + [record])
+        return {"candidates": numbers, "of": len(candidates), "slices": len(items)}
 
     def slice_size(self) -> int:
-        """Samples per FID item: ``search.fid_slice``, else two batches."""
-        batch = self.config.quality.batch_size
-        return int(self.config.search.fid_slice or 2 * batch)
+        """Samples per FID item (:func:`~autofr.search.plan.fid_slice_size`)."""
+        quality = self.config.quality
+        return fid_slice_size(quality.fid_samples, quality.batch_size, self.config.search.fid_slice)
 
     def _reference_slice(self, item: WorkItem) -> dict[str, Any]:
         spec = item.spec
@@ -347,25 +382,44 @@ class StudyStages:
             fid_reference="real" if confirmer.against_real else "full_compute",
         )
         confirmation = confirmer.confirmation_of(per_seed, full_seeds)
-        save_confirmation(study.study, trial.number, confirmation)
-        study.log_confirmation(trial.number, confirmation)
+        save_confirmation(study.study, trial.number, confirmation)  # a stored FID survives an interruption
         return {"fid": confirmation.fid, "fid_vs_full": confirmation.fid_vs_full}
 
-    def _time_confirmed(self, item: WorkItem) -> dict[str, Any]:
-        """Every confirmed point of the study in one timing run (a resumed study's earlier ones too)."""
-        study = self.study
-        scored = [(t, t.confirmation) for t in study.records().confirmed()]
-        self.confirmer.time(scored)
-        for trial, confirmation in scored:
-            save_confirmation(study.study, trial.number, confirmation)
-            study.log_confirmation(trial.number, confirmation)
-        StudyInfo.update(study.study, timing_device=self.queue.worker.device)
-        record_proxy_fidelity(study.study)
+    def _time_candidates(self, item: WorkItem) -> dict[str, Any]:
+        """The candidates and every earlier confirmed point in one timing run (:meth:`Confirmer.timings`)."""
+        trials = [self._trial(number) for number in item.spec["trials"]]
+        timings = self.confirmer.timings(trials)
         return {
-            "timed": [t.number for t, _ in scored],
+            "timings": {str(number): dataclasses.asdict(timing) for number, timing in timings.items()},
             "device": self.queue.worker.device,
-            "speedups": {str(t.number): c.measured_speedup for t, c in scored},
         }
+
+    def _record_confirmations(self, item: WorkItem) -> dict[str, Any]:
+        """Each point's FID (its merge, or an earlier round's) with its speed from the one timing run."""
+        study = self.study
+        timing = self.queue.result(self.key(TIMING))
+        timings = (timing or {}).get("timings") or {}
+        confirmed = {t.number: t for t in study.records().confirmed()}
+        recorded = []
+        for number in item.spec["trials"]:
+            trial = confirmed.get(number)
+            if trial is None:
+                continue  # its FID failed beyond its retries
+            confirmation = trial.confirmation
+            if str(number) in timings:
+                data = timings[str(number)]
+                apply_timing(
+                    confirmation,
+                    Timing(**{**data, "repeats": tuple(data.get("repeats") or ())}),
+                    trial.predicted_speedup,
+                )
+            save_confirmation(study.study, number, confirmation)
+            study.log_confirmation(number, confirmation)
+            recorded.append(number)
+        if timing is not None:
+            StudyInfo.update(study.study, timing_device=timing["device"])
+        record_proxy_fidelity(study.study)
+        return {"recorded": recorded, "timed": sorted(int(n) for n in timings)}
 
     def _trial(self, number: int) -> TrialRecord:
         for trial in self.study.records().completed():

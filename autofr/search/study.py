@@ -338,12 +338,7 @@ class AutoFRStudy:
 
         def log_trial(study, frozen):
             grid = objective.grids.pop(frozen.number, None)
-            try:
-                self.tracker.log_trial_record(
-                    self.parent_run, TrialRecord.from_frozen(frozen), artifacts={"samples.png": grid} if grid else {}
-                )
-            except AutoFRError as error:  # the Optuna storage stays the source of truth
-                logger.warning("trial %d not logged to MLflow: %s", frozen.number, error)
+            self.log_trial(TrialRecord.from_frozen(frozen), artifacts={"samples.png": grid} if grid else {})
 
         budget = self.config.search.n_trials + peer_trial_count(self.study)  # peers take no slot of the budget
         return run_worker(
@@ -395,12 +390,6 @@ class AutoFRStudy:
             return PeerStage()
         objective = self.objective_for_stages()
 
-        def log_peer(record):
-            try:
-                self.tracker.log_trial_record(self.parent_run, record)
-            except AutoFRError as error:  # the Optuna storage stays the source of truth
-                logger.warning("peer trial %d not logged to MLflow: %s", record.number, error)
-
         return evaluate_peers(
             self.study,
             self.model.pipe,
@@ -409,7 +398,7 @@ class AutoFRStudy:
             methods,
             timing_repeats=self.config.search.timing_repeats,
             progress=progress,
-            on_added=log_peer,
+            on_added=self.log_trial,
         )
 
     def confirm(self, progress=None) -> list:
@@ -507,6 +496,13 @@ class AutoFRStudy:
         if self._objective is None:
             self._objective = self.objective()
         return self._objective
+
+    def log_trial(self, record: TrialRecord, artifacts: dict | None = None) -> None:
+        """A finished trial (a peer too) as a child run of the study's MLflow parent run."""
+        try:
+            self.tracker.log_trial_record(self.parent_run, record, artifacts=artifacts or {})
+        except AutoFRError as error:  # the Optuna storage stays the source of truth
+            logger.warning("trial %d not logged to MLflow: %s", record.number, error)
 
     def log_confirmation(self, number: int, confirmation) -> None:
         try:

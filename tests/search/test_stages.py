@@ -115,7 +115,8 @@ def check_confirmed_once_and_timed_together(study: Study) -> StudyRecords:
     assert len(confirmed) >= 3
     assert all(t.confirmation.measured_speedup for t in confirmed)  # every confirmed point has a speed,
     (timing,) = [r for r in queue.records() if r.item.stage == "timing" and r.state is TrialState.COMPLETE]
-    assert sorted(timing.result["timed"]) == sorted(t.number for t in confirmed)  # from one timing run
+    assert sorted(map(int, timing.result["timings"])) == sorted(t.number for t in confirmed)  # from one timing run
+    assert timing.result["device"] == "cpu"
     assert records.info.timing_device == "cpu"
     return records
 
