@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,7 +310,9 @@ class WorkQueue:
 
     def _fail_stale(self) -> None:
         if _optuna.heartbeat_enabled(self._storage):
-            optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
 
     def _ready(self, item: WorkItem, keys: dict[str, KeyState], ready: Callable[[str], bool]) -> bool:
         stages = {state.item.stage for state in keys.values()}

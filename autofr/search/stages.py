@@ -42,6 +42,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +154,9 @@ class StudyStages:
         if stage != TRIALS:
             return True
         optuna_study = self.study.study
-        optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial must not hold the stages
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial must not hold the stages
         return not optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
     def _report(self, item: WorkItem, progress: list[StageProgress]) -> None:
