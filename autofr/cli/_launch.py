@@ -1,9 +1,12 @@
 """How one ``autofr-search`` command becomes several workers: local processes or Hydra launcher jobs.
 
 * ``search.workers=N`` (N > 1): N local processes run the same command with ``search.workers=1``
-  and ``+worker_only=true``; when all are done, this process confirms the front and summarises.
+  and ``+worker_only=true``; when all are done, this process summarises.
 * ``-m hydra/launcher=slurm ... +worker='range(N)'``: every Hydra job is one worker; the job with
-  ``worker=0`` also confirms the front once the budget is complete.
+  ``worker=0`` also prints the plan and the summary.
+
+Either way every worker runs trials and then the study's work items (peers, FID slices, timing:
+:mod:`autofr.search.stages`) until the last one is done.
 """
 
 from __future__ import annotations

@@ -65,7 +65,14 @@ from autofr.search.confirm import (
 )
 from autofr.search.peer_trials import evaluate_peer, time_peers
 from autofr.search.plan import fid_slice_size
-from autofr.search.records import StudyInfo, TrialRecord, TrialResult, add_peer_trial, save_confirmation
+from autofr.search.records import (
+    StudyInfo,
+    TrialRecord,
+    TrialResult,
+    add_peer_trial,
+    peer_trial_count,
+    save_confirmation,
+)
 
 if TYPE_CHECKING:
     from autofr.search.study import AutoFRStudy
@@ -157,7 +164,15 @@ class StudyStages:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial must not hold the stages
-        return not optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            return False
+        # between two trials of a worker nothing runs: the budget must be complete too, unless this
+        # worker stopped early (search.timeout_s, the device-hour budget), which ends the trials for all
+        complete = len(optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        stopped = self.study.trials_summary is not None and (
+            self.study.trials_summary.timed_out or self.study.trials_summary.stopped
+        )
+        return stopped or complete - peer_trial_count(optuna_study) >= self.config.search.n_trials
 
     def _report(self, item: WorkItem, progress: list[StageProgress]) -> None:
         for row in progress:

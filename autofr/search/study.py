@@ -146,6 +146,7 @@ class AutoFRStudy:
         self._plan: StudyPlan | None = None
         self._n_peers: int | None = None
         self._objective: Objective | None = None
+        self.trials_summary = None  # what this worker's run() did (a WorkerSummary)
 
     def _measure_profile(self, steps: int):
         probe = self.protocol.replace(num_samples=min(8, self.protocol.num_samples), batch_size=8)
@@ -341,7 +342,7 @@ class AutoFRStudy:
             self.log_trial(TrialRecord.from_frozen(frozen), artifacts={"samples.png": grid} if grid else {})
 
         budget = self.config.search.n_trials + peer_trial_count(self.study)  # peers take no slot of the budget
-        return run_worker(
+        self.trials_summary = run_worker(
             self.study,
             objective,
             budget,
@@ -350,6 +351,7 @@ class AutoFRStudy:
             progress=self.config.search.progress,
             stop_when=self._trials_budget_spent if self.budget is not None else None,
         )
+        return self.trials_summary
 
     def _trials_budget_spent(self) -> bool:
         spent = self.trial_seconds()
