@@ -288,25 +288,32 @@ class WorkQueue:
         in an item's ``after`` (``"trials"``) is finished; ``on_done(item, progress)`` follows each
         item this worker finished.
         """
-        ran = 0
+        ran, finished = 0, None
         backoff = Backoff()
         with SignalGuard() as guard:
             while True:
+                # one read of the queue per item: the claim, the duplicate check and the progress line
+                # of the item finished last all come from it
                 with guard.deferred():
-                    self._fail_stale()
                     records = self.records()
+                if finished is not None and on_done is not None:
+                    on_done(finished, self.progress(records))
+                finished = None
                 keys = self.keys(records)
                 if all(state.status != "pending" for state in keys.values()):
                     return ran
-                claimed = self._claim(records, keys, ready, guard)
+                claimed = self._claim(records, keys, _Memo(ready), guard)
                 if claimed is None:
+                    with guard.deferred():
+                        self._fail_stale()  # nothing to do here: look for items whose worker died
                     backoff.sleep()
+                    continue
+                if claimed is _RETRY:
                     continue
                 backoff = Backoff()
                 if self._run_one(claimed, execute, catch, guard):
                     ran += 1
-                    if on_done is not None:
-                        on_done(claimed.item, self.progress())
+                    finished = claimed.item
 
     def _fail_stale(self) -> None:
         if _optuna.heartbeat_enabled(self._storage):
@@ -325,6 +332,8 @@ class WorkQueue:
         return True
 
     def _claim(self, records, keys, ready, guard) -> ItemRecord | None:
+        """The item this worker now holds, None when nothing is claimable, or :data:`_RETRY` when this
+        view of the queue turned out old (another worker took an item first): look again."""
         here = self.worker.place
         running_here = [r for r in records if r.state is TrialState.RUNNING and r.place == here]
         if any(r.item.quiet for r in running_here):
@@ -335,17 +344,22 @@ class WorkQueue:
             if record.item.quiet and running_here:
                 continue  # a timing run waits for the device to be free
             with guard.deferred():
-                if not self._storage.set_trial_state_values(record.trial_id, TrialState.RUNNING):
-                    continue  # another worker took it first
+                try:
+                    if not self._storage.set_trial_state_values(record.trial_id, TrialState.RUNNING):
+                        return _RETRY  # another worker took it first
+                except UpdateFinishedTrialError:
+                    return _RETRY  # another worker took it and finished it since this worker looked
                 self._storage.set_trial_user_attr(record.trial_id, WORKER_ATTR, self.worker.to_attr())
-            if self._is_duplicate(record):
-                continue
+            if self._is_duplicate(record, records):
+                return _RETRY
             return record
         return None
 
-    def _is_duplicate(self, claimed: ItemRecord) -> bool:
-        """True (and the claimed copy PRUNED) when another copy of its key is done, or runs with a lower number."""
-        for other in self.records():
+    def _is_duplicate(self, claimed: ItemRecord, records: list[ItemRecord]) -> bool:
+        """True (and the claimed copy PRUNED) when another copy of its key is done, or runs with a lower
+        number. ``records`` is the view the claim was made from: every claim that fails sends the worker
+        to a new view, so a lower copy another worker holds is seen before a higher one is claimed."""
+        for other in records:
             if other.item.key != claimed.item.key or other.number == claimed.number or other.duplicate:
                 continue
             if other.state is TrialState.COMPLETE or (
@@ -409,6 +423,23 @@ class WorkQueue:
         attempt = int(self._storage.get_trial(record.trial_id).user_attrs.get(_ATTEMPT_ATTR, 0))
         if retry and (force or self.max_retry is None or attempt < self.max_retry):
             self._enqueue(record.item, attempt=attempt + 1)
+
+
+class _Memo:
+    """``ready(stage)`` asked once per stage for one view of the queue."""
+
+    def __init__(self, ready: Callable[[str], bool]) -> None:
+        self._ready = ready
+        self._answers: dict[str, bool] = {}
+
+    def __call__(self, stage: str) -> bool:
+        if stage not in self._answers:
+            self._answers[stage] = self._ready(stage)
+        return self._answers[stage]
+
+
+#: what :meth:`WorkQueue._claim` returns when its view of the queue was old
+_RETRY = object()
 
 
 def _reason(error: BaseException) -> str:

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autofr.execution.work import WorkerIdentity, WorkQueue
+from autofr.execution.work import ItemRecord, WorkerIdentity, WorkQueue
 from tests.cluster.conftest import finish, stop_all, wait_until
 
 WORKER = Path(__file__).with_name("item_worker.py")
@@ -138,3 +138,20 @@ def test_keys_added_twice_are_kept_once(journal_backend):
 def test_the_worker_identity_names_the_host_process_and_device(device):
     worker = WorkerIdentity.current(device)
     assert worker.pid > 0 and worker.host and worker.place.endswith(f"/{device}")
+
+
+def test_an_item_finished_by_another_worker_since_this_one_looked_is_not_claimed(journal_backend):
+    """A worker's view of the queue may be old: the item it saw waiting was claimed and finished by
+    another worker meanwhile (a quick item). Claiming it must skip it, not crash the worker."""
+    from autofr.execution.runtime import SignalGuard
+    from autofr.execution.work import WorkItem
+
+    slow, fast = queue_of(journal_backend), queue_of(journal_backend)
+    slow.add([WorkItem("quick", "a")])
+    seen = slow.records()  # "quick" is WAITING in this view
+    assert fast.run(lambda item: {"by": "fast"}) == 1
+    with SignalGuard() as guard:
+        claimed = slow._claim(seen, slow.keys(seen), lambda stage: True, guard)
+    assert not isinstance(claimed, ItemRecord)  # skipped: the worker looks at the queue again
+    assert slow.result("quick") == {"by": "fast"}
+    assert slow.run(lambda item: {"by": "slow"}) == 0  # and finds nothing left to do
