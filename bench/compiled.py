@@ -2,11 +2,12 @@
 
     python bench/compiled.py                          # digits_flux, digits_dit, digits_unet (one thread)
     python bench/compiled.py --models digits_flux --repeats 9 --samples 8
-    python bench/compiled.py --quick                  # smoke run: digits_flux, 2 repeats, 2 samples, 4 steps
+    python bench/compiled.py --quick --backend eager  # smoke run: digits_flux, 1 repeat, 2 samples, 3 steps
 
 Per model, every unit level (FRDiff's sub-layers at M=2 and M=3, every block at M=2, the stack at
 M=2) and the peers that run on it at their default settings (FirstBlockCache, TaylorSeerCache,
-MagCache, cache-dit's DBCache), eager and compiled. Compiled means: the schedule or cache is
+MagCache, cache-dit's DBCache) and, on digits_flux, at their fastest settings within the 5% FID
+target (``bench/peers.py``; FRDiff M=2 is within it too), eager and compiled. Compiled means: the schedule or cache is
 installed, then the denoiser is compiled, regionally (``compile_repeated_blocks``, or each block
 unit's module where the model names no repeated blocks) or whole (``model.compile()``, ``--how
 whole``), with default Dynamo settings and ``fullgraph=False`` for all (a peer's
@@ -20,11 +21,13 @@ Two phases:
   how often Dynamo hit ``recompile_limit`` (the module then runs eagerly), and host reads of a
   device value per run (``.item()``, ``bool(tensor)``: a host-device synchronisation on a GPU; counted
   on an eager run with a dispatch mode, so it works on CPU);
-* timing: one interleaved run, every setting eager and compiled in each repeat (the order rotates),
-  ``recompile_limit`` raised to 64 so that no setting falls back to eager for having been compiled
-  after the others; speedups are per repeat over full compute of the same repeat and mode: the
-  median and the min-max spread. ``compiled / eager`` is the compiled speedup over the eager one
-  (goal: >= 0.95); ``vs eager full`` is over eager full compute.
+* timing: one interleaved run; each repeat times, per mode (eager, compiled; the order alternates),
+  full compute, every setting (the order rotates), full compute again, each timed run after an untimed
+  one; a setting's ratio in a repeat is the mean of the two full-compute times of its mode over its
+  own time; the table gives the median and the min-max spread over repeats. ``recompile_limit`` is
+  raised to 64 for the timing, so that no setting falls back to eager for having been compiled after
+  the others. ``compiled / eager`` is the compiled speedup over the eager one (goal: >= 0.95); ``vs
+  eager full`` is the median compiled time of the setting against eager full compute's.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ from autofr.search.study import load_model, protocol_for
 
 MODELS = ("digits_flux", "digits_dit", "digits_unet")
 PEERS = ("first_block_cache", "taylorseer_cache", "mag_cache", "dbcache")
+#: Each peer's fastest setting within 5% of full compute's FID-2000 (three seeds), bench/README.md "Peers".
+WITHIN_TARGET = {
+    "digits_flux": ("MagCache 0.12", "DBCache F1B0 0.24", "FirstBlockCache 0.1", "TaylorSeer every 4"),
+}
+MODES = ("eager", "compiled")
+BACKEND = ["inductor"]  # --backend: eager goes through Dynamo (graphs, breaks, guards) without code generation
 HOST_READS = {"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.equal.default"}
 
 
@@ -69,20 +78,27 @@ def schedules_for(pipe, steps: int) -> dict[str, ReuseSchedule | None]:
     }
 
 
-def peers_for(pipe, protocol) -> tuple[dict[str, Peer], dict[str, str]]:
+def peers_for(pipe, protocol, model: str) -> tuple[dict[str, Peer], dict[str, str]]:
+    """Each peer's default setting, and on digits_flux its fastest setting within the 5% FID target."""
     peers, skipped = available_peers(pipe, protocol, PEERS)
-    return {f"peer: {peer.label}": peer for peer in peers if peer.default}, skipped
+    chosen = {}
+    for peer in peers:
+        if peer.label in WITHIN_TARGET.get(model, ()):
+            chosen[f"peer: {peer.label} (within target)"] = peer
+        elif peer.default:
+            chosen[f"peer: {peer.label}"] = peer
+    return chosen, skipped
 
 
 def compile_denoiser(denoiser: torch.nn.Module, how: str) -> None:
     if how == "whole":
-        denoiser.compile()
+        denoiser.compile(backend=BACKEND[0])
     elif getattr(denoiser, "_repeated_blocks", None):
-        denoiser.compile_repeated_blocks(fullgraph=False)
+        denoiser.compile_repeated_blocks(fullgraph=False, backend=BACKEND[0])
     else:  # no repeated blocks named (UNet2DModel, DiT): each block unit's module, the same regions by hand
         for unit in discover_units(denoiser, levels=("block",)):
             for module in unit.block_modules:
-                module.compile(fullgraph=False)
+                module.compile(fullgraph=False, backend=BACKEND[0])
 
 
 def uncompile(denoiser: torch.nn.Module) -> None:
@@ -161,6 +177,15 @@ def compile_report(pipe, protocol, candidate, how: str) -> dict:
     return row
 
 
+def timed_run(pipe, protocol, candidate, mode: str, how: str) -> float:
+    """Seconds of one sampling run of ``candidate`` in ``mode``, after an untimed one (first-call effects)."""
+    with running(pipe, candidate, mode == "compiled", how):
+        generate(pipe, protocol)
+        began = time.perf_counter()
+        generate(pipe, protocol)
+        return time.perf_counter() - began
+
+
 # ---------------------------------------------------------------------- the bench of one model
 def bench(model: str, repeats: int, samples: int, steps: int | None, how: str, workdir: Path) -> dict:
     config = load_study_config(
@@ -176,7 +201,7 @@ def bench(model: str, repeats: int, samples: int, steps: int | None, how: str, w
     protocol = protocol_for(config).replace(num_samples=samples, batch_size=samples)
     steps = config.model.num_inference_steps
     schedules = schedules_for(pipe, steps)
-    peers, skipped = peers_for(pipe, protocol)
+    peers, skipped = peers_for(pipe, protocol, model)
     candidates = {**schedules, **peers}
     predicted, cache_mib = {}, {}
     for label, schedule in schedules.items():
@@ -187,31 +212,33 @@ def bench(model: str, repeats: int, samples: int, steps: int | None, how: str, w
             autofr.remove_schedule(pipe)
     reports = {label: compile_report(pipe, protocol, candidate, how) for label, candidate in candidates.items()}
 
-    timed = [label for label in candidates if "error" not in reports[label]]
+    timed = [label for label in candidates if label != "full compute" and "error" not in reports[label]]
     torch._dynamo.reset()
     torch._dynamo.config.recompile_limit = 64
-    seconds = {(mode, label): [] for mode in ("eager", "compiled") for label in timed}
-    for label in timed:  # warm-up: every compiled setting compiles once before the timing
+    for label in ["full compute", *timed]:  # warm-up: every compiled setting compiles once before the timing
         with running(pipe, candidates[label], True, how):
             generate(pipe, protocol)
+    seconds = {(mode, label): [] for mode in MODES for label in ["full compute", *timed]}
+    ratios = {(mode, label): [] for mode in MODES for label in timed}
     for repeat in range(repeats):
-        shift = repeat % len(timed)
-        for label in timed[shift:] + timed[:shift]:
-            for mode in ("eager", "compiled") if repeat % 2 == 0 else ("compiled", "eager"):
-                with running(pipe, candidates[label], mode == "compiled", how):
-                    began = time.perf_counter()
-                    generate(pipe, protocol)
-                    seconds[(mode, label)].append(time.perf_counter() - began)
+        order = timed[repeat % len(timed) :] + timed[: repeat % len(timed)]
+        for mode in MODES if repeat % 2 == 0 else MODES[::-1]:
+            before = timed_run(pipe, protocol, None, mode, how)
+            spent = {label: timed_run(pipe, protocol, candidates[label], mode, how) for label in order}
+            after = timed_run(pipe, protocol, None, mode, how)
+            seconds[(mode, "full compute")] += [before, after]
+            for label, value in spent.items():
+                seconds[(mode, label)].append(value)
+                ratios[(mode, label)].append(0.5 * (before + after) / value)
     rows = []
     for label in candidates:
         row = {"label": label, **reports[label], "predicted": predicted.get(label), "cache_mib": cache_mib.get(label)}
-        if label in timed:
-            for mode in ("eager", "compiled"):
-                ratios = [f / s for f, s in zip(seconds[(mode, "full compute")], seconds[(mode, label)])]
-                row[mode] = (statistics.median(ratios), min(ratios), max(ratios))
+        if label == "full compute" or label in timed:
+            for mode in MODES:
+                values = ratios.get((mode, label), [1.0])
+                row[mode] = (statistics.median(values), min(values), max(values))
                 row[f"{mode}_s"] = statistics.median(seconds[(mode, label)])
-            versus = [f / s for f, s in zip(seconds[("eager", "full compute")], seconds[("compiled", label)])]
-            row["vs_eager_full"] = (statistics.median(versus), min(versus), max(versus))
+            row["vs_eager_full"] = statistics.median(seconds[("eager", "full compute")]) / row["compiled_s"]
         rows.append(row)
     return {
         "model": model,
@@ -219,6 +246,7 @@ def bench(model: str, repeats: int, samples: int, steps: int | None, how: str, w
         "samples": samples,
         "repeats": repeats,
         "how": how,
+        "backend": BACKEND[0],
         "skipped_peers": skipped,
         "rows": rows,
     }
@@ -231,7 +259,7 @@ def _cost(pipe):
 
 # ---------------------------------------------------------------------- the table
 def table(result: dict) -> list[str]:
-    how = "regional" if result["how"] == "regional" else "whole model"
+    how = ("regional" if result["how"] == "regional" else "whole model") + f", {result['backend']} backend"
     lines = [
         f"## {result['model']} ({result['steps']} steps, {result['samples']} samples per run, {how} compile, "
         f"median [min-max] of {result['repeats']} interleaved repeats, one thread)",
@@ -249,11 +277,12 @@ def table(result: dict) -> list[str]:
             lines.append(f"| {row['label']} | {speed(row.get('eager'))} | compile failed: {row['error']} |||||||||||")
             continue
         ratio = f"{row['compiled'][0] / row['eager'][0]:.2f}" if row.get("compiled") else "-"
+        versus = f"{row['vs_eager_full']:.2f}x" if row.get("vs_eager_full") else "-"
         predicted = f"{row['predicted']:.2f}x" if row.get("predicted") else "-"
         cache = f"{row['cache_mib']:.2f}" if row.get("cache_mib") is not None else "-"
         lines.append(
             f"| {row['label']} | {speed(row.get('eager'))} | {speed(row.get('compiled'))} | {ratio} | "
-            f"{speed(row.get('vs_eager_full'))} | {predicted} | {row['first_run_s']:.1f} | {row['graphs']} | "
+            f"{versus} | {predicted} | {row['first_run_s']:.1f} | {row['graphs']} | "
             f"{row['breaks']} | {row['recompiles']} | {row['limit_hits']} | {row['host_reads']} | {cache} |"
         )
     if result["skipped_peers"]:
@@ -269,12 +298,14 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's preset)")
     parser.add_argument("--how", choices=("regional", "whole"), default="regional")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: Dynamo only, fast)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.repeats, args.samples, args.steps = args.models[:1], 2, 2, 4
+        args.models, args.repeats, args.samples, args.steps = args.models[:1], 1, 2, 3
     torch.set_num_threads(1)
+    BACKEND[0] = args.backend
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for model in args.models:

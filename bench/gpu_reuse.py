@@ -57,6 +57,7 @@ SETTINGS = [  # label, interval, score mixing, unit levels that reuse
     ("stack M=3", 3, False, ("stack",)),
 ]
 MODES = ("eager", "compiled")
+BACKEND = ["inductor"]  # --backend: eager goes through Dynamo (graphs, breaks, guards) without code generation
 
 
 def sd15_unet(small: bool):
@@ -189,11 +190,11 @@ def syncs_in_a_run(model, sample_key, inputs, timesteps) -> str | None:
 def compile_blocks(model, fullgraph: bool) -> None:
     """Regional compilation: the repeated blocks, or every block unit's module where none are named."""
     if getattr(model, "_repeated_blocks", None):
-        model.compile_repeated_blocks(fullgraph=fullgraph)
+        model.compile_repeated_blocks(fullgraph=fullgraph, backend=BACKEND[0])
         return
     for unit in discover_units(model, levels=("block",)):
         for module in unit.block_modules:
-            module.compile(fullgraph=fullgraph)
+            module.compile(fullgraph=fullgraph, backend=BACKEND[0])
 
 
 @contextlib.contextmanager
@@ -453,6 +454,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (CUDA 20, CPU 8)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (CUDA 5, CPU 2)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: Dynamo only, fast)")
+    parser.add_argument("--no-memory", action="store_true", help="leave out the cache-memory table at real sizes")
     parser.add_argument("--memory", action="store_true", help="only the cache-memory table at real sizes (no device)")
     args = parser.parse_args(argv)
     if args.memory:
@@ -464,6 +467,7 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
     if not cuda:
         torch.set_num_threads(1)
+    BACKEND[0] = args.backend
     steps = args.steps or (20 if cuda else 8)
     repeats = args.repeats or (5 if cuda else 2)
     card = torch.cuda.get_device_name() if cuda else None
@@ -473,8 +477,9 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         print()
         print("\n".join(bench(name, not cuda, args.device, dtype, steps, repeats)))
-    print()
-    print("\n".join(memory_table()))
+    if not args.no_memory:
+        print()
+        print("\n".join(memory_table()))
     return 0
 
 
