@@ -96,8 +96,10 @@ class CompiledRegions:
     def place(self, module: torch.nn.Module, compile_fn: CompileFn) -> None:
         """Compile the largest parts of ``module`` that hold no hook (see the module docstring)."""
         name = self.names.get(id(module))
-        if _is_torch_layer(module):
-            return  # one op (a Linear, a norm, a conv): as fast eager, and Dynamo does not start a frame in torch.nn
+        if _is_torch_module(module):  # Dynamo starts no frame in torch.nn
+            for child in module.children():  # a container (ModuleList, Sequential): its members
+                self.place(child, compile_fn)
+            return  # a single layer (a Linear, a norm, a conv): one op, as fast eager
         if name is None or name not in self.holds_hook:
             self._compile_whole(module, compile_fn)
         elif name in self.hooked and not self._holds_other_hooks(name):
@@ -152,7 +154,7 @@ class CompiledRegions:
         self.place(module, context)
 
 
-def _is_torch_layer(module: torch.nn.Module) -> bool:
+def _is_torch_module(module: torch.nn.Module) -> bool:
     return type(module).__module__.startswith("torch.nn.")
 
 
