@@ -213,11 +213,7 @@ def bench(model: str, repeats: int, samples: int, steps: int | None, how: str, w
     reports = {label: compile_report(pipe, protocol, candidate, how) for label, candidate in candidates.items()}
 
     timed = [label for label in candidates if label != "full compute" and "error" not in reports[label]]
-    torch._dynamo.reset()
-    torch._dynamo.config.recompile_limit = 64
-    for label in ["full compute", *timed]:  # warm-up: every compiled setting compiles once before the timing
-        with running(pipe, candidates[label], True, how):
-            generate(pipe, protocol)
+    torch._dynamo.config.recompile_limit = 64  # each timed run follows an untimed one, which compiles
     seconds = {(mode, label): [] for mode in MODES for label in ["full compute", *timed]}
     ratios = {(mode, label): [] for mode in MODES for label in timed}
     for repeat in range(repeats):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import autofr
 from autofr import ReuseSchedule
@@ -121,6 +122,33 @@ def test_removing_a_schedule_leaves_the_model_compiled_as_asked_and_computing_as
     assert all(block._compiled_call_impl is not None for block in model.transformer_blocks)
     assert "compile" not in model.transformer_blocks[0].__dict__
     torch.testing.assert_close(run(model, inputs), full, rtol=1e-3, atol=1e-4)
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that read a tensor's value on the host (a host-device sync on a GPU)."""
+
+    READS = ("aten._local_scalar_dense", "aten.is_nonzero", "aten.equal")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).rsplit(".", 1)[0] in self.READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("level", ["sublayer", "block", "stack"])
+def test_a_scheduled_run_reads_no_tensor_value_on_the_host_beyond_the_models_own(level):
+    model, inputs = tiny_flux()
+    with HostReads() as alone:
+        run(model, inputs)
+    autofr.apply_schedule(model, ReuseSchedule.uniform(model, STEPS, interval=2, levels=(level,)))
+    with HostReads() as scheduled:
+        run(model, inputs)
+    assert sum(count.reused for count in autofr.get_accounting(model).units.values()) > 0
+    assert scheduled.count == alone.count  # the CPU stand-in for set_sync_debug_mode("error") on a GPU
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
