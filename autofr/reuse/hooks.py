@@ -250,6 +250,11 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     if not isinstance(schedule, ReuseSchedule):
         schedule = ReuseSchedule.from_json(schedule)
     denoiser = resolve_denoiser(pipe_or_model)
+    if isinstance(getattr(denoiser, "_orig_mod", None), torch.nn.Module):  # torch.compile(model)'s wrapper
+        raise ScheduleError(
+            f"the denoiser is a torch.compile wrapper of {type(denoiser._orig_mod).__name__}, which hides its modules: "
+            "compile it with model.compile() or compile_repeated_blocks() instead (before or after the schedule)"
+        )
     units = discover_units(denoiser, rules, levels=LEVELS)
     names = [u.name for u in units]
     schedule.check_model(type(denoiser).__name__, model_fingerprint(denoiser, units), names)

@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import autofr
 from autofr import ReuseSchedule
+from autofr.errors import ScheduleError
 
 from ..conftest import TinyPipeline
 from .test_levels import STEPS, run, tiny_flux
@@ -122,6 +123,13 @@ def test_removing_a_schedule_leaves_the_model_compiled_as_asked_and_computing_as
     assert all(block._compiled_call_impl is not None for block in model.transformer_blocks)
     assert "compile" not in model.transformer_blocks[0].__dict__
     torch.testing.assert_close(run(model, inputs), full, rtol=1e-3, atol=1e-4)
+
+
+def test_a_torch_compile_wrapper_is_refused_with_what_to_do_instead():
+    model, _ = tiny_flux()
+    schedule = ReuseSchedule.uniform(model, STEPS, interval=2)
+    with pytest.raises(ScheduleError, match="model.compile"):
+        autofr.apply_schedule(torch.compile(model), schedule)
 
 
 class HostReads(TorchDispatchMode):
