@@ -24,7 +24,12 @@ resets after ``num_inference_steps`` calls and whenever the batch shape changes 
 than 0; ``reset_schedule_state(model)`` resets it by hand. Steps and branches are plain Python
 values, so the hot path has no host-device synchronisation.
 
-``remove_schedule`` removes every hook and wrapper and gives the original modules back.
+Compiled models (:mod:`autofr.reuse.compiled`): every module with a hook in it gets a per-instance
+``compile`` that compiles only its hook-free parts, and modules compiled before the schedule came are
+recompiled that way, so the decisions above always run eagerly around compiled work.
+
+``remove_schedule`` removes every hook and wrapper and gives the original modules back, compiled as
+they were asked to be.
 """
 
 from __future__ import annotations
