@@ -1,34 +1,44 @@
-"""Feature reuse on real-size denoisers on a GPU: measured vs MAC-predicted speedup, syncs, cache memory.
+"""Feature reuse on real-size denoisers on a GPU, eager and compiled: measured vs predicted speedup, syncs, memory.
 
     python bench/gpu_reuse.py                 # CUDA: real sizes, bf16 (--dtype float16 for fp16)
     python bench/gpu_reuse.py --device cpu    # no GPU: the same run on small models (smoke test)
 
 Three random-init denoisers (speed does not depend on the weights), each sampled with a plain
-bare-model loop (``x <- x - 0.05 * model(x, t)``, one call per step) at batch 1:
+bare-model loop (``x <- x - 0.05 * model(x, t)``, one call per step, inside ``cache_context("cond")``
+where the model has one, as diffusers' pipelines call it) at batch 1:
 
 * ``sd15_unet``: SD1.5's UNet2DConditionModel configuration at 512 px (64x64 latents, 77 text tokens);
 * ``dit_xl_2``: DiT-XL/2 at 256 px (32x32x4 latents, 28 blocks of 1152 wide);
 * ``flux_shaped``: a FluxTransformer2DModel with FLUX.1's real widths (24 heads x 128, T5 width
   4096) and few layers (2 dual-stream, 4 single-stream blocks) at 1024 px (4096 image + 512 text tokens).
 
-For full compute, FRDiff's uniform M=2 and M=3 (sub-layer units), each with and without score mixing
-(b=0.5, s=30), every block at M=2 and the whole block stack at M=2 and M=3, interleaved and repeated: the median wall time, the measured speedup, the MAC-predicted
-speedup (``autofr.cost``) and their ratio (goal: >= 0.9; MACs ignore the memory-bound norms, gates
-and adds that reuse cannot skip). One scheduled run per model runs under
-``torch.cuda.set_sync_debug_mode("error")``: any host-device synchronisation raises (a model that
-synchronises by itself is reported as such, checked without hooks first). ``cache MiB`` is what the
-feature caches hold after the run (accounting) and, on CUDA, the extra peak allocation over full
-compute.
+Settings: full compute, FRDiff's uniform M=2 and M=3 (sub-layer units), each with and without score
+mixing (b=0.5, s=30), every block at M=2 and the whole block stack at M=2 and M=3; on Flux also the
+peers diffusers runs there at their defaults (FirstBlockCache 0.05, TaylorSeerCache every 5,
+MagCache 0.06 with diffusers' FLUX ratios; cache-dit's DBCache needs a pipeline: ``bench/compiled.py``).
+Each setting runs eager and compiled: installed, then the blocks compiled (``compile_repeated_blocks``,
+or every block unit's module where the model names none; ``fullgraph=True`` for autofr's schedules,
+``False`` for the peers, whose ``torch.compiler.disable`` islands need it), one Dynamo for the whole
+model with ``recompile_limit`` 64 (so no setting falls back to eager for being compiled after
+others). All interleaved and repeated: the median wall time, the measured speedup over full compute
+of the same mode (and compiled over eager full compute), the MAC-predicted speedup (``autofr.cost``)
+and their ratio (goal: >= 0.9); graphs compiled and graph breaks in a setting's first compiled run,
+graphs its second run compiled (recompilations); ``syncs``: each setting's compiled run once under
+``torch.cuda.set_sync_debug_mode("error")`` (``none``: no host-device synchronisation; full compute
+shows what the model does by itself); ``cache MiB`` is what autofr's caches hold after the run
+(accounting) and, on CUDA, ``peak MiB`` the run's peak allocation.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, UNet2DConditionModel, WanTransformer3DModel
+from torch._dynamo.utils import counters
 
 import autofr
 from autofr import Mixing, ReuseSchedule
@@ -46,6 +56,8 @@ SETTINGS = [  # label, interval, score mixing, unit levels that reuse
     ("stack M=2", 2, False, ("stack",)),
     ("stack M=3", 3, False, ("stack",)),
 ]
+MODES = ("eager", "compiled")
+BACKEND = ["inductor"]  # --backend: eager goes through Dynamo (graphs, breaks, guards) without code generation
 
 
 def sd15_unet(small: bool):
@@ -131,15 +143,34 @@ def flux_shaped(small: bool):
 MODELS = {"sd15_unet": sd15_unet, "dit_xl_2": dit_xl_2, "flux_shaped": flux_shaped}
 
 
+def peer_configs(name: str, steps: int) -> dict:
+    """diffusers' caches at their documented defaults, on the model that has them (CacheMixin)."""
+    if name != "flux_shaped":
+        return {}
+    from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+    from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
+
+    return {
+        "peer: FirstBlockCache 0.05": lambda: FirstBlockCacheConfig(threshold=0.05),
+        "peer: TaylorSeerCache every 5": lambda: TaylorSeerCacheConfig(cache_interval=5),
+        "peer: MagCache 0.06": lambda: MagCacheConfig(
+            threshold=0.06, num_inference_steps=steps, mag_ratios=FLUX_MAG_RATIOS
+        ),
+    }
+
+
 @torch.inference_mode()
 def sample(model, sample_key, inputs, timesteps, sync):
     """One sampling run over the bare denoiser; wall seconds (synchronised only before and after)."""
     kwargs = dict(inputs)
     x = kwargs.pop(sample_key)
+    context = getattr(model, "cache_context", None)
     sync()
     began = time.perf_counter()
     for t in timesteps:
-        x = x - 0.05 * model(**{sample_key: x}, timestep=t, **kwargs, return_dict=False)[0][:, : x.shape[1]]
+        with context("cond") if context is not None else contextlib.nullcontext():
+            out = model(**{sample_key: x}, timestep=t, **kwargs, return_dict=False)[0]
+        x = x - 0.05 * out[:, : x.shape[1]]
     sync()
     return time.perf_counter() - began
 
@@ -156,6 +187,38 @@ def syncs_in_a_run(model, sample_key, inputs, timesteps) -> str | None:
         torch.cuda.set_sync_debug_mode("default")
 
 
+def compile_blocks(model, fullgraph: bool) -> None:
+    """Regional compilation: the repeated blocks, or every block unit's module where none are named."""
+    if getattr(model, "_repeated_blocks", None):
+        model.compile_repeated_blocks(fullgraph=fullgraph, backend=BACKEND[0])
+        return
+    for unit in discover_units(model, levels=("block",)):
+        for module in unit.block_modules:
+            module.compile(fullgraph=fullgraph, backend=BACKEND[0])
+
+
+@contextlib.contextmanager
+def installed(model, setting, compiled: bool, cost):
+    """A schedule (autofr) or a cache config (a peer) on ``model``, then its blocks compiled; undone after.
+    Yields autofr's accounting (None for a peer)."""
+    accounting = None
+    if isinstance(setting, ReuseSchedule):
+        accounting = autofr.apply_schedule(model, setting, cost=cost)
+    else:
+        model.enable_cache(setting())
+    try:
+        if compiled:
+            compile_blocks(model, fullgraph=accounting is not None)
+        yield accounting
+    finally:
+        if accounting is not None:
+            autofr.remove_schedule(model)
+        else:
+            model.disable_cache()
+        for module in model.modules():
+            module._compiled_call_impl = None
+
+
 def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, repeats: int) -> list[str]:
     torch.manual_seed(0)
     model, sample_key, make_inputs, scale = MODELS[name](small)
@@ -166,53 +229,86 @@ def bench(name: str, small: bool, device: str, dtype: torch.dtype, steps: int, r
     cost = measure_cost(model, units, inputs=dict(inputs, timestep=timesteps[0]))
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    schedules = {
+    settings = {
         label: ReuseSchedule.uniform(model, steps, interval=m, mixing=Mixing() if mix else False, levels=levels)
         for label, m, mix, levels in SETTINGS
     }
-    times = {label: [] for label in schedules}
-    predicted, cache_mib, peak_mib = {}, {}, {}
+    settings.update(peer_configs(name, steps))
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = 64
+    times = {(label, mode): [] for label in settings for mode in MODES}
+    predicted, cache_mib, peak_mib, dynamo, syncs, failed = {}, {}, {}, {}, {}, {}
     sample(model, sample_key, inputs, timesteps[:2], sync)  # warm-up
-    for _ in range(repeats):
-        for label, schedule in schedules.items():
-            accounting = autofr.apply_schedule(model, schedule, cost=cost)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            times[label].append(sample(model, sample_key, inputs, timesteps, sync))
-            predicted[label] = accounting.predicted_speedup
-            cache_mib[label] = accounting.cache_bytes / 2**20
-            if cuda:
-                peak_mib[label] = torch.cuda.max_memory_allocated() / 2**20
-            autofr.remove_schedule(model)
-    sync_report = "n/a (CPU)"
-    if cuda:
-        alone = syncs_in_a_run(model, sample_key, inputs, timesteps)
-        autofr.apply_schedule(model, schedules["FRDiff M=3 +mixing"], cost=cost)
-        hooked = syncs_in_a_run(model, sample_key, inputs, timesteps)
-        autofr.remove_schedule(model)
-        sync_report = (
-            "none"
-            if hooked is None
-            else f"model itself syncs: {alone}"
-            if alone is not None
-            else f"HOOKS SYNC: {hooked}"
-        )
-    full = statistics.median(times["full compute"])
+    for label, setting in settings.items():  # compile once, count, check syncs
+        counters.clear()
+        try:
+            with installed(model, setting, True, cost):
+                began = time.perf_counter()
+                sample(model, sample_key, inputs, timesteps, sync)
+                first_s = time.perf_counter() - began
+                breaks, graphs = sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
+                counters.clear()
+                sample(model, sample_key, inputs, timesteps, sync)
+                dynamo[label] = (first_s, graphs, breaks, counters["stats"]["unique_graphs"])
+                if cuda:
+                    syncs[label] = syncs_in_a_run(model, sample_key, inputs, timesteps)
+        except Exception as error:  # a setting that does not compile on this model
+            failed[label] = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+    for repeat in range(repeats):
+        order = list(settings)[repeat % len(settings) :] + list(settings)[: repeat % len(settings)]
+        for label in order:
+            for mode in MODES if repeat % 2 == 0 else MODES[::-1]:
+                if mode == "compiled" and label in failed:
+                    continue
+                with installed(model, settings[label], mode == "compiled", cost) as accounting:
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    times[(label, mode)].append(sample(model, sample_key, inputs, timesteps, sync))
+                    if accounting is not None:
+                        predicted[label] = accounting.predicted_speedup
+                        cache_mib[label] = accounting.cache_bytes / 2**20
+                    if cuda:
+                        peak_mib[(label, mode)] = torch.cuda.max_memory_allocated() / 2**20
+    full = {mode: statistics.median(times[("full compute", mode)]) for mode in MODES}
     lines = [
         f"{name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, {cost.total_macs / 1e9:.1f} "
         f"GMACs per step, {100 * cost.reusable_fraction:.0f}% reusable, {len(cost.unit_macs)} units; {steps} steps, "
-        f"{dtype}, {device}; syncs in a scheduled run: {sync_report})",
-        "| setting | median s | measured | MAC-predicted | measured / predicted | cache MiB | extra peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"{dtype}, {device}, median of {repeats}; compiled full compute {full['eager'] / full['compiled']:.2f}x "
+        "eager full compute)",
+        "| setting | eager s | eager | compiled s | compiled | compiled / eager | vs eager full | MAC-predicted "
+        "| measured / predicted (eager) | 1st compiled run s | graphs | breaks | recompiles (run 2) | syncs "
+        "| cache MiB | peak MiB (eager / compiled) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    for label in schedules:
-        seconds = statistics.median(times[label])
-        measured = full / seconds
-        extra = f"{peak_mib[label] - peak_mib['full compute']:.0f}" if cuda else "n/a"
-        lines.append(
-            f"| {label} | {seconds:.3f} | {measured:.2f}x | {predicted[label]:.2f}x | "
-            f"{measured / predicted[label]:.2f} | {cache_mib[label]:.1f} | {extra} |"
-        )
+    for label in settings:
+        eager_s = statistics.median(times[(label, "eager")])
+        eager = full["eager"] / eager_s
+        row = [label, f"{eager_s:.3f}", f"{eager:.2f}x"]
+        if label in failed:
+            row += [f"compile failed: {failed[label]}"] + [""] * 12
+        else:
+            compiled_s = statistics.median(times[(label, "compiled")])
+            compiled = full["compiled"] / compiled_s
+            first_s, graphs, breaks, recompiles = dynamo[label]
+            pred = predicted.get(label)
+            sync_cell = "n/a (CPU)" if not cuda else ("none" if syncs[label] is None else syncs[label])
+            peak = f"{peak_mib[(label, 'eager')]:.0f} / {peak_mib[(label, 'compiled')]:.0f}" if cuda else "unmeasured"
+            row += [
+                f"{compiled_s:.3f}",
+                f"{compiled:.2f}x",
+                f"{compiled / eager:.2f}",
+                f"{full['eager'] / compiled_s:.2f}x",
+                f"{pred:.2f}x" if pred else "-",
+                f"{eager / pred:.2f}" if pred else "-",
+                f"{first_s:.1f}",
+                str(graphs),
+                str(breaks),
+                str(recompiles),
+                sync_cell,
+                f"{cache_mib[label]:.1f}" if label in cache_mib else "-",
+                peak,
+            ]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -358,6 +454,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (CUDA 20, CPU 8)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (CUDA 5, CPU 2)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: Dynamo only, fast)")
+    parser.add_argument("--no-memory", action="store_true", help="leave out the cache-memory table at real sizes")
     parser.add_argument("--memory", action="store_true", help="only the cache-memory table at real sizes (no device)")
     args = parser.parse_args(argv)
     if args.memory:
@@ -369,14 +467,19 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
     if not cuda:
         torch.set_num_threads(1)
+    BACKEND[0] = args.backend
     steps = args.steps or (20 if cuda else 8)
     repeats = args.repeats or (5 if cuda else 2)
-    print(f"# autofr GPU reuse bench ({'real sizes' if cuda else 'small CPU smoke run: not the GPU figures'})")
+    card = torch.cuda.get_device_name() if cuda else None
+    print(
+        f"# autofr GPU reuse bench ({f'real sizes, {card}' if cuda else 'small CPU smoke run: the GPU figures are unmeasured'})"
+    )
     for name in args.models.split(","):
         print()
         print("\n".join(bench(name, not cuda, args.device, dtype, steps, repeats)))
-    print()
-    print("\n".join(memory_table()))
+    if not args.no_memory:
+        print()
+        print("\n".join(memory_table()))
     return 0
 
 

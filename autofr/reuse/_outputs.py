@@ -106,6 +106,15 @@ def tensor_versions(value: Any) -> tuple:
     return ()
 
 
+def clone(value: Any) -> Any:
+    """A copy of the tensors in ``value`` (a tensor, tuple or list), the rest as is."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(clone(v) for v in value)
+    return value
+
+
 def nbytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()

@@ -175,6 +175,7 @@ class BlockSpan:
         self.computed = 0
         self.reused = 0
         self.broken: str | None = None  # why this span cannot be reused on this model (said once)
+        self.copy_outputs = False  # under CUDA graphs a compiled stage's output is overwritten by the next replay
 
     def has_cache(self, branch: Any, block: torch.nn.Module) -> bool:
         if self.mode == "output":
@@ -249,7 +250,7 @@ class BlockHook(ModelHook):
         for span in computing:
             if span.mode == "output":
                 if span.store[step] or not span.compute[step]:
-                    span.outputs[(branch, id(block))] = output
+                    span.outputs[(branch, id(block))] = _outputs.clone(output) if span.copy_outputs else output
             elif block is span.last and branch in span.inputs:
                 self._store_residual(span, branch, output)
         return output

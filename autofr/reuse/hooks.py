@@ -5,7 +5,7 @@
 
 * one :class:`DenoiserHook` on the denoiser: it knows the step index, skips the network where the
   mixing weight is 0, and mixes the output with the jump score (see :mod:`autofr.schedule`);
-* one :class:`UnitHook` per reusable unit: at its compute steps the unit runs as usual (its output
+* one :class:`UnitHook` per reusable unit that reuses at some step: at its compute steps the unit runs as usual (its output
   is cached if a later step will reuse it); at its other steps the cached value is used and only the
   cheap, timestep-dependent part is recomputed (see the kinds in :mod:`autofr.reuse.units`);
 * for resnet units, a :class:`Conv1CaptureHook` on ``conv1`` that caches its output;
@@ -24,7 +24,12 @@ resets after ``num_inference_steps`` calls and whenever the batch shape changes 
 than 0; ``reset_schedule_state(model)`` resets it by hand. Steps and branches are plain Python
 values, so the hot path has no host-device synchronisation.
 
-``remove_schedule`` removes every hook and wrapper and gives the original modules back.
+Compiled models (:mod:`autofr.reuse.compiled`): every module with a hook in it gets a per-instance
+``compile`` that compiles only its hook-free parts, and modules compiled before the schedule came are
+recompiled that way, so the decisions above always run eagerly around compiled work.
+
+``remove_schedule`` removes every hook and wrapper and gives the original modules back, compiled as
+they were asked to be.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from autofr.errors import ScheduleError
 from autofr.reuse import _outputs
 from autofr.reuse.accounting import ReuseAccounting
 from autofr.reuse.block_hook import BlockHook, BlockSpan
+from autofr.reuse.compiled import CompiledRegions, recompile
 from autofr.reuse.unit_hook import Conv1CaptureHook, StepClock, UnitHook
 from autofr.reuse.units import LEVELS, ReusableUnit, discover_units, model_fingerprint, resolve_denoiser, unit_parents
 from autofr.schedule import ReuseSchedule, StepPlan
@@ -91,6 +97,7 @@ class DenoiserHook(ModelHook):
         clock: StepClock,
         unit_hooks: list[UnitHook],
         spans: list[BlockSpan] = (),
+        reported: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.schedule = schedule
@@ -106,7 +113,8 @@ class DenoiserHook(ModelHook):
         self.bare_finished: set = set()
         self.batch_shape: Any = None
         # what the accounting reports: every sub-layer unit, and the outer units the schedule names
-        reported = [n for n in plan.unit_compute if n in schedule.units or n in {h.name for h in unit_hooks}]
+        if reported is None:
+            reported = [n for n in plan.unit_compute if n in schedule.units or n in {h.name for h in unit_hooks}]
         self.accounting = ReuseAccounting.empty(schedule.describe(), plan, reported)
 
     def reset_state(self, module):
@@ -122,6 +130,13 @@ class DenoiserHook(ModelHook):
         for span in self.spans:
             span.clear()
         return module
+
+    def copy_cached_outputs(self) -> None:
+        """Caches copy what they keep (CUDA graphs overwrite a compiled region's outputs at its next replay)."""
+        for hook in self.unit_hooks:
+            hook.copy_on_store = True
+        for span in self.spans:
+            span.copy_outputs = True
 
     def begin_call(self, driven: bool = False) -> None:
         """Start a new sampling run (at the start of every pipeline call, or by hand)."""
@@ -214,8 +229,9 @@ class DenoiserHook(ModelHook):
 class _ReuseSession:
     """Everything one ``apply_schedule`` installed, so ``remove_schedule`` can undo it."""
 
-    def __init__(self, denoiser, schedule, units, denoiser_hook, scheduler, originals):
+    def __init__(self, denoiser, schedule, units, denoiser_hook, scheduler, originals, regions):
         self.denoiser = denoiser
+        self.regions = regions  # where torch.compile requests on the denoiser are carried out
         self.schedule = schedule
         self.units = units
         self.denoiser_hook = denoiser_hook
@@ -239,6 +255,11 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     if not isinstance(schedule, ReuseSchedule):
         schedule = ReuseSchedule.from_json(schedule)
     denoiser = resolve_denoiser(pipe_or_model)
+    if isinstance(getattr(denoiser, "_orig_mod", None), torch.nn.Module):  # torch.compile(model)'s wrapper
+        raise ScheduleError(
+            f"the denoiser is a torch.compile wrapper of {type(denoiser._orig_mod).__name__}, which hides its modules: "
+            "compile it with model.compile() or compile_repeated_blocks() instead (before or after the schedule)"
+        )
     units = discover_units(denoiser, rules, levels=LEVELS)
     names = [u.name for u in units]
     schedule.check_model(type(denoiser).__name__, model_fingerprint(denoiser, units), names)
@@ -254,8 +275,8 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
     clock = StepClock()
     unit_hooks = []
     for unit in units:
-        if unit.level != "sublayer":
-            continue
+        if unit.level != "sublayer" or not plan.unit_counts(unit.name)[1]:
+            continue  # a unit that never reuses computes as usual: no hook (nothing to trace under compile)
         hook = UnitHook(unit, plan, clock)
         HookRegistry.check_if_exists_or_initialize(unit.module).register_hook(hook, HOOK_NAME)
         if unit.mode == "conv1":
@@ -268,7 +289,8 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
         HookRegistry.check_if_exists_or_initialize(block).register_hook(
             BlockHook(block, block_spans, clock), _BLOCK_HOOK_NAME
         )
-    denoiser_hook = DenoiserHook(schedule, plan, clock, unit_hooks, spans)
+    reported = [u.name for u in units if u.level == "sublayer" or u.name in schedule.units]
+    denoiser_hook = DenoiserHook(schedule, plan, clock, unit_hooks, spans, reported)
     registry = HookRegistry.check_if_exists_or_initialize(denoiser)
     registry.register_hook(denoiser_hook, HOOK_NAME)
     _invalidate_registry_cache(registry)
@@ -303,7 +325,10 @@ def apply_schedule(pipe_or_model, schedule: ReuseSchedule | str | Any, *, cost=N
                 return result
 
             scheduler.step = step
-    session = _ReuseSession(denoiser, schedule, units, denoiser_hook, scheduler, originals)
+    hooked = [module for module in _hooked_modules(units, denoiser) if _holds_reuse_hook(module)]
+    regions = CompiledRegions(denoiser, hooked, denoiser_hook.copy_cached_outputs)
+    regions.install()
+    session = _ReuseSession(denoiser, schedule, units, denoiser_hook, scheduler, originals, regions)
     setattr(denoiser, _SESSION_ATTRIBUTE, session)
     logger.info("applied reuse schedule to %s: %s", type(denoiser).__name__, schedule.describe())
     return denoiser_hook.accounting
@@ -315,10 +340,8 @@ def remove_schedule(pipe_or_model) -> None:
     session = getattr(denoiser, _SESSION_ATTRIBUTE, None)
     if session is None:
         return
-    sublayers = [u for u in session.units if u.level == "sublayer"]
-    blocks = [module for u in session.units for module in u.block_modules]
-    conv1s = [u.module.conv1 for u in sublayers if u.mode == "conv1"]
-    for module in [denoiser, *(u.module for u in sublayers), *conv1s, *blocks]:
+    compile_requests = session.regions.remove()  # before the hooks: compiled own work sits inside them
+    for module in _hooked_modules(session.units, denoiser):
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
             continue
@@ -335,6 +358,7 @@ def remove_schedule(pipe_or_model) -> None:
             else:
                 session.scheduler.__dict__.pop(name, None)
     delattr(denoiser, _SESSION_ATTRIBUTE)
+    recompile(compile_requests)  # compiled as the user asked, now without hooks
 
 
 def get_accounting(pipe_or_model) -> ReuseAccounting:
@@ -353,6 +377,22 @@ def reset_schedule_state(pipe_or_model) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
+def _hooked_modules(units: list[ReusableUnit], denoiser: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every module that may hold one of the schedule's hooks: the denoiser, the sub-layer units (and a
+    resnet unit's ``conv1``) and the blocks of the outer units."""
+    sublayers = [u for u in units if u.level == "sublayer"]
+    conv1s = [u.module.conv1 for u in sublayers if u.mode == "conv1"]
+    blocks = [module for u in units for module in u.block_modules]
+    return [denoiser, *(u.module for u in sublayers), *conv1s, *blocks]
+
+
+def _holds_reuse_hook(module: torch.nn.Module) -> bool:
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry is not None and any(
+        name in registry.hooks for name in (HOOK_NAME, _CAPTURE_HOOK_NAME, _BLOCK_HOOK_NAME)
+    )
+
+
 def _block_spans(units: list[ReusableUnit], plan: StepPlan) -> list[BlockSpan]:
     """The spans of the outer units that reuse at some step where they run: the stack is one span;
     consecutive blocks of one list with one schedule share one; every UNet stage is its own."""

@@ -67,7 +67,7 @@ class UnitHook(ModelHook):
 
     def keep(self, key: tuple, value: Any, output_type: type) -> None:
         if self.copy_on_store:
-            value = _clone(value)
+            value = _outputs.clone(value)
         self.caches[key] = (value, _outputs.tensor_versions(value), output_type)
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
@@ -133,11 +133,3 @@ class Conv1CaptureHook(ModelHook):
             owner.keep(owner.pending_key, output, torch.Tensor)
             owner.pending_key = None
         return output
-
-
-def _clone(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_clone(v) for v in value)
-    return value

@@ -63,3 +63,16 @@ def test_peers_stage_runs_on_a_tiny_budget(stage, work):
     _run(str(BENCH / "peers.py"), stage, *common, "--timing-samples", "4", "--repeats", "1")
     if stage == "report":
         assert (work / "peers" / "smoke" / "results" / "peers_digits_dit.json").is_file()
+
+
+def test_compiled_bench_counts_graphs_breaks_and_recompiles_on_a_tiny_run():
+    out = _run(str(BENCH / "compiled.py"), "--quick", "--backend", "eager")
+    assert "| full compute |" in out and "| stack M=2 (stack) |" in out
+    assert "compile failed" not in out.split("peer:")[0]  # autofr's schedules all compile
+
+
+def test_gpu_bench_runs_small_on_cpu_and_says_the_gpu_figures_are_unmeasured():
+    out = _run(
+        str(BENCH / "gpu_reuse.py"), "--device", "cpu", "--models", "flux_shaped", "--steps", "3", "--repeats", "1"
+    )
+    assert "the GPU figures are unmeasured" in out and "| stack M=2 |" in out
