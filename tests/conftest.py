@@ -24,6 +24,23 @@ torch.set_num_threads(1)
 FAMILIES = ("unet", "unet_cond", "dit", "pixart")
 
 
+def tiny_study_overrides(model_path) -> list[str]:
+    """The model, space and quality overrides of a short study of :func:`save_tiny_digit_pipeline`'s model
+    (8 steps, proxy SSIM on 8 samples, FID against full compute's samples); a test adds the rest."""
+    return [
+        f"model.path={model_path}",
+        "model.name=tiny",
+        "model.num_inference_steps=8",
+        "model.guidance_scale=2.0",
+        "space.steps=[6,8]",
+        "space.max_interval=3",
+        "quality.proxy_samples=8",
+        "quality.batch_size=8",
+        "quality.fid_reference=full_compute",
+        "quality.proxy=ssim",
+    ]
+
+
 def save_tiny_digit_pipeline(path) -> None:
     """A random-init 16x16 one-channel class-conditional UNet pipeline (digit-shaped) saved to ``path``."""
     from autofr.models.pipeline import ClassConditionalPipeline

@@ -18,7 +18,7 @@ from autofr.execution.storage import open_storage
 from autofr.images import sample_grid_png
 from autofr.quality import ReferenceCache, build_measure
 from autofr.search.study import load_model, protocol_for
-from tests.conftest import save_tiny_digit_pipeline
+from tests.conftest import save_tiny_digit_pipeline, tiny_study_overrides
 
 N_TRIALS = 10
 
@@ -32,17 +32,8 @@ def workdir(tmp_path_factory):
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [
-        f"model.path={root / 'tiny'}",
-        "model.name=tiny",
-        "model.num_inference_steps=8",
-        "model.guidance_scale=2.0",
-        "space.steps=[6,8]",
-        "space.max_interval=3",
-        "quality.proxy_samples=8",
+        *tiny_study_overrides(root / "tiny"),
         "quality.fid_samples=16",
-        "quality.batch_size=8",
-        "quality.fid_reference=full_compute",
-        "quality.proxy=ssim",
         f"search.n_trials={N_TRIALS}",
         "search.progress=false",
         "search.speed_model=macs",  # deterministic speeds: the latency model is timed on this machine

@@ -22,7 +22,7 @@ from autofr.execution.storage import open_storage
 from autofr.execution.work import WorkerIdentity, WorkQueue
 from autofr.search.records import StudyRecords
 from tests.cluster.conftest import finish, fresh_postgres_url, stop_all, wait_until  # noqa: F401  (a fixture)
-from tests.conftest import save_tiny_digit_pipeline
+from tests.conftest import save_tiny_digit_pipeline, tiny_study_overrides
 
 FAST_HEARTBEAT = ["storage.heartbeat_interval=1", "storage.grace_period=4"]
 
@@ -45,17 +45,8 @@ class Study:
     def overrides(self, *extra: str) -> list[str]:
         storage = ["storage=postgres"] if self.url else [f"storage.journal_path={self.journal}"]
         return [
-            f"model.path={self.tiny / 'tiny'}",
-            "model.name=tiny",
-            "model.num_inference_steps=8",
-            "model.guidance_scale=2.0",
-            "space.steps=[6,8]",
-            "space.max_interval=3",
-            "quality.proxy_samples=8",
+            *tiny_study_overrides(self.tiny / "tiny"),
             "quality.fid_samples=64",
-            "quality.batch_size=8",
-            "quality.fid_reference=full_compute",
-            "quality.proxy=ssim",
             "search.n_trials=4",  # warm starts only: the same candidates in every study
             "search.peers=off",
             "search.fid_seeds=2",
