@@ -310,10 +310,7 @@ class StudyStages:
         n, size = confirmer.fid_protocol.num_samples, self.slice_size()
         items = []
         for trial in chosen:
-            candidate = candidate_of(trial)
-            whole = isinstance(candidate, ReuseSchedule) and _computes_everything(
-                candidate, confirmer.fid_protocol.num_inference_steps
-            )
+            whole = _is_full(trial, confirmer)  # its slices are full compute's references
             for seed in confirmer.seeds:
                 if whole or seed in confirmer.cached_seeds(trial) or confirmer.takes_from_trial(trial, seed):
                     continue
